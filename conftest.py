@@ -1,0 +1,33 @@
+"""One local multi-node Ray cluster for the whole test session (doctests included).
+
+Starting Ray costs seconds, and Daft locks its runner on first use, so the cluster starts once,
+before anything executes a DataFrame, and every in-process test runs on the Ray runner. Tests of the
+native runner run ``daftscale`` in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Nodes × logical CPUs of the shared test cluster: 2 × 2 is the smallest cluster where placement
+# across nodes matters, and fits the CI machine (2 real cores).
+TEST_CLUSTER_NODES = 2
+TEST_CLUSTER_CPUS = 2
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_cluster() -> Iterator[object]:
+    import daft
+
+    from daftscale.cluster import start_local_cluster
+
+    os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
+    cluster = start_local_cluster(TEST_CLUSTER_NODES, TEST_CLUSTER_CPUS)
+    daft.set_runner_ray(address=cluster.address, noop_if_initialized=True)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()

@@ -1,0 +1,57 @@
+"""daftscale: scale Daft workflows from one machine to a Ray cluster, with the numbers right.
+
+Profile the data and the cluster, choose shuffle (``repartition``) or streaming (``into_batches``),
+compute the numbers with the seed's formulas, apply them to a DataFrame, run, measure and explain.
+
+>>> import daftscale
+>>> p = daftscale.plan(daftscale.profile(rows=1_000_000, bytes_per_row=100),
+...                    daftscale.ClusterSpec(nodes=4), concurrency=16, batch_size=64)
+>>> p.partitions
+977
+"""
+
+from daftscale.cluster import ClusterSpec, discover
+from daftscale.errors import (
+    ClusterError,
+    ConfigError,
+    DaftscaleError,
+    PipelineError,
+    PlanError,
+    ProfileError,
+    RunError,
+)
+from daftscale.plan import PlanWarning, ScalingPlan, UdfResources, plan
+from daftscale.profile import (
+    ColumnProfile,
+    DataProfile,
+    UdfProfile,
+    profile,
+    profile_dataframe,
+    profile_numbers,
+    profile_parquet,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClusterError",
+    "ClusterSpec",
+    "ColumnProfile",
+    "ConfigError",
+    "DaftscaleError",
+    "DataProfile",
+    "PipelineError",
+    "PlanError",
+    "PlanWarning",
+    "ProfileError",
+    "RunError",
+    "ScalingPlan",
+    "UdfProfile",
+    "UdfResources",
+    "discover",
+    "plan",
+    "profile",
+    "profile_dataframe",
+    "profile_numbers",
+    "profile_parquet",
+]

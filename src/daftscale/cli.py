@@ -1,0 +1,201 @@
+"""The ``daftscale`` command: parse options, call the public Python API, render the result.
+
+Every command is a thin layer: the work happens in :mod:`daftscale.profile`, :mod:`daftscale.plan`,
+:mod:`daftscale.run` and friends, callable from Python with the same arguments. Any
+:class:`~daftscale.errors.DaftscaleError` (and any usage error) becomes one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from daftscale.errors import DaftscaleError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _echo_error(message: str) -> None:
+    click.echo(f"daftscale: error: {' '.join(message.split())}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared options
+
+
+def cluster_options(func: Any) -> Any:
+    """--nodes/--cpus-per-node/--gpus-per-node/--memory-per-node/--gpu-memory/--ray."""
+    options = [
+        click.option("--nodes", type=int, help="Nodes in the cluster (declared)."),
+        click.option("--cpus-per-node", type=float, help="Logical CPUs per node."),
+        click.option("--gpus-per-node", type=float, help="GPUs per node."),
+        click.option("--memory-per-node", help="Memory per node, e.g. 64GiB."),
+        click.option("--gpu-memory", help="Memory per GPU, e.g. 80GiB (bounds GPU UDF batches)."),
+        click.option("--ray", "ray_address", metavar="ADDRESS|auto", help="Discover the cluster from Ray."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def plan_options(func: Any) -> Any:
+    """The planner's knobs, shared by plan, run, tune and simulate."""
+    options = [
+        click.option("--concurrency", type=int, help="Total UDF actors C (default: what the cluster fits)."),
+        click.option("--batch-size", type=int, help="Rows per UDF call B (default: from UDF profile, else 64)."),
+        click.option("--batches-per-task", type=int, default=None, help="K, batches per actor per task (4)."),
+        click.option("--udf-gpus", type=float, help="GPUs per UDF actor (fractions allowed)."),
+        click.option("--udf-cpus", type=float, help="CPUs per UDF actor (default 1)."),
+        click.option("--udf-memory", help="Memory budget per UDF actor, e.g. 8GiB."),
+        click.option(
+            "--strategy",
+            type=click.Choice(["auto", "shuffle", "streaming"]),
+            default="auto",
+            show_default=True,
+            help="Force a strategy instead of choosing from the data.",
+        ),
+        click.option("--keys", help="Comma-separated join/groupby keys: hash-shuffle on them."),
+        click.option("--inflation", type=float, default=None, help="Decoded size over profiled size (3.0)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def planner_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """Map CLI option values onto :func:`daftscale.plan.plan` keyword arguments."""
+    from daftscale.config import DEFAULT_BATCHES_PER_TASK, DEFAULT_INFLATION
+    from daftscale.plan import UdfResources
+
+    keys = tuple(k.strip() for k in (params.get("keys") or "").split(",") if k.strip())
+    return {
+        "concurrency": params.get("concurrency"),
+        "batch_size": params.get("batch_size"),
+        "batches_per_task": DEFAULT_BATCHES_PER_TASK
+        if params.get("batches_per_task") is None
+        else params["batches_per_task"],
+        "udf": UdfResources.of(
+            cpus=params.get("udf_cpus"), gpus=params.get("udf_gpus"), memory=params.get("udf_memory")
+        ),
+        "strategy": params.get("strategy") or "auto",
+        "keys": keys,
+        "inflation": DEFAULT_INFLATION if params.get("inflation") is None else params["inflation"],
+    }
+
+
+def resolve_cluster(params: dict[str, Any]) -> Any:
+    from daftscale import cluster
+
+    return cluster.resolve(
+        nodes=params.get("nodes"),
+        cpus_per_node=params.get("cpus_per_node"),
+        gpus_per_node=params.get("gpus_per_node"),
+        memory_per_node=params.get("memory_per_node"),
+        gpu_memory_per_gpu=params.get("gpu_memory"),
+        ray_address=params.get("ray_address"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="daftscale")
+def cli() -> None:
+    """Scale Daft workflows to a Ray cluster with the numbers computed, applied, measured and explained."""
+
+
+@cli.command("plan")
+@click.argument("source", required=False, nargs=-1)
+@click.option("--rows", type=int, help="Total rows R (overrides the profile).")
+@click.option("--bytes-per-row", type=float, help="Average bytes per row (overrides the profile).")
+@click.option("--columns", help="Comma-separated columns the UDF reads (classify only these).")
+@cluster_options
+@plan_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def plan_command(
+    source: Sequence[str],
+    rows: int | None,
+    bytes_per_row: float | None,
+    columns: str | None,
+    fmt: str,
+    **params: Any,
+) -> None:
+    """Profile SOURCE (Parquet files, directories or globs) or --rows, and print the scaling plan."""
+    from daftscale.plan import plan
+    from daftscale.profile import profile
+
+    column_list = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    data = profile(list(source) if source else None, rows=rows, bytes_per_row=bytes_per_row, columns=column_list)
+    kwargs = planner_kwargs(params)
+    result = plan(data, resolve_cluster(params), **kwargs)
+    if fmt == "json":
+        click.echo(result.to_json())
+        return
+    render_plan(result)
+
+
+def render_plan(result: Any) -> None:
+    """The plan as the seed's worked example: headline numbers, the steps, the levers, the warnings."""
+    from daftscale.config import format_bytes
+
+    head = [
+        f"strategy: {result.strategy}",
+        f"partitions: {result.partitions if result.partitions is not None else 'as scanned'}"
+        + (f" ({result.partition_op})" if result.partition_op else ""),
+        f"batch_size: {result.batch_size}",
+        f"concurrency: {result.concurrency} ({result.actors_per_node} per node)",
+    ]
+    if result.into_batches is not None:
+        head.append(f"into_batches: {result.into_batches}")
+    if result.partition_bytes_target is not None:
+        head.append(f"partition target: {format_bytes(result.partition_bytes_target)}")
+    click.echo("daftscale plan — " + ", ".join(head))
+    click.echo("")
+    click.echo(result.explain())
+    click.echo("")
+    click.echo("Paste into your pipeline:")
+    click.echo("")
+    click.echo("\n".join("    " + line if line else "" for line in result.to_code().splitlines()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="daftscale", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - depends on click version
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return EXIT_BAD_INPUT
+    except click.UsageError as exc:
+        hint = f" (see 'daftscale {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else " (see --help)"
+        _echo_error(f"{exc.format_message()}{hint}")
+        return EXIT_BAD_INPUT
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.Abort:
+        _echo_error("interrupted")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _echo_error("interrupted")
+        return EXIT_INTERRUPTED
+    except DaftscaleError as exc:
+        _echo_error(str(exc))
+        return EXIT_BAD_INPUT
+    except click.ClickException as exc:
+        _echo_error(exc.format_message())
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

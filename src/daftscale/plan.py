@@ -1,0 +1,718 @@
+"""The planner: profile + cluster → :class:`ScalingPlan`, with the seed's formulas as pure functions.
+
+Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas are the seed's
+(``seed/SKILL.md``) with its worked example as the first doctest of each:
+
+- shuffle (light data): ``A = ceil(C / N)``, ``min_rows_per_partition = B * A``,
+  ``max_partitions = max(1, floor(R / min_rows))``,
+  ``partitions = min(max_partitions, max(C, ceil(R / (K * min_rows))))``;
+- streaming (heavy data): partitions stay large (about 1 GiB, bounded by node memory and Daft's
+  inflation of decoded data) and ``into_batches(B)`` feeds the UDF, with B lowered when one decoded
+  batch would not fit an actor's memory.
+
+A plan sets three levers and says which number sets which (see ``DAFT_NOTES.md``):
+
+1. partitions before the UDF: ``repartition(N)`` / ``into_partitions(N)`` (shuffle plans);
+2. task granularity: ``into_batches(T)`` (streaming plans; each batch becomes one task on Ray);
+3. rows per UDF call: the UDF's ``batch_size`` (both), with ``max_concurrency`` actors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from daftscale.cluster import ClusterSpec
+from daftscale.config import (
+    BATCH_MEMORY_FRACTION,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCHES_PER_TASK,
+    DEFAULT_INFLATION,
+    DEFAULT_PARTITION_BYTES_TARGET,
+    HEAVY_BYTES_PER_ROW,
+    MIN_SENSIBLE_BATCH_SIZE,
+    NODE_MEMORY_FRACTION_FOR_PARTITIONS,
+    TARGET_BATCH_OVERHEAD_SHARE,
+    format_bytes,
+    parse_memory,
+    require_positive_int,
+    require_positive_number,
+)
+from daftscale.errors import ConfigError, PlanError
+from daftscale.profile import DataProfile, UdfProfile
+
+if TYPE_CHECKING:
+    import daft
+
+Strategy = Literal["shuffle", "streaming"]
+
+PLAN_FORMAT_VERSION = 1
+
+# Above this share of an actor's time spent on the fixed per-call cost, the batch is flagged as
+# overhead-dominated (the planner itself aims at TARGET_BATCH_OVERHEAD_SHARE when it chooses B).
+OVERHEAD_WARNING_SHARE = 0.25
+
+# into_partitions only splits/coalesces adjacent partitions and ignores their sizes, so it balances
+# load only when input files are close to even; above this max/mean file-rows ratio, shuffle instead.
+INTO_PARTITIONS_MAX_FILE_SKEW = 1.25
+
+
+# ---------------------------------------------------------------------------------------------------
+# The formulas (pure functions of numbers)
+
+
+def actors_per_node(concurrency: int, nodes: int) -> int:
+    """Actors on the busiest node: ``A = ceil(C / N)``.
+
+    The seed's example, 16 actors on 4 nodes:
+
+    >>> actors_per_node(16, 4)
+    4
+    >>> actors_per_node(10, 4)
+    3
+    """
+    return math.ceil(require_positive_int(concurrency, "concurrency") / require_positive_int(nodes, "nodes"))
+
+
+def min_rows_per_partition(batch_size: int, actors_on_node: int) -> int:
+    """Rows a partition needs so one task can hand every actor on its node a batch: ``B * A``.
+
+    >>> min_rows_per_partition(64, 4)
+    256
+    """
+    return require_positive_int(batch_size, "batch_size") * require_positive_int(actors_on_node, "actors")
+
+
+def max_partitions(rows: int, min_rows: int) -> int:
+    """Most partitions that still give each one ``min_rows``: ``max(1, floor(R / min_rows))``.
+
+    >>> max_partitions(1_000_000, 256)
+    3906
+    >>> max_partitions(100, 256)
+    1
+    """
+    return max(1, require_positive_int(rows, "rows") // require_positive_int(min_rows, "min_rows"))
+
+
+def recommended_partitions(rows: int, concurrency: int, min_rows: int, batches_per_task: int) -> int:
+    """``min(max_partitions, max(C, ceil(R / (K * min_rows))))``: K batches per actor per task,
+    at least one partition per actor, never more than ``max_partitions``.
+
+    The seed's example recommends "~1000" for 1M rows:
+
+    >>> recommended_partitions(1_000_000, 16, 256, 4)
+    977
+    >>> recommended_partitions(10_000, 16, 256, 4)
+    16
+    >>> recommended_partitions(1_000, 16, 256, 4)
+    3
+    """
+    k = require_positive_int(batches_per_task, "batches_per_task")
+    upper = max_partitions(rows, min_rows)
+    return min(upper, max(require_positive_int(concurrency, "concurrency"), math.ceil(rows / (k * min_rows))))
+
+
+def memory_bounded_batch_size(budget_bytes: float, bytes_per_row: float) -> int | None:
+    """Largest batch whose decoded rows fit ``BATCH_MEMORY_FRACTION`` of an actor's budget.
+
+    ``None`` when nothing bounds it (no budget or no size known); 0 when not even one row fits.
+
+    >>> memory_bounded_batch_size(8 * 2**30, 3 * 2**20)   # 8 GiB actor, 3 MiB decoded rows
+    1365
+    >>> memory_bounded_batch_size(0, 100) is None
+    True
+    """
+    if budget_bytes <= 0 or bytes_per_row <= 0:
+        return None
+    return int(budget_bytes * BATCH_MEMORY_FRACTION // bytes_per_row)
+
+
+def overhead_bounded_batch_size(
+    seconds_per_batch: float, seconds_per_row: float, target_share: float = TARGET_BATCH_OVERHEAD_SHARE
+) -> int:
+    """Smallest batch whose fixed per-call cost is at most ``target_share`` of the call:
+    ``fixed / (fixed + B * per_row) <= t``  ⇔  ``B >= fixed * (1 - t) / (t * per_row)``.
+
+    DAFT_NOTES' probe, 20 ms fixed and 0.5 ms per row, wants 360 rows for 10 % overhead:
+
+    >>> overhead_bounded_batch_size(0.020, 0.0005)
+    360
+    >>> overhead_bounded_batch_size(0.0, 0.001)
+    1
+    """
+    if seconds_per_batch <= 0:
+        return 1
+    if seconds_per_row <= 0:
+        raise ConfigError("UDF profile has zero seconds per row: profile it on more rows")
+    return max(1, math.ceil(seconds_per_batch * (1 - target_share) / (target_share * seconds_per_row) - 1e-9))
+
+
+def partition_bytes_bound(memory_per_node: float, tasks_per_node: float, inflation: float) -> int:
+    """Largest partition (in-memory bytes) a node can hold for every task it runs at once, after
+    Daft's inflation of decoded data, within ``NODE_MEMORY_FRACTION_FOR_PARTITIONS`` of its memory.
+
+    >>> format_bytes(partition_bytes_bound(64 * 2**30, 8, 3.0))
+    '1.3 GiB'
+    """
+    return int(memory_per_node * NODE_MEMORY_FRACTION_FOR_PARTITIONS / (max(tasks_per_node, 1.0) * inflation))
+
+
+def cluster_actor_capacity(cluster: ClusterSpec, udf_cpus: float, udf_gpus: float) -> int | None:
+    """Actors the cluster can schedule at once for this UDF (``None`` if the cluster's CPUs are unknown).
+
+    >>> cluster_actor_capacity(ClusterSpec(nodes=4, cpus_per_node=8, gpus_per_node=2), 1, 0.5)
+    16
+    >>> cluster_actor_capacity(ClusterSpec(nodes=4, cpus_per_node=8), 2, 0)
+    16
+    """
+    if udf_gpus > 0:
+        return math.floor(cluster.gpus_per_node / udf_gpus + 1e-9) * cluster.nodes
+    if cluster.cpus_per_node is None or udf_cpus <= 0:
+        return None
+    return math.floor(cluster.cpus_per_node / udf_cpus + 1e-9) * cluster.nodes
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """A problem with the inputs or the plan: a stable ``code`` and a message that ends with the fix."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class UdfResources:
+    """What one UDF actor asks for. ``memory`` is its budget for a batch (GPU memory for GPU UDFs)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int | None = None
+
+    @classmethod
+    def of(
+        cls, *, cpus: float | None = None, gpus: float | None = None, memory: str | int | None = None
+    ) -> UdfResources:
+        return cls(
+            cpus=1.0 if cpus is None else require_positive_number(cpus, "udf_cpus", allow_zero=True),
+            gpus=0.0 if gpus is None else require_positive_number(gpus, "udf_gpus", allow_zero=True),
+            memory=None if memory is None else parse_memory(memory, name="udf_memory"),
+        )
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    """The numbers for one pipeline on one cluster, each with its reason.
+
+    JSON (``to_json``) has the stable keys of SPEC section 3. Use :meth:`apply` on a DataFrame,
+    :meth:`explain` to read why, :meth:`to_code` for the Daft lines to paste.
+    """
+
+    strategy: Strategy
+    reason: str
+    inputs: dict[str, Any]
+    actors_per_node: int
+    min_rows_per_partition: int
+    max_partitions: int
+    partitions: int | None
+    partition_op: str | None
+    partition_keys: tuple[str, ...]
+    into_batches: int | None
+    batch_size: int
+    concurrency: int
+    udf_cpus: float
+    udf_gpus: float
+    partition_bytes_target: int | None
+    execution_config: dict[str, Any]
+    warnings: tuple[PlanWarning, ...]
+    steps: tuple[str, ...]
+    levers: dict[str, str]
+    cluster: dict[str, Any]
+    udf_profile: dict[str, Any] | None = None
+    predicted: dict[str, Any] | None = None
+    version: int = PLAN_FORMAT_VERSION
+
+    # -- serialisation -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["partition_keys"] = list(self.partition_keys)
+        data["warnings"] = [asdict(w) for w in self.warnings]
+        data["steps"] = list(self.steps)
+        return data
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScalingPlan:
+        """Rebuild a plan from :meth:`to_dict` output; raises :class:`PlanError` if it is not a plan."""
+        if not isinstance(data, dict) or "strategy" not in data or "batch_size" not in data:
+            raise PlanError("not a daftscale plan (no 'strategy' or 'batch_size'): make one with 'daftscale plan'")
+        if data.get("version", PLAN_FORMAT_VERSION) != PLAN_FORMAT_VERSION:
+            raise PlanError(
+                f"plan format version {data.get('version')} is not {PLAN_FORMAT_VERSION}: "
+                "make the plan again with this daftscale"
+            )
+        try:
+            fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            fields["warnings"] = tuple(PlanWarning(**w) for w in data.get("warnings", ()))
+            fields["steps"] = tuple(data.get("steps", ()))
+            fields["partition_keys"] = tuple(data.get("partition_keys", ()))
+            plan = cls(**fields)
+        except (TypeError, KeyError) as exc:
+            raise PlanError(
+                f"plan is missing or has malformed fields ({exc}): make it again with 'daftscale plan'"
+            ) from exc
+        if plan.strategy not in ("shuffle", "streaming"):
+            raise PlanError(f"plan strategy {plan.strategy!r} is unknown: use 'shuffle' or 'streaming'")
+        return plan
+
+    @classmethod
+    def from_json(cls, text: str) -> ScalingPlan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan file is not JSON ({exc.msg} at line {exc.lineno}): pass a plan.json") from exc
+        return cls.from_dict(data)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def explain(self) -> str:
+        """The steps with the user's own numbers, then the warnings, as the seed's worked example."""
+        lines = [f"Strategy: {self.strategy} — {self.reason}", ""]
+        lines += [f"{i}. {step}" for i, step in enumerate(self.steps, 1)]
+        lines += ["", "Levers:"]
+        lines += [f"  {name}: {text}" for name, text in self.levers.items()]
+        if self.warnings:
+            lines += ["", "Warnings:"]
+            lines += [f"  [{w.code}] {w.message}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def to_code(self) -> str:
+        """The Daft lines a user would paste to apply this plan by hand."""
+        lines = ["import daft", ""]
+        if self.execution_config:
+            args = ", ".join(f"{k}={v!r}" for k, v in self.execution_config.items())
+            lines.append(f"daft.set_execution_config({args})")
+        lines.append('df = daft.read_parquet("...")  # the light or heavy read')
+        if self.strategy == "shuffle":
+            keys = "".join(f', "{k}"' for k in self.partition_keys)
+            lines.append(f"df = df.{self.partition_op}({self.partitions}{keys})")
+        else:
+            lines.append(f"df = df.into_batches({self.into_batches})")
+        resources = f"max_concurrency={self.concurrency}"
+        if self.udf_gpus:
+            resources += f", gpus={self.udf_gpus:g}"
+        elif self.udf_cpus != 1:
+            resources += f", cpus={self.udf_cpus:g}"
+        lines += [
+            "",
+            f"@daft.cls({resources})",
+            "class Model:",
+            "    @daft.method.batch(return_dtype=..., batch_size=" + str(self.batch_size) + ")",
+            "    def __call__(self, column): ...",
+            "",
+            'df = df.with_column("out", Model()(df["input"]))',
+        ]
+        return "\n".join(lines)
+
+    def warning_codes(self) -> list[str]:
+        return [w.code for w in self.warnings]
+
+    # -- applying ----------------------------------------------------------------------------------
+
+    def apply(self, df: daft.DataFrame) -> daft.DataFrame:
+        """Insert the scaling step into a real Daft DataFrame.
+
+        Shuffle plans add ``repartition(partitions[, *keys])`` (or ``into_partitions``); streaming plans
+        add ``into_batches(into_batches)``. On Daft's native runner partition operations are no-ops
+        (Daft says so), so they are left out there and only ``into_batches`` is applied.
+
+        Examples:
+            >>> import daft
+            >>> from daftscale import plan, profile_numbers, ClusterSpec
+            >>> p = plan(profile_numbers(1000, 2_000_000), ClusterSpec(nodes=1, cpus_per_node=2),
+            ...          batch_size=16, concurrency=2)
+            >>> df = p.apply(daft.from_pydict({"x": list(range(1000))}))
+            >>> max(len(t) for t in df.to_arrow_iter()) <= 16
+            True
+        """
+        from daft.runners import get_or_infer_runner_type
+
+        if self.strategy == "streaming":
+            return df.into_batches(self.into_batches or self.batch_size)
+        if get_or_infer_runner_type() == "native":
+            return df
+        assert self.partitions is not None
+        if self.partition_keys:
+            return df.repartition(self.partitions, *self.partition_keys)
+        if self.partition_op == "into_partitions":
+            return df.into_partitions(self.partitions)
+        with warnings.catch_warnings():
+            # Daft warns that a keyless repartition is a random shuffle; the plan chose it on purpose.
+            warnings.filterwarnings("ignore", message="No columns specified for repartition")
+            return df.repartition(self.partitions)
+
+    def udf(self, cls: type, **options: Any) -> Any:
+        """Wrap a model class as an instrumented Daft actor UDF with this plan's concurrency and batch size.
+
+        See :func:`daftscale.udf.actor_udf` for the options.
+        """
+        from daftscale.udf import actor_udf
+
+        return actor_udf(cls, self, **options)
+
+    def with_prediction(self, predicted: dict[str, Any]) -> ScalingPlan:
+        return replace(self, predicted=predicted)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building a plan
+
+
+@dataclass
+class _Builder:
+    """Collects steps and warnings while the plan is computed (kept out of the frozen result)."""
+
+    steps: list[str] = field(default_factory=list)
+    warnings: list[PlanWarning] = field(default_factory=list)
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    def warn(self, code: str, message: str) -> None:
+        self.warnings.append(PlanWarning(code, message))
+
+
+def choose_strategy(profile: DataProfile, *, keys: Sequence[str] = (), requested: str = "auto") -> tuple[Strategy, str]:
+    """Shuffle or streaming, and why.
+
+    >>> from daftscale.profile import profile_numbers
+    >>> choose_strategy(profile_numbers(1000, 100))
+    ('shuffle', 'light data: 100 B per row is below the 64.0 KiB heavy threshold and no column is heavy')
+    >>> choose_strategy(profile_numbers(1000, 500_000))[0]
+    'streaming'
+    """
+    if requested not in ("auto", "shuffle", "streaming"):
+        raise ConfigError(f"--strategy must be auto, shuffle or streaming, got {requested!r}: pick one of those")
+    if keys:
+        if requested == "streaming":
+            raise ConfigError("a join/groupby input (--keys) needs a shuffle: drop --strategy streaming or --keys")
+        return "shuffle", f"join/groupby input: hash-partitioned by {', '.join(keys)}"
+    if requested != "auto":
+        return requested, f"requested with --strategy {requested}"  # type: ignore[return-value]
+    heavy = profile.heavy_columns
+    if heavy:
+        whys = "; ".join(f"{c.name}: {c.why}" for c in profile.columns if c.heavy)
+        return "streaming", f"heavy data ({whys})"
+    if profile.heavy_hint:
+        return "streaming", "declared heavy data"
+    if profile.bytes_per_row >= HEAVY_BYTES_PER_ROW:
+        return "streaming", (
+            f"heavy data: {format_bytes(profile.bytes_per_row)} per row is at least the "
+            f"{format_bytes(HEAVY_BYTES_PER_ROW)} heavy threshold"
+        )
+    return "shuffle", (
+        f"light data: {format_bytes(profile.bytes_per_row)} per row is below the "
+        f"{format_bytes(HEAVY_BYTES_PER_ROW)} heavy threshold and no column is heavy"
+    )
+
+
+def plan(
+    profile: DataProfile,
+    cluster: ClusterSpec,
+    *,
+    concurrency: int | None = None,
+    batch_size: int | None = None,
+    batches_per_task: int = DEFAULT_BATCHES_PER_TASK,
+    udf: UdfResources | None = None,
+    strategy: str = "auto",
+    keys: Sequence[str] = (),
+    udf_profile: UdfProfile | None = None,
+    inflation: float = DEFAULT_INFLATION,
+) -> ScalingPlan:
+    """Choose the strategy and compute every number for this data on this cluster.
+
+    Args:
+        profile: the data arriving at the scaling step (:func:`daftscale.profile`).
+        cluster: where it runs (:class:`ClusterSpec`).
+        concurrency: total UDF actors C; default: as many as the cluster can schedule.
+        batch_size: rows per UDF call B; default: chosen from the UDF profile, else the seed's 64.
+        batches_per_task: K, batches per actor per task (shuffle).
+        udf: CPUs, GPUs and memory of one actor.
+        strategy: ``"auto"``, ``"shuffle"`` or ``"streaming"``.
+        keys: join/groupby keys; forces a hash shuffle on them.
+        udf_profile: measured UDF costs; sets B from fixed vs per-row cost and the memory per row.
+        inflation: in-memory size of decoded data over its profiled size.
+
+    Examples:
+        The seed's worked example (1M rows, 4 nodes, 16 actors, batch 64):
+
+        >>> from daftscale import ClusterSpec, profile_numbers
+        >>> p = plan(profile_numbers(1_000_000, 100), ClusterSpec(nodes=4), concurrency=16, batch_size=64)
+        >>> p.strategy, p.actors_per_node, p.min_rows_per_partition, p.max_partitions, p.partitions
+        ('shuffle', 4, 256, 3906, 977)
+    """
+    udf = udf or UdfResources()
+    keys = tuple(keys)
+    k = require_positive_int(batches_per_task, "batches_per_task")
+    inflation = require_positive_number(inflation, "inflation")
+    rows = require_positive_int(profile.rows, "rows")
+    nodes = cluster.nodes
+    if udf.gpus > 1 and not float(udf.gpus).is_integer():
+        raise ConfigError(f"--udf-gpus above 1 must be a whole number, got {udf.gpus:g}: Daft accepts 0.25, 0.5, 1, 2…")
+    chosen, reason = choose_strategy(profile, keys=keys, requested=strategy)
+    b = _Builder()
+    b.step(f"Data: {profile.describe()}. Cluster: {cluster.describe()}.")
+
+    # Concurrency C, kept within what the cluster can schedule (Daft would otherwise wait 120 s).
+    capacity = cluster_actor_capacity(cluster, udf.cpus, udf.gpus)
+    if udf.gpus > 0 and capacity == 0:
+        raise PlanError(
+            f"the UDF asks for {udf.gpus:g} GPU per actor but the cluster has {cluster.gpus_per_node:g} GPUs per node: "
+            "pass --gpus-per-node (or use --ray to discover them), or drop --udf-gpus"
+        )
+    if concurrency is None:
+        c = capacity if capacity else nodes
+        resource = "GPU" if udf.gpus > 0 else "CPU"
+        per = udf.gpus if udf.gpus > 0 else udf.cpus
+        b.step(
+            f"Total concurrency C = {c}"
+            + (f" (the cluster's {resource}s at {per:g} {resource} per actor)" if capacity else " (one actor per node)")
+            + "."
+        )
+    else:
+        c = require_positive_int(concurrency, "concurrency")
+        b.step(f"Total concurrency C = {c} (requested).")
+        if capacity is not None and c > capacity:
+            resource = "GPUs" if udf.gpus > 0 else "CPUs"
+            b.warn(
+                "CONCURRENCY_EXCEEDS_CLUSTER",
+                f"{c} actors need more {resource} than the cluster has (room for {capacity}); Daft would wait "
+                f"120 s for actors that never start: concurrency lowered to {capacity}; "
+                f"add nodes or lower --concurrency",
+            )
+            c = capacity
+            b.step(f"C lowered to {c}, what the cluster can schedule.")
+    if c % nodes:
+        b.warn(
+            "CONCURRENCY_NOT_MULTIPLE_OF_NODES",
+            f"concurrency {c} is not a multiple of {nodes} nodes, so some nodes run "
+            f"{math.ceil(c / nodes)} actors and others {c // nodes}: use {max(1, round(c / nodes)) * nodes}",
+        )
+    a = actors_per_node(c, nodes)
+    b.step(f"Actors per node A = ceil(C / N) = ceil({c} / {nodes}) = {a}.")
+
+    # Batch size B: user's, else from the UDF's fixed vs per-row cost, else the seed's 64.
+    per_row_memory = profile.bytes_per_row * inflation
+    if udf_profile and udf_profile.memory_per_row_bytes:
+        per_row_memory = udf_profile.memory_per_row_bytes
+    if batch_size is not None:
+        batch = require_positive_int(batch_size, "batch_size")
+        b.step(f"Batch size B = {batch} rows per UDF call (requested).")
+    elif udf_profile is not None:
+        wanted = overhead_bounded_batch_size(udf_profile.seconds_per_batch, udf_profile.seconds_per_row)
+        feed_all = max(1, rows // c)
+        batch = min(wanted, feed_all)
+        b.step(
+            f"Batch size B = {batch}: the UDF costs {udf_profile.seconds_per_batch * 1e3:.1f} ms per call + "
+            f"{udf_profile.seconds_per_row * 1e3:.3f} ms per row, and B ≥ {wanted} keeps the fixed cost ≤ "
+            f"{TARGET_BATCH_OVERHEAD_SHARE:.0%}"
+            + (f", capped at R / C = {feed_all} so every actor gets a batch" if feed_all < wanted else "")
+            + "."
+        )
+    else:
+        batch = DEFAULT_BATCH_SIZE
+        b.step(f"Batch size B = {batch} (the seed's default; no UDF profile to choose from).")
+
+    budget, budget_why = _actor_memory_budget(cluster, udf, a)
+    bound = memory_bounded_batch_size(budget or 0, per_row_memory)
+    if bound is not None:
+        if bound < 1:
+            raise PlanError(
+                f"one row needs {format_bytes(per_row_memory)} decoded but an actor has {format_bytes(budget)} "
+                f"({budget_why}): give actors more memory (--udf-memory, fewer actors per node) or bigger nodes"
+            )
+        if batch > bound:
+            b.warn(
+                "BATCH_LOWERED_FOR_MEMORY",
+                f"a batch of {batch} rows × {format_bytes(per_row_memory)} decoded would exceed "
+                f"{BATCH_MEMORY_FRACTION:.0%} of the actor's {format_bytes(budget)} ({budget_why}): "
+                f"batch lowered to {bound}; give actors more memory to keep {batch}",
+            )
+            b.step(f"B lowered to {bound} so a decoded batch fits the actor's memory ({budget_why}).")
+            batch = bound
+
+    if udf_profile is not None:
+        share = udf_profile.overhead_share(batch)
+        if share > OVERHEAD_WARNING_SHARE:
+            good = overhead_bounded_batch_size(udf_profile.seconds_per_batch, udf_profile.seconds_per_row)
+            b.warn(
+                "BATCH_OVERHEAD_DOMINATES",
+                f"at B = {batch} the UDF's fixed {udf_profile.seconds_per_batch * 1e3:.1f} ms per call is "
+                f"{share:.0%} of each call: raise --batch-size to about {good} (memory permitting)",
+            )
+    elif batch < MIN_SENSIBLE_BATCH_SIZE:
+        b.warn(
+            "BATCH_OVERHEAD_DOMINATES",
+            f"batch size {batch} is so small that per-call overhead likely dominates: use at least "
+            f"{MIN_SENSIBLE_BATCH_SIZE}, or profile the UDF to choose",
+        )
+    if rows < c * batch:
+        b.warn(
+            "TOO_FEW_ROWS",
+            f"{rows:,} rows cannot give each of {c} actors one batch of {batch}: lower --batch-size to "
+            f"{max(1, math.ceil(rows / c))} or --concurrency to {max(1, math.ceil(rows / batch))}",
+        )
+
+    m = min_rows_per_partition(batch, a)
+    upper = max_partitions(rows, m)
+    b.step(f"Min rows per partition = B × A = {batch} × {a} = {m}.")
+    b.step(f"Max partitions = floor(R / min rows) = floor({rows:,} / {m}) = {upper:,}.")
+
+    partitions: int | None = None
+    partition_op: str | None = None
+    into_batches: int | None = None
+    partition_target: int | None = None
+    execution_config: dict[str, Any] = {}
+    if chosen == "shuffle":
+        partitions = recommended_partitions(rows, c, m, k)
+        b.step(
+            f"Partitions = min(max partitions, max(C, ceil(R / (K × min rows)))) = "
+            f"min({upper:,}, max({c}, ceil({rows:,} / ({k} × {m})))) = {partitions:,}, "
+            f"so each task carries about {k} batches per actor."
+        )
+        partition_op = _choose_partition_op(profile, partitions, keys)
+        if partition_op == "into_partitions":
+            b.step(
+                f"Apply df.into_partitions({partitions}) after the light read: the input is "
+                f"{'one partition' if profile.files <= 1 else 'evenly sized files'}, so splitting needs no shuffle."
+            )
+        else:
+            args = "".join(f", {key!r}" for key in keys)
+            b.step(f"Apply df.repartition({partitions}{args}) right after the light read, before the heavy read / UDF.")
+    else:
+        partition_target, partition_note = _streaming_partition_target(cluster, inflation, b)
+        into_batches = batch
+        b.step(f"Keep partitions large: target {format_bytes(partition_target)} each ({partition_note}).")
+        b.step(f"Apply df.into_batches({into_batches}) before the heavy UDF, streaming {into_batches}-row batches.")
+        execution_config = {
+            "enable_scan_task_split_and_merge": True,
+            "scan_tasks_max_size_bytes": partition_target,
+            "scan_tasks_min_size_bytes": max(1, partition_target // 4),
+        }
+
+    levers = {
+        "partitions": (
+            f"df.{partition_op}({partitions}) sets the tasks before the UDF"
+            if partitions is not None
+            else "left to the scan (one task per file, split/merged toward the partition target)"
+        ),
+        "into_batches": (
+            f"df.into_batches({into_batches}) sets rows per task reaching the UDF"
+            if into_batches is not None
+            else "not used: each partition is one task"
+        ),
+        "udf_batch_size": f"@daft.method.batch(batch_size={batch}) sets rows per UDF call",
+        "max_concurrency": f"@daft.cls(max_concurrency={c}) sets the actor pool ({a} per node)",
+    }
+    return ScalingPlan(
+        strategy=chosen,
+        reason=reason,
+        inputs={
+            "rows": rows,
+            "nodes": nodes,
+            "total_concurrency": c,
+            "batch_size": batch,
+            "bytes_per_row": profile.bytes_per_row,
+            "batches_per_task": k,
+            "requested_concurrency": concurrency,
+            "requested_batch_size": batch_size,
+            "cpus_per_node": cluster.cpus_per_node,
+            "gpus_per_node": cluster.gpus_per_node,
+            "memory_per_node": cluster.memory_per_node,
+            "udf_cpus": udf.cpus,
+            "udf_gpus": udf.gpus,
+            "udf_memory": udf.memory,
+            "inflation": inflation,
+            "heavy_columns": profile.heavy_columns,
+            "files": profile.files,
+        },
+        actors_per_node=a,
+        min_rows_per_partition=m,
+        max_partitions=upper,
+        partitions=partitions,
+        partition_op=partition_op,
+        partition_keys=keys,
+        into_batches=into_batches,
+        batch_size=batch,
+        concurrency=c,
+        udf_cpus=udf.cpus,
+        udf_gpus=udf.gpus,
+        partition_bytes_target=partition_target,
+        execution_config=execution_config,
+        warnings=tuple(b.warnings),
+        steps=tuple(b.steps),
+        levers=levers,
+        cluster=cluster.to_dict(),
+        udf_profile=udf_profile.to_dict() if udf_profile else None,
+    )
+
+
+def _actor_memory_budget(cluster: ClusterSpec, udf: UdfResources, actors_on_node: int) -> tuple[int | None, str]:
+    if udf.memory is not None:
+        return udf.memory, f"--udf-memory {format_bytes(udf.memory)}"
+    if udf.gpus > 0 and cluster.gpu_memory_per_gpu:
+        # A fractional GPU gets that share of one GPU's memory; several GPUs pool theirs.
+        budget = int(cluster.gpu_memory_per_gpu * udf.gpus)
+        return budget, f"{udf.gpus:g} × {format_bytes(cluster.gpu_memory_per_gpu)} GPU memory"
+    if udf.gpus == 0 and cluster.memory_per_node:
+        return cluster.memory_per_node // actors_on_node, (
+            f"node memory {format_bytes(cluster.memory_per_node)} / {actors_on_node} actors"
+        )
+    return None, "unknown"
+
+
+def _streaming_partition_target(cluster: ClusterSpec, inflation: float, b: _Builder) -> tuple[int, str]:
+    target = DEFAULT_PARTITION_BYTES_TARGET
+    if not cluster.memory_per_node:
+        return target, "the seed's 1 GiB; node memory unknown, so not bounded"
+    slots = cluster.cpus_per_node or 1.0
+    bound = partition_bytes_bound(cluster.memory_per_node, slots, inflation)
+    if bound >= target:
+        return target, (
+            f"the seed's 1 GiB fits: {format_bytes(cluster.memory_per_node)} per node holds {slots:g} such "
+            f"partitions at {inflation:g}× inflation"
+        )
+    if bound < 1:
+        raise PlanError(
+            f"a node's {format_bytes(cluster.memory_per_node)} cannot hold {slots:g} partitions at once: "
+            "declare more --memory-per-node"
+        )
+    b.warn(
+        "PARTITION_BELOW_TARGET_FOR_MEMORY",
+        f"partitions of 1 GiB would not fit: {format_bytes(cluster.memory_per_node)} per node × "
+        f"{NODE_MEMORY_FRACTION_FOR_PARTITIONS:.0%} / ({slots:g} tasks × {inflation:g}× inflation) = "
+        f"{format_bytes(bound)}: partitions target {format_bytes(bound)}; use nodes with more memory to keep 1 GiB",
+    )
+    return bound, f"lowered from 1 GiB so {slots:g} partitions at {inflation:g}× inflation fit in node memory"
+
+
+def _choose_partition_op(profile: DataProfile, partitions: int, keys: Sequence[str]) -> str:
+    if keys:
+        return "repartition"
+    # into_partitions splits or coalesces adjacent partitions without a shuffle; it balances only when the
+    # inputs are one partition or evenly sized files, and only when it splits (files <= partitions).
+    if profile.files == 1 or (
+        1 < profile.files <= partitions and profile.file_row_skew <= INTO_PARTITIONS_MAX_FILE_SKEW
+    ):
+        return "into_partitions"
+    return "repartition"

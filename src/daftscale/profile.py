@@ -1,0 +1,501 @@
+"""What the data looks like: rows, files, bytes per column, heavy or light — from Parquet footers only.
+
+Three sources, one result (:class:`DataProfile`):
+
+- Parquet paths, directories and globs, local or on any filesystem pyarrow reads: only the footers are
+  read, in parallel, so tens of thousands of files take seconds;
+- a Daft DataFrame: its schema, its row count and a small sample for bytes per row;
+- plain numbers (rows and bytes per row) for data that does not exist yet.
+
+A :class:`UdfProfile` (seconds per row, fixed seconds per call, memory per row) comes from running a few
+batches of the real UDF; see :func:`daftscale.run.profile_udf`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from daftscale.config import (
+    HEAVY_BYTES_PER_ROW,
+    HEAVY_LIST_BYTES_PER_ROW,
+    format_bytes,
+    require_positive_int,
+    require_positive_number,
+)
+from daftscale.errors import ProfileError
+
+if TYPE_CHECKING:
+    import daft
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+# Footer reads are I/O bound (and pyarrow releases the GIL), so far more threads than cores pay off.
+FOOTER_READ_THREADS = 64
+
+# Rows sampled from a DataFrame to estimate bytes per row: enough to average out row-size variation.
+DATAFRAME_SAMPLE_ROWS = 1000
+
+_HEAVY_NAME_HINTS = ("image", "tensor", "embedding", "audio", "video")
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One top-level column: its type, its total bytes, and whether it is heavy data."""
+
+    name: str
+    type: str
+    compressed_bytes: int
+    uncompressed_bytes: int
+    heavy: bool
+    why: str
+
+    def bytes_per_row(self, rows: int) -> float:
+        return self.uncompressed_bytes / rows if rows else 0.0
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """What the planner needs to know about the data arriving at the scaling step."""
+
+    source: str
+    rows: int
+    bytes_per_row: float
+    files: int = 0
+    row_groups: int = 0
+    compressed_bytes: int = 0
+    uncompressed_bytes: int = 0
+    columns: tuple[ColumnProfile, ...] = ()
+    min_rows_per_file: int = 0
+    max_rows_per_file: int = 0
+    heavy_hint: bool | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def heavy_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.heavy]
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.uncompressed_bytes or self.rows * self.bytes_per_row)
+
+    @property
+    def file_row_skew(self) -> float:
+        """Largest file's rows over the mean (1.0 = even files); 1.0 when unknown."""
+        if not self.files or not self.rows:
+            return 1.0
+        return self.max_rows_per_file / (self.rows / self.files)
+
+    def select(self, names: Sequence[str]) -> DataProfile:
+        """The profile restricted to the columns a UDF reads (rows and files unchanged)."""
+        known = {c.name: c for c in self.columns}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ProfileError(
+                f"column(s) {', '.join(missing)} not in the data: choose from {', '.join(known) or 'none'}"
+            )
+        chosen = tuple(known[n] for n in names)
+        uncompressed = sum(c.uncompressed_bytes for c in chosen)
+        return replace(
+            self,
+            columns=chosen,
+            compressed_bytes=sum(c.compressed_bytes for c in chosen),
+            uncompressed_bytes=uncompressed,
+            bytes_per_row=uncompressed / self.rows if self.rows else 0.0,
+        )
+
+    def describe(self) -> str:
+        text = f"{self.rows:,} rows, {format_bytes(self.bytes_per_row)} per row"
+        if self.files:
+            text += f", {self.files:,} file{'s' if self.files != 1 else ''}, {self.row_groups:,} row groups"
+        if self.heavy_columns:
+            text += f", heavy columns: {', '.join(self.heavy_columns)}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["heavy_columns"] = self.heavy_columns
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataProfile:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["columns"] = tuple(ColumnProfile(**c) for c in data.get("columns", ()))
+        fields["notes"] = tuple(data.get("notes", ()))
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class UdfProfile:
+    """Measured cost of the user's UDF: ``seconds(batch of n) ≈ seconds_per_batch + n * seconds_per_row``."""
+
+    seconds_per_row: float
+    seconds_per_batch: float
+    memory_per_row_bytes: float | None = None
+    rows_sampled: int = 0
+    batches: int = 0
+
+    def batch_seconds(self, rows: int) -> float:
+        return self.seconds_per_batch + self.seconds_per_row * rows
+
+    def overhead_share(self, batch_size: int) -> float:
+        """Share of an actor's time spent on the fixed per-call cost at this batch size."""
+        total = self.batch_seconds(batch_size)
+        return self.seconds_per_batch / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UdfProfile:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Column classification
+
+
+def classify_column(name: str, arrow_type: pa.DataType, bytes_per_row: float) -> tuple[bool, str]:
+    """Whether a column is heavy data, and why, from its Arrow type and its average size.
+
+    >>> import pyarrow as pa
+    >>> classify_column("path", pa.string(), 40.0)
+    (False, 'string, 40 B/row')
+    >>> classify_column("img", pa.binary(), 150_000.0)
+    (True, 'binary column')
+    >>> classify_column("emb", pa.list_(pa.float32(), 384), 1536.0)
+    (True, 'fixed-size list (tensor/embedding)')
+    >>> classify_column("tags", pa.list_(pa.string()), 60.0)
+    (False, 'list, 60 B/row')
+    """
+    import pyarrow as pa
+
+    size = f"{format_bytes(bytes_per_row)}/row"
+    extension = getattr(arrow_type, "extension_name", None)
+    if isinstance(arrow_type, pa.ExtensionType) or extension:
+        ext = str(extension or arrow_type).lower()
+        if any(hint in ext for hint in _HEAVY_NAME_HINTS):
+            return True, f"{ext} extension type"
+        arrow_type = arrow_type.storage_type
+    if (
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+        or getattr(pa.types, "is_binary_view", lambda _t: False)(arrow_type)
+    ):
+        return True, "binary column"
+    if pa.types.is_fixed_size_list(arrow_type):
+        return True, "fixed-size list (tensor/embedding)"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_map(arrow_type):
+        if bytes_per_row >= HEAVY_LIST_BYTES_PER_ROW:
+            return True, f"large list, {size}"
+        return False, f"list, {size}"
+    if bytes_per_row >= HEAVY_BYTES_PER_ROW:
+        return True, f"{size} ≥ {format_bytes(HEAVY_BYTES_PER_ROW)}/row"
+    kind = "string" if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) else str(arrow_type)
+    return False, f"{kind}, {size}"
+
+
+def _is_heavy_daft_type(dtype: Any) -> bool:
+    text = str(dtype).lower()
+    return any(hint in text for hint in _HEAVY_NAME_HINTS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parquet
+
+
+def _resolve_filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    import pyarrow.fs as pafs
+
+    if "://" in path and not path.startswith("file://"):
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / ArrowNotImplementedError / OSError
+            raise ProfileError(f"cannot open {path}: {exc}: check the URI scheme and credentials") from exc
+    local = path[len("file://") :] if path.startswith("file://") else path
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+
+
+def _is_data_file(base_name: str) -> bool:
+    # Spark/Hive write _SUCCESS and _metadata, editors leave dotfiles: never data.
+    return not (base_name.startswith("_") or base_name.startswith("."))
+
+
+def list_parquet_files(paths: str | Sequence[str]) -> tuple[pafs.FileSystem, list[str]]:
+    """Expand files, directories (recursively) and globs into a sorted list of file paths."""
+    import pyarrow.fs as pafs
+
+    items = [paths] if isinstance(paths, str) else list(paths)
+    if not items:
+        raise ProfileError("no data path given: pass a Parquet file, directory or glob, or --rows")
+    filesystem: pafs.FileSystem | None = None
+    files: list[str] = []
+    for item in items:
+        if not str(item).strip():
+            raise ProfileError("empty data path: pass a Parquet file, directory or glob")
+        fs, path = _resolve_filesystem(str(item))
+        filesystem = filesystem or fs
+        if any(ch in path for ch in "*?["):
+            base = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0] or "/"
+            found = _walk(fs, base, allow_missing=True)
+            matched = [f for f in found if fnmatch.fnmatchcase(f, path) and _is_data_file(os.path.basename(f))]
+            if not matched:
+                raise ProfileError(f"no files match {item}: check the pattern, e.g. 'data/*.parquet'")
+            files.extend(matched)
+            continue
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise ProfileError(f"path not found: {item}: check the spelling, or pass --rows for planned data")
+        if info.type == pafs.FileType.File:
+            files.append(path)
+            continue
+        found = [f for f in _walk(fs, path) if _is_data_file(os.path.basename(f))]
+        if not found:
+            raise ProfileError(f"directory {item} holds no data files: point at the folder with the Parquet files")
+        files.extend(found)
+    assert filesystem is not None
+    return filesystem, sorted(set(files))
+
+
+def _walk(fs: pafs.FileSystem, base: str, *, allow_missing: bool = False) -> list[str]:
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=allow_missing)
+    try:
+        infos = fs.get_file_info(selector)
+    except OSError as exc:
+        raise ProfileError(f"cannot list {base}: {exc}: check the path and permissions") from exc
+    return [i.path for i in infos if i.type == pafs.FileType.File and not _in_hidden_dir(i.path, base)]
+
+
+def _in_hidden_dir(path: str, base: str) -> bool:
+    relative = path[len(base) :].strip("/").split("/")[:-1]
+    return any(not _is_data_file(part) for part in relative)
+
+
+@dataclass
+class _FileFooter:
+    rows: int
+    row_groups: int
+    schema: pa.Schema
+    compressed: dict[str, int]
+    uncompressed: dict[str, int]
+
+
+def _read_footer(fs: pafs.FileSystem, path: str) -> _FileFooter:
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open_input_file(path) as handle:
+            size = handle.size()
+            if size < 12:
+                raise ProfileError(f"{path} is not a Parquet file ({size} bytes): remove it or point at Parquet data")
+            handle.seek(size - 4)
+            if handle.read(4) != b"PAR1":
+                raise ProfileError(
+                    f"{path} is not a Parquet file (no PAR1 footer): remove it from the path or glob, "
+                    "or convert it to Parquet"
+                )
+            metadata = pq.read_metadata(handle)
+            schema = metadata.schema.to_arrow_schema()
+    except ProfileError:
+        raise
+    except Exception as exc:  # ArrowInvalid, OSError, and thrift errors for corrupt footers
+        raise ProfileError(
+            f"corrupt Parquet footer in {path} ({type(exc).__name__}: {exc}): rewrite or remove the file"
+        ) from exc
+    compressed: dict[str, int] = {}
+    uncompressed: dict[str, int] = {}
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for col in range(group.num_columns):
+            chunk = group.column(col)
+            top = chunk.path_in_schema.split(".", 1)[0]
+            compressed[top] = compressed.get(top, 0) + int(chunk.total_compressed_size)
+            uncompressed[top] = uncompressed.get(top, 0) + int(chunk.total_uncompressed_size)
+    return _FileFooter(metadata.num_rows, metadata.num_row_groups, schema, compressed, uncompressed)
+
+
+def profile_parquet(paths: str | Sequence[str], *, threads: int = FOOTER_READ_THREADS) -> DataProfile:
+    """Profile Parquet files from their footers only (no data pages are read).
+
+    Args:
+        paths: a file, a directory (searched recursively), a glob such as ``"data/*.parquet"``, a URI
+            pyarrow understands (``s3://...``), or a list of these.
+        threads: footers read at once.
+
+    Raises:
+        ProfileError: the path is missing or empty, a file is not Parquet or has a corrupt footer, or
+            there are no rows.
+
+    Examples:
+        >>> import os, tempfile, pyarrow as pa, pyarrow.parquet as pq
+        >>> folder = tempfile.mkdtemp()
+        >>> for i in range(3):
+        ...     pq.write_table(pa.table({"path": [f"s3://b/{i}/{j}.jpg" for j in range(100)]}),
+        ...                    os.path.join(folder, f"part-{i}.parquet"))
+        >>> p = profile_parquet(folder)
+        >>> p.rows, p.files, p.heavy_columns
+        (300, 3, [])
+    """
+    fs, files = list_parquet_files(paths)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        footers = list(pool.map(lambda f: _read_footer(fs, f), files))
+    rows = sum(f.rows for f in footers)
+    source = paths if isinstance(paths, str) else ", ".join(paths)
+    if rows == 0:
+        raise ProfileError(f"{source} has zero rows in {len(files)} file(s): point at data with rows")
+    schema = _merge_schemas(footers)
+    compressed = _sum_dicts(f.compressed for f in footers)
+    uncompressed = _sum_dicts(f.uncompressed for f in footers)
+    columns = []
+    for arrow_field in schema:
+        raw = uncompressed.get(arrow_field.name, 0)
+        heavy, why = classify_column(arrow_field.name, arrow_field.type, raw / rows)
+        columns.append(
+            ColumnProfile(
+                name=arrow_field.name,
+                type=str(arrow_field.type),
+                compressed_bytes=compressed.get(arrow_field.name, 0),
+                uncompressed_bytes=raw,
+                heavy=heavy,
+                why=why,
+            )
+        )
+    total_uncompressed = sum(uncompressed.values())
+    file_rows = [f.rows for f in footers]
+    return DataProfile(
+        source=str(source),
+        rows=rows,
+        bytes_per_row=total_uncompressed / rows,
+        files=len(files),
+        row_groups=sum(f.row_groups for f in footers),
+        compressed_bytes=sum(compressed.values()),
+        uncompressed_bytes=total_uncompressed,
+        columns=tuple(columns),
+        min_rows_per_file=min(file_rows),
+        max_rows_per_file=max(file_rows),
+    )
+
+
+def _merge_schemas(footers: list[_FileFooter]) -> pa.Schema:
+    import pyarrow as pa
+
+    try:
+        return pa.unify_schemas([f.schema for f in footers])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ProfileError(f"the Parquet files have incompatible schemas ({exc}): profile them separately") from exc
+
+
+def _sum_dicts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for d in dicts:
+        for key, value in d.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------
+# DataFrames and numbers
+
+
+def profile_dataframe(df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE_ROWS) -> DataProfile:
+    """Profile a Daft DataFrame: its row count (executes the plan up to here) and a sample's sizes.
+
+    Examples:
+        >>> import daft
+        >>> df = daft.from_pydict({"path": [f"img/{i}.jpg" for i in range(500)]})
+        >>> p = profile_dataframe(df)
+        >>> p.rows, p.heavy_columns
+        (500, [])
+    """
+    try:
+        rows = int(df.count_rows())
+        sample = df.limit(sample_rows).to_arrow()
+    except Exception as exc:  # any Daft execution error while reading the source
+        raise ProfileError(f"could not read the DataFrame to profile it: {exc}: check its source") from exc
+    if rows == 0:
+        raise ProfileError("the DataFrame has zero rows: point it at data with rows")
+    sampled = max(sample.num_rows, 1)
+    daft_types = {f.name: f.dtype for f in df.schema()}
+    columns = []
+    for index, arrow_field in enumerate(sample.schema):
+        column_bytes = sample.column(index).nbytes
+        per_row = column_bytes / sampled
+        heavy, why = classify_column(arrow_field.name, arrow_field.type, per_row)
+        if not heavy and _is_heavy_daft_type(daft_types.get(arrow_field.name)):
+            heavy, why = True, f"{daft_types[arrow_field.name]} column"
+        columns.append(
+            ColumnProfile(
+                name=arrow_field.name,
+                type=str(daft_types.get(arrow_field.name, arrow_field.type)),
+                compressed_bytes=int(per_row * rows),
+                uncompressed_bytes=int(per_row * rows),
+                heavy=heavy,
+                why=why,
+            )
+        )
+    bytes_per_row = sum(c.uncompressed_bytes for c in columns) / rows
+    return DataProfile(
+        source="DataFrame",
+        rows=rows,
+        bytes_per_row=bytes_per_row,
+        uncompressed_bytes=int(bytes_per_row * rows),
+        compressed_bytes=int(bytes_per_row * rows),
+        columns=tuple(columns),
+        notes=(f"bytes per row estimated from a {sample.num_rows}-row sample",),
+    )
+
+
+def profile_numbers(rows: int, bytes_per_row: float | None = None, *, heavy: bool | None = None) -> DataProfile:
+    """A profile from plain numbers, for data that does not exist yet.
+
+    >>> profile_numbers(1_000_000, 200).describe()
+    '1,000,000 rows, 200 B per row'
+    """
+    rows = require_positive_int(rows, "rows")
+    per_row = 0.0 if bytes_per_row is None else require_positive_number(bytes_per_row, "bytes_per_row")
+    return DataProfile(
+        source="numbers",
+        rows=rows,
+        bytes_per_row=per_row,
+        uncompressed_bytes=math.ceil(rows * per_row),
+        heavy_hint=heavy,
+    )
+
+
+def profile(
+    source: str | Sequence[str] | daft.DataFrame | None = None,
+    *,
+    rows: int | None = None,
+    bytes_per_row: float | None = None,
+    columns: Sequence[str] | None = None,
+) -> DataProfile:
+    """Profile whatever the user has: Parquet paths, a DataFrame, or numbers.
+
+    ``rows`` and ``bytes_per_row`` given with a path override what the footers say (e.g. to plan for
+    the full dataset from a sample). ``columns`` restricts the profile to the columns the UDF reads.
+    """
+    if source is None:
+        if rows is None:
+            raise ProfileError("nothing to profile: pass a Parquet path or glob, or --rows (and --bytes-per-row)")
+        result = profile_numbers(rows, bytes_per_row)
+    elif isinstance(source, (str, list, tuple)):
+        result = profile_parquet(source)
+    else:
+        result = profile_dataframe(source)
+    if columns:
+        result = result.select(columns)
+    if source is not None and (rows is not None or bytes_per_row is not None):
+        new_rows = result.rows if rows is None else require_positive_int(rows, "rows")
+        per_row = (
+            result.bytes_per_row if bytes_per_row is None else require_positive_number(bytes_per_row, "bytes_per_row")
+        )
+        result = replace(result, rows=new_rows, bytes_per_row=per_row)
+    return result
