@@ -355,7 +355,7 @@ def start_local_cluster(
     return LocalCluster(address=cluster.address, nodes=nodes, cpus_per_node=cpus_per_node, _cluster=cluster)
 
 
-class local_cluster:  # noqa: N801 - used as a context manager, like open()
+class local_cluster:  # lower-case: used as a context manager, like open()
     """``with local_cluster(2, 2) as lc:`` starts a local multi-node cluster and always shuts it down."""
 
     def __init__(self, nodes: int, cpus_per_node: int, **options: Any) -> None:
