@@ -215,7 +215,16 @@ def discover(address: str = "auto", *, timeout_s: float = RAY_CONNECT_TIMEOUT_S)
     """
     import ray
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        if address not in (None, "auto"):
+            resolved = check_ray_address(address, timeout_s=timeout_s)
+            current = ray.get_runtime_context().gcs_address
+            if resolved.removeprefix("ray://") != current:
+                raise ClusterError(
+                    f"this process is already connected to the Ray cluster at {current}, not {resolved}: "
+                    "use --ray auto, or run against the other cluster in a new process"
+                )
+    else:
         resolved = check_ray_address(address, timeout_s=timeout_s)
         try:
             ray.init(address=resolved, log_to_driver=False, logging_level="ERROR")

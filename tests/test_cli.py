@@ -1,0 +1,119 @@
+"""The `daftscale` command: the JSON contract of `plan`, its text, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from daftscale.cli import main
+
+PLAN_KEYS = {
+    "strategy",
+    "reason",
+    "inputs",
+    "actors_per_node",
+    "min_rows_per_partition",
+    "max_partitions",
+    "partitions",
+    "batch_size",
+    "concurrency",
+    "partition_bytes_target",
+    "warnings",
+    "steps",
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_plan_json_seed_example(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(
+        capsys, "plan", "--rows", "1000000", "--nodes", "4", "--concurrency", "16", "--batch-size", "64",
+        "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert PLAN_KEYS <= data.keys()
+    assert {"rows", "nodes", "total_concurrency", "batch_size", "bytes_per_row"} <= data["inputs"].keys()
+    assert (data["actors_per_node"], data["min_rows_per_partition"], data["max_partitions"], data["partitions"]) == (
+        4,
+        256,
+        3906,
+        977,
+    )
+    assert data["strategy"] == "shuffle" and data["partition_bytes_target"] is None
+    assert all({"code", "message"} <= w.keys() for w in data["warnings"])
+
+
+def test_plan_text_reads_like_the_worked_example(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "plan", "--rows", "1000000", "--nodes", "4", "--concurrency", "16")
+    assert code == 0
+    for needle in ("shuffle", "ceil(16 / 4) = 4", "64 × 4 = 256", "3,906", "977", "df.repartition(977)"):
+        assert needle in out
+
+
+def test_plan_streaming_from_parquet_blobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pq.write_table(pa.table({"id": list(range(50)), "image": [bytes(300_000)] * 50}), tmp_path / "blobs.parquet")
+    code, out, err = run_cli(
+        capsys, "plan", str(tmp_path), "--nodes", "2", "--cpus-per-node", "4", "--memory-per-node", "8GiB",
+        "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["strategy"] == "streaming" and data["partitions"] is None
+    assert isinstance(data["partition_bytes_target"], int) and data["partition_bytes_target"] > 0
+    assert data["inputs"]["rows"] == 50
+
+
+def test_plan_columns_option_classifies_what_the_udf_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pq.write_table(pa.table({"path": ["a"] * 10, "image": [bytes(100_000)] * 10}), tmp_path / "t.parquet")
+    code, out, _ = run_cli(capsys, "plan", str(tmp_path), "--columns", "path", "--nodes", "1", "--format", "json")
+    assert code == 0 and json.loads(out)["strategy"] == "shuffle"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["plan", "--rows", "0"], "--rows must be a positive integer"),
+        (["plan", "--rows", "-5"], "--rows must be a positive integer"),
+        (["plan", "--rows", "100", "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["plan", "--rows", "100", "--concurrency", "-1"], "--concurrency must be a positive integer"),
+        (["plan", "--rows", "100", "--nodes", "0"], "--nodes must be a positive integer"),
+        (["plan", "--rows", "100", "--memory-per-node", "64 gigs"], "malformed memory size"),
+        (["plan", "--rows", "100", "--udf-memory", "-1GiB"], "malformed memory size"),
+        (["plan", "--rows", "ten"], "Invalid value for '--rows'"),
+        (["plan", "/definitely/not/here"], "path not found"),
+        (["plan"], "nothing to profile"),
+        (["plan", "--rows", "10", "--strategy", "fast"], "Invalid value for '--strategy'"),
+        (["plan", "--rows", "10", "--udf-gpus", "1"], "GPU"),
+        (["plan", "--rows", "10", "--ray", "127.0.0.1:1"], "does not answer"),
+        (["nosuchcommand"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1 and err.startswith("daftscale: error: ")
+    assert "Traceback" not in err
+
+
+def test_bad_file_inputs_via_the_real_command(tmp_path: Path) -> None:
+    (tmp_path / "notes.parquet").write_text("not parquet at all")
+    (tmp_path / "empty").mkdir()
+    for target, needle in ((tmp_path / "notes.parquet", "not a Parquet file"), (tmp_path / "empty", "no data files")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "daftscale.cli", "plan", str(target)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 2
+        assert needle in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0

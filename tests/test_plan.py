@@ -1,0 +1,317 @@
+"""The planner's formulas and choices, without Ray (pure functions), and apply() on real Daft."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daftscale import ClusterSpec, ConfigError, PlanError, ScalingPlan, UdfProfile, UdfResources, plan
+from daftscale.config import BATCH_MEMORY_FRACTION, DEFAULT_PARTITION_BYTES_TARGET
+from daftscale.plan import (
+    actors_per_node,
+    max_partitions,
+    memory_bounded_batch_size,
+    min_rows_per_partition,
+    overhead_bounded_batch_size,
+    recommended_partitions,
+)
+from daftscale.profile import profile_numbers
+
+SEED_CLUSTER = ClusterSpec(nodes=4)
+
+
+def test_seed_worked_example_exactly() -> None:
+    p = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, batch_size=64)
+    assert p.strategy == "shuffle"
+    assert (p.actors_per_node, p.min_rows_per_partition, p.max_partitions, p.partitions) == (4, 256, 3906, 977)
+    assert p.batch_size == 64 and p.concurrency == 16
+    assert p.partition_bytes_target is None
+    assert p.inputs["rows"] == 1_000_000 and p.inputs["total_concurrency"] == 16
+    assert p.warnings == ()
+
+
+def test_formula_functions_match_the_seed() -> None:
+    assert actors_per_node(16, 4) == 4
+    assert min_rows_per_partition(64, 4) == 256
+    assert max_partitions(1_000_000, 256) == 3906
+    assert recommended_partitions(1_000_000, 16, 256, 4) == 977
+
+
+def test_uneven_concurrency_uses_busiest_node_and_warns() -> None:
+    p = plan(profile_numbers(100_000, 50), SEED_CLUSTER, concurrency=10, batch_size=32)
+    assert p.actors_per_node == 3
+    assert p.min_rows_per_partition == 96
+    assert "CONCURRENCY_NOT_MULTIPLE_OF_NODES" in p.warning_codes()
+
+
+counts = st.integers(min_value=1, max_value=10**9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=counts,
+    nodes=st.integers(1, 1000),
+    concurrency=st.integers(1, 8000),
+    batch=st.integers(1, 4096),
+    k=st.integers(1, 16),
+)
+def test_shuffle_invariants(rows: int, nodes: int, concurrency: int, batch: int, k: int) -> None:
+    p = plan(
+        profile_numbers(rows, 100),
+        ClusterSpec(nodes=nodes),
+        concurrency=concurrency,
+        batch_size=batch,
+        batches_per_task=k,
+        strategy="shuffle",
+    )
+    a = math.ceil(concurrency / nodes)
+    assert p.actors_per_node == a
+    assert p.min_rows_per_partition == batch * a
+    assert p.max_partitions == max(1, rows // (batch * a))
+    assert p.partitions is not None
+    assert 1 <= p.partitions <= p.max_partitions
+    if p.max_partitions >= concurrency:
+        assert p.partitions >= concurrency
+    assert p.partitions == min(p.max_partitions, max(concurrency, math.ceil(rows / (k * batch * a))))
+    if rows < concurrency * batch:
+        assert "TOO_FEW_ROWS" in p.warning_codes()
+    else:
+        assert "TOO_FEW_ROWS" not in p.warning_codes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 10**9),
+    bytes_per_row=st.floats(1, 64 * 2**20),
+    nodes=st.integers(1, 64),
+    cpus=st.integers(1, 64),
+    memory_gib=st.integers(1, 512),
+    batch=st.integers(1, 4096),
+)
+def test_streaming_batch_and_partition_within_memory(
+    rows: int, bytes_per_row: float, nodes: int, cpus: int, memory_gib: int, batch: int
+) -> None:
+    cluster = ClusterSpec(nodes=nodes, cpus_per_node=cpus, memory_per_node=memory_gib << 30)
+    try:
+        p = plan(profile_numbers(rows, bytes_per_row), cluster, batch_size=batch, strategy="streaming")
+    except PlanError:
+        # Only when not even one decoded row fits an actor's share of node memory.
+        per_actor = (memory_gib << 30) / cpus
+        assert per_actor * BATCH_MEMORY_FRACTION < bytes_per_row * p_inflation()
+        return
+    assert p.partitions is None and p.into_batches == p.batch_size
+    assert 1 <= p.batch_size <= batch
+    per_actor = (memory_gib << 30) // p.actors_per_node
+    assert p.batch_size * bytes_per_row * p.inputs["inflation"] <= per_actor * BATCH_MEMORY_FRACTION + 1e-6
+    assert (p.batch_size < batch) == ("BATCH_LOWERED_FOR_MEMORY" in p.warning_codes())
+    assert p.partition_bytes_target is not None
+    assert p.partition_bytes_target <= DEFAULT_PARTITION_BYTES_TARGET
+    assert p.partition_bytes_target * cpus * p.inputs["inflation"] <= (memory_gib << 30) * 0.5 + 1
+    below = p.partition_bytes_target < DEFAULT_PARTITION_BYTES_TARGET
+    assert below == ("PARTITION_BELOW_TARGET_FOR_MEMORY" in p.warning_codes())
+
+
+def p_inflation() -> float:
+    from daftscale.config import DEFAULT_INFLATION
+
+    return DEFAULT_INFLATION
+
+
+@settings(max_examples=200, deadline=None)
+@given(fixed=st.floats(0, 5), per_row=st.floats(1e-7, 1), target=st.floats(0.01, 0.9))
+def test_overhead_bound_is_the_smallest_batch_meeting_the_target(fixed: float, per_row: float, target: float) -> None:
+    b = overhead_bounded_batch_size(fixed, per_row, target)
+    assert b >= 1
+
+    def share(n: int) -> float:
+        return fixed / (fixed + n * per_row) if fixed else 0.0
+
+    assert share(b) <= target + 1e-6
+    if b > 1:
+        assert share(b - 1) > target - 1e-6
+
+
+def test_memory_bound() -> None:
+    assert memory_bounded_batch_size(8 << 30, 3 << 20) == int((8 << 30) * BATCH_MEMORY_FRACTION // (3 << 20))
+    assert memory_bounded_batch_size(100, 0) is None
+
+
+def test_strategy_choice_by_bytes_and_columns() -> None:
+    assert plan(profile_numbers(1000, 200), SEED_CLUSTER).strategy == "shuffle"
+    assert plan(profile_numbers(1000, 2_000_000), SEED_CLUSTER).strategy == "streaming"
+    forced = plan(profile_numbers(1000, 200), SEED_CLUSTER, strategy="streaming")
+    assert forced.strategy == "streaming" and "requested" in forced.reason
+    keyed = plan(profile_numbers(1000, 2_000_000), SEED_CLUSTER, keys=["id"])
+    assert keyed.strategy == "shuffle" and keyed.partition_keys == ("id",) and keyed.partition_op == "repartition"
+    with pytest.raises(ConfigError):
+        plan(profile_numbers(1000, 200), SEED_CLUSTER, keys=["id"], strategy="streaming")
+
+
+def test_concurrency_defaults_to_capacity_and_is_clamped() -> None:
+    cluster = ClusterSpec(nodes=4, cpus_per_node=8, gpus_per_node=2)
+    assert plan(profile_numbers(10**6, 100), cluster).concurrency == 32
+    gpu = plan(profile_numbers(10**6, 100), cluster, udf=UdfResources(gpus=0.5))
+    assert gpu.concurrency == 16 and gpu.udf_gpus == 0.5
+    over = plan(profile_numbers(10**6, 100), cluster, concurrency=20, udf=UdfResources(gpus=1))
+    assert over.concurrency == 8
+    assert "CONCURRENCY_EXCEEDS_CLUSTER" in over.warning_codes()
+    with pytest.raises(PlanError, match="GPU"):
+        plan(profile_numbers(10**6, 100), ClusterSpec(nodes=2, cpus_per_node=4), udf=UdfResources(gpus=1))
+
+
+def test_gpu_batch_bound_uses_gpu_memory() -> None:
+    cluster = ClusterSpec(nodes=2, cpus_per_node=16, gpus_per_node=1, gpu_memory_per_gpu=16 << 30)
+    p = plan(profile_numbers(10**6, 50 << 20), cluster, udf=UdfResources(gpus=1), batch_size=512)
+    expected = int((16 << 30) * BATCH_MEMORY_FRACTION // ((50 << 20) * p.inputs["inflation"]))
+    assert p.batch_size == expected
+    assert "BATCH_LOWERED_FOR_MEMORY" in p.warning_codes()
+
+
+def test_udf_profile_chooses_batch_from_fixed_vs_per_row_cost() -> None:
+    udf_profile = UdfProfile(seconds_per_row=0.0005, seconds_per_batch=0.020)
+    p = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, udf_profile=udf_profile)
+    assert p.batch_size == 360
+    assert udf_profile.overhead_share(p.batch_size) <= 0.10
+    small = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, batch_size=8, udf_profile=udf_profile)
+    assert "BATCH_OVERHEAD_DOMINATES" in small.warning_codes()
+    tiny = plan(profile_numbers(1000, 100), SEED_CLUSTER, concurrency=16, udf_profile=udf_profile)
+    assert tiny.batch_size == 1000 // 16
+
+
+def test_one_row_too_big_is_a_plan_error() -> None:
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1, memory_per_node=1 << 20)
+    with pytest.raises(PlanError, match="one row"):
+        plan(profile_numbers(10, 10 << 20), cluster)
+
+
+def test_bad_numbers_are_config_errors() -> None:
+    for kwargs in ({"concurrency": 0}, {"batch_size": -1}, {"batches_per_task": 0}):
+        with pytest.raises(ConfigError):
+            plan(profile_numbers(100, 10), SEED_CLUSTER, **kwargs)
+    with pytest.raises(ConfigError):
+        profile_numbers(0, 10)
+    with pytest.raises(ConfigError):
+        UdfResources.of(gpus=-1)
+    with pytest.raises(ConfigError):
+        plan(profile_numbers(100, 10), ClusterSpec(nodes=1, gpus_per_node=4), udf=UdfResources(gpus=1.5))
+
+
+def test_json_round_trip_and_keys() -> None:
+    p = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, batch_size=64)
+    data = p.to_dict()
+    for key in (
+        "strategy",
+        "reason",
+        "inputs",
+        "actors_per_node",
+        "min_rows_per_partition",
+        "max_partitions",
+        "partitions",
+        "batch_size",
+        "concurrency",
+        "partition_bytes_target",
+        "warnings",
+        "steps",
+    ):
+        assert key in data
+    for key in ("rows", "nodes", "total_concurrency", "batch_size", "bytes_per_row"):
+        assert key in data["inputs"]
+    assert ScalingPlan.from_json(p.to_json()) == p
+    with pytest.raises(PlanError):
+        ScalingPlan.from_json('{"hello": 1}')
+    with pytest.raises(PlanError):
+        ScalingPlan.from_json("not json")
+
+
+def test_explain_and_code_carry_the_users_numbers() -> None:
+    p = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, batch_size=64)
+    text = p.explain()
+    for needle in ("ceil(16 / 4) = 4", "64 × 4 = 256", "1,000,000 / 256", "977"):
+        assert needle in text
+    code = p.to_code()
+    assert "df.repartition(977)" in code and "max_concurrency=16" in code and "batch_size=64" in code
+    heavy = plan(profile_numbers(10_000, 1 << 20), SEED_CLUSTER, batch_size=32)
+    assert "df.into_batches(32)" in heavy.to_code()
+
+
+def test_into_partitions_only_for_even_inputs() -> None:
+    from dataclasses import replace
+
+    base = profile_numbers(100_000, 100)
+    one_file = replace(base, files=1, min_rows_per_file=100_000, max_rows_per_file=100_000)
+    even = replace(base, files=4, min_rows_per_file=25_000, max_rows_per_file=25_000)
+    skewed = replace(base, files=4, min_rows_per_file=1_000, max_rows_per_file=97_000)
+    assert plan(one_file, SEED_CLUSTER, concurrency=8).partition_op == "into_partitions"
+    assert plan(even, SEED_CLUSTER, concurrency=8).partition_op == "into_partitions"
+    assert plan(skewed, SEED_CLUSTER, concurrency=8).partition_op == "repartition"
+    assert plan(base, SEED_CLUSTER, concurrency=8).partition_op == "repartition"
+
+
+# ---------------------------------------------------------------------------------------------------
+# apply() on real Daft, on the shared local multi-node Ray cluster
+
+
+def _partitions(df) -> list:
+    import ray
+
+    # On the Ray runner iter_partitions yields object references to the materialised partitions.
+    return [ray.get(part) if isinstance(part, ray.ObjectRef) else part for part in df.iter_partitions()]
+
+
+def _partition_sizes(df) -> list[int]:
+    return [len(part) for part in _partitions(df)]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("op_files", [0, 1])
+def test_apply_shuffle_gives_the_planned_partition_count(op_files: int) -> None:
+    from dataclasses import replace
+
+    import daft
+
+    profile = profile_numbers(5_000, 40)
+    if op_files:
+        profile = replace(profile, files=1, min_rows_per_file=5_000, max_rows_per_file=5_000)
+    p = plan(profile, ClusterSpec(nodes=2, cpus_per_node=2), batch_size=50)
+    assert p.strategy == "shuffle" and p.partitions is not None
+    assert p.partition_op == ("into_partitions" if op_files else "repartition")
+    df = p.apply(daft.from_pydict({"path": [f"img/{i}.jpg" for i in range(5_000)]})).collect()
+    sizes = _partition_sizes(df)
+    assert len(sizes) == p.partitions
+    assert sum(sizes) == 5_000
+
+
+@pytest.mark.ray
+def test_apply_hash_shuffle_on_keys() -> None:
+    import daft
+
+    p = plan(profile_numbers(2_000, 40), ClusterSpec(nodes=2, cpus_per_node=2), batch_size=50, keys=["k"])
+    df = p.apply(daft.from_pydict({"k": [i % 13 for i in range(2_000)], "v": list(range(2_000))})).collect()
+    parts = _partitions(df)
+    assert len(parts) == p.partitions
+    seen: dict[int, int] = {}
+    for index, part in enumerate(parts):
+        for key in set(part.to_pydict()["k"]):
+            assert seen.setdefault(key, index) == index  # each key lives in exactly one partition
+
+
+@pytest.mark.ray
+def test_apply_streaming_batches_reaching_the_udf_are_bounded() -> None:
+    import daft
+
+    p = plan(profile_numbers(3_000, 200_000), ClusterSpec(nodes=2, cpus_per_node=2), batch_size=40)
+    assert p.strategy == "streaming" and p.into_batches == 40
+    seen: list[int] = []
+
+    @daft.func.batch(return_dtype=daft.DataType.int64())
+    def batch_len(x: daft.Series) -> daft.Series:
+        return daft.Series.from_pylist([len(x)] * len(x))
+
+    df = p.apply(daft.from_pydict({"x": list(range(3_000))}))
+    out = df.with_column("n", batch_len(df["x"])).collect().to_pydict()
+    seen = out["n"]
+    assert len(out["x"]) == 3_000 and sorted(out["x"]) == list(range(3_000))
+    assert max(seen) <= p.batch_size

@@ -1,0 +1,146 @@
+"""Profiling Parquet from footers, DataFrames and numbers, and every bad input a user can hand us."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from daftscale import ProfileError, profile, profile_dataframe, profile_parquet
+
+
+def _write(path: Path, table: pa.Table, **kwargs: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, **kwargs)
+    return path
+
+
+def test_two_thousand_small_files_counted_exactly_from_footers(tmp_path: Path) -> None:
+    expected = 0
+    for i in range(2_000):
+        rows = 1 + (i * 7919) % 37  # uneven, deterministic
+        expected += rows
+        _write(tmp_path / f"shard={i % 10}" / f"part-{i:05d}.parquet", pa.table({"id": list(range(rows))}))
+    (tmp_path / "_SUCCESS").write_text("")
+    started = time.perf_counter()
+    p = profile_parquet(str(tmp_path))
+    elapsed = time.perf_counter() - started
+    assert p.files == 2_000
+    assert p.rows == expected
+    assert p.row_groups == 2_000
+    assert p.max_rows_per_file == 37 and p.min_rows_per_file == 1
+    print(f"profiled 2,000 footers in {elapsed:.2f} s")
+
+
+def test_columns_bytes_and_heavy_light(tmp_path: Path) -> None:
+    n = 200
+    table = pa.table(
+        {
+            "path": [f"s3://bucket/images/{i:08d}.jpg" for i in range(n)],
+            "blob": [os.urandom(2048) for _ in range(n)],
+            "emb": pa.array([[0.5] * 64 for _ in range(n)], type=pa.list_(pa.float32(), 64)),
+            "tags": [["a", "b"] for _ in range(n)],
+        }
+    )
+    p = profile_parquet(str(_write(tmp_path / "t.parquet", table, row_group_size=50)))
+    assert p.rows == n and p.files == 1 and p.row_groups == 4
+    by_name = {c.name: c for c in p.columns}
+    assert set(p.heavy_columns) == {"blob", "emb"}
+    assert not by_name["path"].heavy and not by_name["tags"].heavy
+    assert by_name["blob"].uncompressed_bytes >= n * 2048
+    assert by_name["blob"].compressed_bytes > 0
+    assert p.uncompressed_bytes == sum(c.uncompressed_bytes for c in p.columns)
+    assert p.bytes_per_row == pytest.approx(p.uncompressed_bytes / n)
+    light = p.select(["path"])
+    assert light.heavy_columns == [] and light.bytes_per_row < 100
+    with pytest.raises(ProfileError, match="not in the data"):
+        p.select(["nope"])
+
+
+def test_large_strings_are_heavy_by_size(tmp_path: Path) -> None:
+    # Distinct documents: Parquet footers report sizes after dictionary encoding, so identical
+    # strings would look small (a documented limit of footer-only profiling).
+    table = pa.table({"doc": [os.urandom(50_000).hex() for _ in range(20)]})
+    p = profile_parquet(str(_write(tmp_path / "docs.parquet", table, compression="none")))
+    assert p.heavy_columns == ["doc"]
+
+
+def test_globs_lists_and_uris(tmp_path: Path) -> None:
+    for i in range(3):
+        _write(tmp_path / f"a{i}.parquet", pa.table({"x": [1, 2, 3]}))
+    _write(tmp_path / "b.parquet", pa.table({"x": [1]}))
+    assert profile_parquet(str(tmp_path / "a*.parquet")).rows == 9
+    assert profile_parquet([str(tmp_path / "a0.parquet"), str(tmp_path / "b.parquet")]).rows == 4
+    assert profile_parquet(f"file://{tmp_path}").rows == 10
+
+
+def _mkdir(path: Path) -> str:
+    path.mkdir()
+    return str(path)
+
+
+def _put(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: str(d / "missing"), "path not found"),
+        (lambda d: _mkdir(d / "empty"), "holds no data files"),
+        (lambda d: _put(d / "x.parquet", b"hello, not parquet"), "not a Parquet file"),
+        (lambda d: _put(d / "tiny.parquet", b"PAR1"), "not a Parquet file"),
+        (lambda d: _put(d / "data.csv", b"a,b\n1,2\n" * 10), "not a Parquet file"),
+        (lambda d: str(d / "*.nothing"), "no files match"),
+        (lambda d: "", "empty data path"),
+    ],
+)
+def test_bad_paths_have_one_line_errors(tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(ProfileError, match=message) as info:
+        profile_parquet(make(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_footer(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.parquet", pa.table({"x": list(range(100))}))
+    data = bytearray(good.read_bytes())
+    # Keep the magic bytes but scramble the footer length and metadata before them.
+    data[-40:-4] = b"\xff" * 36
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ProfileError, match="corrupt Parquet footer"):
+        profile_parquet(str(tmp_path))
+
+
+def test_zero_rows(tmp_path: Path) -> None:
+    _write(tmp_path / "empty.parquet", pa.table({"x": pa.array([], type=pa.int64())}))
+    with pytest.raises(ProfileError, match="zero rows"):
+        profile_parquet(str(tmp_path))
+
+
+def test_profile_from_numbers_and_overrides(tmp_path: Path) -> None:
+    p = profile(rows=1_000_000, bytes_per_row=200)
+    assert (p.rows, p.bytes_per_row, p.source) == (1_000_000, 200, "numbers")
+    _write(tmp_path / "s.parquet", pa.table({"x": list(range(10))}))
+    scaled = profile(str(tmp_path), rows=10_000_000)
+    assert scaled.rows == 10_000_000 and scaled.files == 1
+    with pytest.raises(ProfileError, match="nothing to profile"):
+        profile()
+
+
+@pytest.mark.ray
+def test_profile_dataframe() -> None:
+    import daft
+
+    df = daft.from_pydict({"path": [f"img/{i}.jpg" for i in range(300)], "blob": [b"\0" * 1000] * 300})
+    p = profile_dataframe(df)
+    assert p.rows == 300
+    assert p.heavy_columns == ["blob"]
+    assert p.bytes_per_row > 1000
+    with pytest.raises(ProfileError, match="zero rows"):
+        profile_dataframe(df.where(df["path"] == "nope"))
