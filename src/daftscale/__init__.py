@@ -20,6 +20,7 @@ from daftscale.errors import (
     ProfileError,
     RunError,
 )
+from daftscale.pipeline import Pipeline, load_pipeline, pipeline
 from daftscale.plan import PlanWarning, ScalingPlan, UdfResources, plan
 from daftscale.profile import (
     ColumnProfile,
@@ -30,6 +31,10 @@ from daftscale.profile import (
     profile_numbers,
     profile_parquet,
 )
+from daftscale.report import RunReport
+from daftscale.run import run
+from daftscale.udf import actor_udf
+from daftscale.udfprofile import profile_udf
 
 __version__ = "0.1.0"
 
@@ -40,18 +45,25 @@ __all__ = [
     "ConfigError",
     "DaftscaleError",
     "DataProfile",
+    "Pipeline",
     "PipelineError",
     "PlanError",
     "PlanWarning",
     "ProfileError",
     "RunError",
+    "RunReport",
     "ScalingPlan",
     "UdfProfile",
     "UdfResources",
+    "actor_udf",
     "discover",
+    "load_pipeline",
+    "pipeline",
     "plan",
     "profile",
     "profile_dataframe",
     "profile_numbers",
     "profile_parquet",
+    "profile_udf",
+    "run",
 ]

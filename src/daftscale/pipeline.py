@@ -1,0 +1,254 @@
+"""Pipeline files: plain Python that builds a Daft DataFrame and marks where the scaling step goes.
+
+A pipeline is a function ``build(plan) -> daft.DataFrame`` that calls ``plan.apply(df)`` at the
+scaling step (right after the light read) and ``plan.udf(Model, ...)`` for the model. Decorated with
+:func:`pipeline`, the same file runs with ``python pipeline.py [run options]`` and under
+``daftscale run pipeline.py``::
+
+    import daft, daftscale
+
+    class Scorer:                       # a plain class; daftscale makes it a Daft actor UDF
+        def __call__(self, paths: list[str]) -> list[float]: ...
+
+    @daftscale.pipeline(batch_size=64)
+    def build(plan: daftscale.ScalingPlan) -> daft.DataFrame:
+        df = daft.read_parquet("data/paths.parquet")
+        df = plan.apply(df)             # the scaling step: repartition(N) or into_batches(B)
+        score = plan.udf(Scorer, return_dtype=daft.DataType.float64())
+        return df.with_column("score", score(df["path"]))
+
+    if __name__ == "__main__":
+        build.main()
+
+How the plan is made: :func:`probe` calls ``build`` once with a probe plan whose ``apply`` only
+records the DataFrame reaching the scaling step; that DataFrame is profiled, planned for the cluster
+at hand, and ``build`` is called again with the real plan. ``build`` must therefore be cheap and free
+of side effects until the DataFrame executes (Daft is lazy, so ordinary pipelines are).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from daftscale.errors import PipelineError
+
+if TYPE_CHECKING:
+    import daft
+
+    from daftscale.plan import ScalingPlan
+
+BuildFn = Callable[[Any], "daft.DataFrame"]
+
+
+class Pipeline:
+    """A ``build(plan)`` function with the planner options it was declared with.
+
+    Calling it calls ``build``. :meth:`main` is the ``python pipeline.py`` entry point.
+    """
+
+    def __init__(self, build: BuildFn, planner_kwargs: dict[str, Any] | None = None, name: str | None = None) -> None:
+        if not callable(build):
+            raise PipelineError(f"a pipeline needs a build(plan) function, got {type(build).__name__}")
+        self.build = build
+        self.planner_kwargs = dict(planner_kwargs or {})
+        self.name = name or getattr(build, "__name__", "pipeline")
+        self.source = getattr(getattr(build, "__code__", None), "co_filename", None)
+        self.__doc__ = getattr(build, "__doc__", None)
+
+    def __call__(self, plan: Any) -> daft.DataFrame:
+        return self.build(plan)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, {self.planner_kwargs!r})"
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """Run this pipeline as ``daftscale run THIS_FILE [options]`` would, then exit with its code."""
+        from daftscale.cli import main as cli_main
+
+        args = list(sys.argv[1:] if argv is None else argv)
+        sys.exit(cli_main(["run", _PipelineRef.register(self), *args]))
+
+
+def pipeline(build: BuildFn | None = None, **planner_kwargs: Any) -> Any:
+    """Declare ``build(plan) -> daft.DataFrame`` as a pipeline; keyword arguments go to the planner.
+
+    Usable bare (``@daftscale.pipeline``) or with options (``@daftscale.pipeline(batch_size=64)``);
+    the options are those of :func:`daftscale.plan.plan` (``concurrency``, ``batch_size``,
+    ``strategy``...), and command-line options given to ``daftscale run`` override them.
+
+    >>> @pipeline(batch_size=32)
+    ... def build(plan):
+    ...     import daft
+    ...     return plan.apply(daft.from_pydict({"x": [1, 2, 3]}))
+    >>> build.planner_kwargs
+    {'batch_size': 32}
+    """
+    if build is not None:
+        return Pipeline(build, planner_kwargs)
+    return lambda fn: Pipeline(fn, planner_kwargs)
+
+
+class _PipelineRef:
+    """Lets ``build.main()`` hand its own object to the CLI by a name, without importing the file twice."""
+
+    _objects: dict[str, Pipeline] = {}  # noqa: RUF012 - process-wide registry on purpose
+    PREFIX = "daftscale-pipeline:"
+
+    @classmethod
+    def register(cls, obj: Pipeline) -> str:
+        key = f"{cls.PREFIX}{uuid.uuid4().hex[:8]}"
+        cls._objects[key] = obj
+        return key
+
+    @classmethod
+    def lookup(cls, text: str) -> Pipeline | None:
+        return cls._objects.get(text)
+
+
+def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
+    """Import a pipeline file by path (not as ``__main__``) and return its :class:`Pipeline`.
+
+    The file must define one object made with :func:`pipeline`, or a plain function named ``build``.
+    Raises :class:`PipelineError` naming the problem and the fix.
+    """
+    if isinstance(path, Pipeline):
+        return path
+    registered = _PipelineRef.lookup(str(path))
+    if registered is not None:
+        return registered
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise PipelineError(f"pipeline file {path} does not exist: pass the path of a .py file that builds a DataFrame")
+    if os.path.isdir(path):
+        raise PipelineError(f"{path} is a directory: pass the pipeline .py file inside it")
+    module_name = f"daftscale_pipeline_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineError(f"{path} is not a Python file: pass a .py file that builds a DataFrame")
+    module = importlib.util.module_from_spec(spec)
+    # The file's own directory goes first on sys.path so its sibling imports work, as with `python file.py`.
+    directory = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, directory)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise PipelineError(f"{path} exited while being imported (code {exc.code}): keep work under __main__") from exc
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        line = _error_line(exc, path)
+        raise PipelineError(
+            f"{path} failed to import: {type(exc).__name__}: {exc}{line}: fix the error in the file"
+        ) from exc
+    finally:
+        if sys.path and sys.path[0] == directory:
+            sys.path.pop(0)
+    found = [v for v in vars(module).values() if isinstance(v, Pipeline)]
+    if len({id(v) for v in found}) > 1:
+        names = ", ".join(sorted(k for k, v in vars(module).items() if isinstance(v, Pipeline)))
+        raise PipelineError(f"{path} defines several pipelines ({names}): keep one @daftscale.pipeline per file")
+    if found:
+        return found[0]
+    build = getattr(module, "build", None)
+    if callable(build):
+        return Pipeline(build, name="build")
+    raise PipelineError(
+        f"{path} defines no pipeline: decorate a `def build(plan) -> daft.DataFrame` with @daftscale.pipeline"
+    )
+
+
+def _error_line(exc: BaseException, path: str) -> str:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if line is None and isinstance(exc, SyntaxError):
+        line = exc.lineno
+    return f" (line {line})" if line else ""
+
+
+def check_dataframe(result: Any, pipeline: Pipeline, *, when: str) -> daft.DataFrame:
+    """``result`` if it is a Daft DataFrame, else a :class:`PipelineError` saying what build returned."""
+    import daft
+
+    if not isinstance(result, daft.DataFrame):
+        raise PipelineError(
+            f"{pipeline.name}() returned {type(result).__name__}{' ' + when if when else ''}, not a daft.DataFrame: "
+            "make build(plan) return the DataFrame (without collecting or writing it)"
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# The probe: find the DataFrame at the scaling step
+
+
+class _ProbePlan:
+    """Stands in for the real plan during the probe build: ``apply`` records its DataFrame unchanged."""
+
+    def __init__(self, provisional: ScalingPlan) -> None:
+        self._provisional = provisional
+        self.applied: list[daft.DataFrame] = []
+
+    def apply(self, df: daft.DataFrame) -> daft.DataFrame:
+        self.applied.append(df)
+        return df
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (udf, batch_size, concurrency...) reads the provisional plan; nothing executes.
+        return getattr(self._provisional, name)
+
+
+@dataclass
+class Probe:
+    """The DataFrame at the scaling step, found by building once with a probe plan."""
+
+    scaling_input: daft.DataFrame
+    output: daft.DataFrame
+
+
+def probe(pipe: Pipeline) -> Probe:
+    """Build ``pipe`` with a probe plan and return the DataFrame that reaches ``plan.apply``."""
+    from daftscale.cluster import ClusterSpec
+    from daftscale.plan import plan as make_plan
+    from daftscale.profile import profile_numbers
+
+    provisional = make_plan(profile_numbers(1, 1), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=1)
+    stand_in = _ProbePlan(provisional)
+    output = check_dataframe(_call_build(pipe, stand_in), pipe, when="to the probe plan")
+    if not stand_in.applied:
+        raise PipelineError(
+            f"{pipe.name}() never calls plan.apply(df): add `df = plan.apply(df)` at the scaling step, "
+            "right after the light read"
+        )
+    if len(stand_in.applied) > 1:
+        raise PipelineError(f"{pipe.name}() calls plan.apply(df) {len(stand_in.applied)} times: call it once")
+    return Probe(scaling_input=check_dataframe(stand_in.applied[0], pipe, when="to plan.apply"), output=output)
+
+
+def build_with(pipe: Pipeline, plan: ScalingPlan) -> daft.DataFrame:
+    """Build ``pipe`` with the real plan, checking it returns a DataFrame."""
+    return check_dataframe(_call_build(pipe, plan), pipe, when="")
+
+
+def _call_build(pipe: Pipeline, plan: Any) -> Any:
+    from daftscale.errors import DaftscaleError
+
+    try:
+        return pipe(plan)
+    except (DaftscaleError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        line = _error_line(exc, pipe.source) if pipe.source else ""
+        raise PipelineError(
+            f"{pipe.name}(plan) raised {type(exc).__name__}: {exc}{line}: fix the pipeline's build function"
+        ) from exc

@@ -1,0 +1,468 @@
+"""The run report: what a real run measured, as ``report.json``, a self-contained ``report.html`` and PNGs.
+
+:class:`RunReport` holds the figures (SPEC section 3 keys plus the raw UDF call intervals that the
+simulator and tuner calibrate from), derives utilisation, throughput and the UDF cost fit from the
+call records, and writes everything atomically. Plots use matplotlib's Agg backend (no display);
+the HTML embeds them as base64 so it opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from daftscale.errors import RunError
+
+REPORT_FORMAT_VERSION = 1
+
+# Files a report directory holds; report.json is the one whose presence means "a report is here".
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+TIMELINE_PNG = "timeline.png"
+THROUGHPUT_PNG = "throughput.png"
+MEMORY_PNG = "memory.png"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures derived from UDF call records
+
+
+def merged_busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of intervals (an actor's overlapping calls count once).
+
+    >>> merged_busy_seconds([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0)])
+    3.0
+    """
+    total, current_start, current_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start  # type: ignore[operator]
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None:
+        total += current_end - current_start  # type: ignore[operator]
+    return total
+
+
+def actor_utilization(calls: list[dict[str, Any]], actors: int) -> tuple[float, float]:
+    """``(utilisation, stage span)``: summed busy time of the actors / (actors × span of the UDF stage).
+
+    The span runs from the first call's start to the last call's end, so an actor that sat idle
+    (no partition reached it, or it waited on a straggler) lowers the figure.
+
+    >>> calls = [{"actor": "a", "start": 0.0, "end": 2.0}, {"actor": "b", "start": 0.0, "end": 1.0}]
+    >>> actor_utilization(calls, 2)
+    (0.75, 2.0)
+    >>> actor_utilization(calls, 4)   # two actors of a pool of four never got work
+    (0.375, 2.0)
+    """
+    if not calls or actors <= 0:
+        return 0.0, 0.0
+    span = max(c["end"] for c in calls) - min(c["start"] for c in calls)
+    if span <= 0:
+        return 0.0, 0.0
+    by_actor: dict[str, list[tuple[float, float]]] = {}
+    for c in calls:
+        by_actor.setdefault(c["actor"], []).append((c["start"], c["end"]))
+    busy = sum(merged_busy_seconds(v) for v in by_actor.values())
+    # An actor replaced mid-run (Ray restarts it) adds a second name for the same slot: never above 1.
+    return min(1.0, busy / (max(actors, 1) * span)), span
+
+
+def fit_udf_cost(calls: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Least-squares fit of ``seconds = seconds_per_batch + seconds_per_row * rows`` over the calls.
+
+    ``None`` when the calls do not pin both numbers down (fewer than two distinct batch sizes).
+    Negative estimates from noise are clamped to 0.
+
+    >>> fit_udf_cost([{"rows": 10, "start": 0, "end": 0.03}, {"rows": 30, "start": 0, "end": 0.07}])
+    {'seconds_per_row': 0.002, 'seconds_per_batch': 0.01}
+    """
+    points = [(float(c["rows"]), float(c["end"] - c["start"])) for c in calls if c.get("rows")]
+    if len({x for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    slope = max(0.0, sxy / sxx)
+    intercept = max(0.0, mean_y - slope * mean_x)
+    return {"seconds_per_row": round(slope, 9), "seconds_per_batch": round(intercept, 9)}
+
+
+def throughput_curve(calls: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Cumulative rows through the UDF over time (seconds from run start), one point per finished call.
+
+    >>> throughput_curve([{"end": 2.0, "rows": 5}, {"end": 1.0, "rows": 3}])
+    [{'t': 0.0, 'rows': 0}, {'t': 1.0, 'rows': 3}, {'t': 2.0, 'rows': 8}]
+    """
+    points: list[dict[str, float]] = [{"t": 0.0, "rows": 0}]
+    done = 0
+    for c in sorted(calls, key=lambda c: c["end"]):
+        done += int(c["rows"])
+        points.append({"t": round(float(c["end"]), 6), "rows": done})
+    return points
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class RunReport:
+    """Everything one run measured. Times are seconds; ``udf_calls`` times are relative to run start.
+
+    ``wall_s`` is the query's execution (actor pool start-up included), ``plan_s`` the probe, profile
+    and planning before it. ``actors`` is the pool size the plan asked Daft for and ``actors_used`` the
+    actors that got at least one call; utilisation divides by ``actors``, so idle actors count.
+    """
+
+    runner: str
+    nodes: int
+    wall_s: float
+    rows_in: int
+    rows_out: int
+    partitions: int
+    batches: int
+    actors: int
+    actor_utilization: float
+    peak_memory_bytes: int
+    plan: dict[str, Any]
+    udf_calls: list[dict[str, Any]] = field(default_factory=list)
+    udf_profile: dict[str, float] | None = None
+    node_peak_memory_bytes: dict[str, int] = field(default_factory=dict)
+    throughput: list[dict[str, float]] = field(default_factory=list)
+    stage_span_s: float = 0.0
+    cluster: dict[str, Any] = field(default_factory=dict)
+    actors_used: int = 0
+    plan_s: float = 0.0
+    rows_per_s: float = 0.0
+    pipeline: str = ""
+    started_at: str = ""
+    version: int = REPORT_FORMAT_VERSION
+
+    @classmethod
+    def from_run(
+        cls,
+        *,
+        runner: str,
+        cluster: Any,
+        plan: Any,
+        pipeline: str,
+        started_at: float,
+        run_start: float,
+        end: float,
+        rows_in: int,
+        rows_out: int,
+        partitions: int,
+        calls: list[dict[str, Any]],
+        node_memory: dict[str, int],
+    ) -> RunReport:
+        """Build the report from raw measurements (absolute ``time.time()`` stamps in ``calls``)."""
+        relative = sorted(
+            (
+                {
+                    "actor": str(c["actor"]),
+                    "node": str(c["node"]),
+                    "start": round(c["start"] - run_start, 6),
+                    "end": round(c["end"] - run_start, 6),
+                    "rows": int(c["rows"]),
+                }
+                for c in calls
+            ),
+            key=lambda c: (c["start"], c["actor"]),
+        )
+        utilization, span = actor_utilization(relative, plan.concurrency)
+        wall = max(end - run_start, 0.0)
+        return cls(
+            runner=runner,
+            nodes=cluster.nodes,
+            wall_s=round(wall, 4),
+            rows_in=rows_in,
+            rows_out=rows_out,
+            partitions=partitions,
+            batches=len(relative),
+            actors=plan.concurrency,
+            actor_utilization=round(utilization, 4),
+            peak_memory_bytes=max(node_memory.values(), default=0),
+            plan=plan.to_dict(),
+            udf_calls=relative,
+            udf_profile=fit_udf_cost(relative),
+            node_peak_memory_bytes=dict(sorted(node_memory.items())),
+            throughput=throughput_curve(relative),
+            stage_span_s=round(span, 4),
+            cluster=cluster.to_dict(),
+            actors_used=len({c["actor"] for c in relative}),
+            plan_s=round(max(run_start - started_at, 0.0), 4),
+            rows_per_s=round(rows_out / wall, 2) if wall > 0 else 0.0,
+            pipeline=pipeline,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
+        )
+
+    # -- serialisation -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        if not isinstance(data, dict) or "wall_s" not in data or "udf_calls" not in data:
+            raise RunError("not a daftscale run report (no 'wall_s' or 'udf_calls'): make one with 'daftscale run'")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunReport:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise RunError(f"run report is not JSON ({exc.msg} at line {exc.lineno}): pass a report.json") from exc
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> RunReport:
+        """Read ``report.json``, or the one inside a report directory."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, REPORT_JSON)
+        try:
+            with open(path) as handle:
+                return cls.from_json(handle.read())
+        except OSError as exc:
+            raise RunError(f"cannot read run report {path} ({exc.strerror}): pass a report.json") from exc
+
+    def write(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> str:
+        """Write report.json, the PNGs and report.html into ``directory``; returns the HTML's path.
+
+        Every file is written to a temporary file beside it and renamed into place, so a reader never
+        sees half a report. A directory that already holds a report.json is refused unless ``overwrite``.
+        """
+        directory = os.fspath(directory)
+        if os.path.exists(os.path.join(directory, REPORT_JSON)) and not overwrite:
+            raise RunError(f"{directory} already holds a report: pass --overwrite, or choose another directory")
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create report directory {directory} ({exc.strerror}): choose another") from exc
+        pngs = render_plots(self)
+        for name, data in pngs.items():
+            atomic_write(os.path.join(directory, name), data)
+        atomic_write(os.path.join(directory, REPORT_HTML), self.to_html(pngs).encode())
+        # report.json last: its presence marks a complete report.
+        atomic_write(os.path.join(directory, REPORT_JSON), (self.to_json() + "\n").encode())
+        return os.path.join(directory, REPORT_HTML)
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def summary(self) -> list[tuple[str, str]]:
+        """The headline figures as (label, value) rows, for the CLI's table and the HTML."""
+        from daftscale.config import format_bytes
+
+        plan = self.plan
+        if plan.get("strategy") == "shuffle":
+            how = f"shuffle: {plan.get('partition_op')}({plan.get('partitions')})"
+            if self.runner == "native":
+                # Daft's native runner ignores partition operations; say so rather than imply it ran.
+                how += " (a no-op on the native runner)"
+        else:
+            how = f"streaming: into_batches({plan.get('into_batches')})"
+        rows = [
+            ("runner", f"{self.runner} ({self.nodes} node{'s' if self.nodes != 1 else ''})"),
+            ("plan", f"{how}, batch_size {plan.get('batch_size')}, {self.actors} actors"),
+            ("wall time", f"{self.wall_s:.2f} s (+ {self.plan_s:.2f} s to probe and plan)"),
+            ("rows in → out", f"{self.rows_in:,} → {self.rows_out:,}"),
+            ("throughput", f"{self.rows_per_s:,.0f} rows/s"),
+            ("partitions out", f"{self.partitions:,}"),
+            ("UDF batches", f"{self.batches:,} over {self.stage_span_s:.2f} s"),
+            ("actors used", f"{self.actors_used} of {self.actors}"),
+            ("actor utilisation", f"{self.actor_utilization:.0%}"),
+            ("peak memory (node)", format_bytes(self.peak_memory_bytes)),
+        ]
+        if self.udf_profile:
+            rows.append(
+                (
+                    "UDF cost (fit)",
+                    f"{self.udf_profile['seconds_per_batch'] * 1e3:.1f} ms/call + "
+                    f"{self.udf_profile['seconds_per_row'] * 1e3:.3f} ms/row",
+                )
+            )
+        return rows
+
+    def summary_table(self) -> Any:
+        """The summary as a ``rich.table.Table``."""
+        from rich.table import Table
+
+        table = Table(title="daftscale run", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        for label, value in self.summary():
+            table.add_row(label, value)
+        return table
+
+    def explain(self) -> str:
+        """The plan's explain() text, rebuilt from the plan JSON."""
+        from daftscale.plan import ScalingPlan
+
+        try:
+            return ScalingPlan.from_dict(self.plan).explain()
+        except Exception:
+            return json.dumps(self.plan, indent=2)
+
+    def to_html(self, pngs: dict[str, bytes] | None = None) -> str:
+        """A self-contained HTML page: summary, plots (embedded PNGs), node memory, the plan's explanation."""
+        from daftscale.config import format_bytes
+
+        pngs = render_plots(self) if pngs is None else pngs
+
+        def img(name: str, alt: str) -> str:
+            if name not in pngs:
+                return f"<p class='note'>No {html.escape(alt)}: the run recorded no UDF calls.</p>"
+            data = base64.b64encode(pngs[name]).decode()
+            return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+        summary_rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self.summary()
+        )
+        memory_rows = "".join(
+            f"<tr><th>{html.escape(node)}</th><td>{html.escape(format_bytes(b))}</td></tr>"
+            for node, b in self.node_peak_memory_bytes.items()
+        )
+        warnings = self.plan.get("warnings") or []
+        warning_items = "".join(
+            f"<li><code>{html.escape(w.get('code', ''))}</code> {html.escape(w.get('message', ''))}</li>"
+            for w in warnings
+        )
+        title = f"daftscale run report — {os.path.basename(self.pipeline) or 'pipeline'}"
+        return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 0.2em 1em 0.2em 0; }}
+th {{ font-weight: 600; }} img {{ max-width: 100%; border: 1px solid #eee; }}
+pre {{ background: #f6f6f6; padding: 1em; white-space: pre-wrap; font-size: 0.85em; }}
+.note {{ color: #666; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">{html.escape(self.started_at)} · {html.escape(self.pipeline)}</p>
+<h2>Summary</h2>
+<table>{summary_rows}</table>
+<h2>Actor timeline</h2>
+<p class="note">Each bar is one UDF call (a batch) on one actor; gaps are idle time. Utilisation
+{self.actor_utilization:.0%} = busy time / ({self.actors} actors × {self.stage_span_s:.2f} s UDF stage).</p>
+{img(TIMELINE_PNG, "actor timeline")}
+<h2>Throughput</h2>
+{img(THROUGHPUT_PNG, "throughput over time")}
+<h2>Peak resident memory per node</h2>
+<table>{memory_rows}</table>
+{img(MEMORY_PNG, "peak memory per node")}
+<h2>Plan</h2>
+{f"<ul>{warning_items}</ul>" if warning_items else ""}
+<pre>{html.escape(self.explain())}</pre>
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots
+
+
+def render_plots(report: RunReport) -> dict[str, bytes]:
+    """PNG bytes by file name: the actor timeline, throughput and memory (those with data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pngs: dict[str, bytes] = {}
+    calls = report.udf_calls
+    if calls:
+        pngs[TIMELINE_PNG] = _png(plt, _timeline(plt, report))
+        pngs[THROUGHPUT_PNG] = _png(plt, _throughput(plt, report))
+    if report.node_peak_memory_bytes:
+        pngs[MEMORY_PNG] = _png(plt, _memory(plt, report))
+    return pngs
+
+
+def _png(plt: Any, fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _timeline(plt: Any, report: RunReport) -> Any:
+    calls = report.udf_calls
+    actors = sorted({(c["node"], c["actor"]) for c in calls})
+    nodes = sorted({node for node, _ in actors})
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(actors) + 1.6))
+    for row, (node, actor) in enumerate(actors):
+        bars = [(c["start"], c["end"] - c["start"]) for c in calls if c["actor"] == actor and c["node"] == node]
+        ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=colours(nodes.index(node) % 10), edgecolor="white")
+    ax.set_yticks(range(len(actors)))
+    ax.set_yticklabels([f"node {node} · actor {actor}" for node, actor in actors])
+    ax.set_xlabel("seconds since the run started")
+    ax.set_xlim(0, max(report.wall_s, max(c["end"] for c in calls)) * 1.02)
+    ax.invert_yaxis()
+    ax.set_title(
+        f"UDF calls per actor — {len(calls)} batches, utilisation {report.actor_utilization:.0%} "
+        f"({report.actors_used} of {report.actors} actors used)"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _throughput(plt: Any, report: RunReport) -> Any:
+    points = report.throughput
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.step([p["t"] for p in points], [p["rows"] for p in points], where="post", color="tab:blue")
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("rows through the UDF (cumulative)")
+    ax.set_xlim(0, max(report.wall_s, points[-1]["t"]) * 1.02)
+    ax.set_title(f"Throughput — {report.rows_out:,} rows in {report.wall_s:.2f} s ({report.rows_per_s:,.0f} rows/s)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _memory(plt: Any, report: RunReport) -> Any:
+    nodes = list(report.node_peak_memory_bytes)
+    values = [report.node_peak_memory_bytes[n] / 2**20 for n in nodes]
+    fig, ax = plt.subplots(figsize=(11, 0.4 * len(nodes) + 1.4))
+    ax.barh(nodes, values, color="tab:orange")
+    ax.set_xlabel("peak resident memory (MiB, summed over the node's Ray/Daft processes)")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

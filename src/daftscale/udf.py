@@ -1,0 +1,266 @@
+"""Instrumented UDFs: the user writes a plain class, daftscale builds the Daft actor UDF and times every call.
+
+:func:`actor_udf` turns ``class Model: def __call__(self, values: list) -> list`` into a
+``@daft.cls(max_concurrency=C)`` class whose ``@daft.method.batch(batch_size=B)`` method calls the
+user's method and records ``(actor, node, pid, start, end, rows)`` for each call. The records go to a
+*sink* chosen by :func:`daftscale.run.run` before the pipeline is built:
+
+- on Ray, a named Ray actor (:class:`RayCollector`): UDF actors run in Ray actor processes on any node,
+  so only Ray itself reaches them all;
+- on Daft's native runner, a spool directory (:class:`SpoolCollector`): Daft 0.7 runs actor UDFs in
+  child processes of the driver (one per actor), so an in-process list would stay empty.
+
+Outside a run there is no sink and recording is a no-op: the UDF behaves like any Daft UDF.
+:func:`row_udf` is the uninstrumented per-row helper (a "heavy read" such as decoding a file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from daftscale.plan import ScalingPlan
+
+# Ray namespace of the collector actors: fixed so UDF actors (in their own job namespace) can find them.
+RAY_NAMESPACE = "daftscale"
+
+# How long a UDF actor waits for the collector to acknowledge a finished call. The ack is awaited (not
+# fire-and-forget) because Daft tears the actor pool down right after the query, and calls still queued
+# in a dead actor's submitter would be lost; on timeout the record is dropped, never the batch.
+RECORD_ACK_TIMEOUT_S = 10.0
+
+_sink: dict[str, Any] | None = None
+
+
+def current_sink() -> dict[str, Any] | None:
+    """The sink UDFs built now will record to (set by :func:`recording`), or ``None``."""
+    return _sink
+
+
+@contextlib.contextmanager
+def recording(sink: dict[str, Any] | None) -> Iterator[None]:
+    """Make UDFs built inside the block record to ``sink`` (a collector's :attr:`sink` spec)."""
+    global _sink
+    previous, _sink = _sink, sink
+    try:
+        yield
+    finally:
+        _sink = previous
+
+
+# ---------------------------------------------------------------------------------------------------
+# The recorder inside each UDF actor
+
+
+class _Recorder:
+    """Writes one actor's call records to its sink; never raises into the user's batch."""
+
+    def __init__(self, sink: dict[str, Any] | None, udf_name: str) -> None:
+        self.kind = sink["kind"] if sink else "none"
+        self.udf_name = udf_name
+        self.pid = os.getpid()
+        self.node = socket.gethostname()
+        self.actor = f"{self.node}:{self.pid}"
+        self._handle: Any = None
+        self._file: Any = None
+        if self.kind == "ray":
+            import ray
+
+            context = ray.get_runtime_context()
+            self.node = context.get_node_id()[:8]
+            self.actor = (context.get_actor_id() or f"task-{self.pid}")[:8]
+            self._handle = ray.get_actor(sink["name"], namespace=RAY_NAMESPACE)  # type: ignore[index]
+        elif self.kind == "spool":
+            path = os.path.join(sink["dir"], f"{self.pid}-{uuid.uuid4().hex[:8]}.jsonl")  # type: ignore[index]
+            # Line-buffered so the driver's progress line sees each event as it happens.
+            self._file = open(path, "a", buffering=1)  # open for the actor's lifetime
+
+    def started(self, key: str, start: float, rows: int) -> None:
+        event = {"event": "start", "key": key, "actor": self.actor, "node": self.node, "start": start, "rows": rows}
+        self._emit(event, wait=False)
+
+    def finished(self, key: str, start: float, end: float, rows: int) -> None:
+        event = {
+            "event": "end",
+            "key": key,
+            "actor": self.actor,
+            "node": self.node,
+            "pid": self.pid,
+            "udf": self.udf_name,
+            "start": start,
+            "end": end,
+            "rows": rows,
+        }
+        self._emit(event, wait=True)
+
+    def _emit(self, event: dict[str, Any], *, wait: bool) -> None:
+        try:
+            if self.kind == "ray":
+                import ray
+
+                ref = self._handle.record.remote(event)
+                if wait:
+                    ray.get(ref, timeout=RECORD_ACK_TIMEOUT_S)
+            elif self.kind == "spool":
+                self._file.write(json.dumps(event) + "\n")
+        except Exception:  # measurement must never fail the user's batch
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building the Daft UDFs
+
+
+def actor_udf(
+    cls: type,
+    plan: ScalingPlan,
+    *,
+    return_dtype: Any,
+    method: str = "__call__",
+    init_args: tuple[Any, ...] = (),
+    init_kwargs: dict[str, Any] | None = None,
+    on_error: str | None = None,
+    name: str | None = None,
+    as_series: bool = False,
+) -> Any:
+    """Wrap a plain class as an instrumented Daft actor UDF sized by ``plan``.
+
+    ``cls(*init_args, **init_kwargs)`` is built once per actor (load the model there); each call gets
+    up to ``plan.batch_size`` rows as one Python ``list`` per column argument (or the ``daft.Series``
+    itself with ``as_series=True``) and must return one value per row (a list, NumPy array, pyarrow
+    array or ``daft.Series``). The pool has ``plan.concurrency`` actors, each asking for
+    ``plan.udf_cpus`` CPUs and ``plan.udf_gpus`` GPUs.
+
+    Returns an instance to call on expressions, as with any ``@daft.cls`` class::
+
+        score = actor_udf(Scorer, plan, return_dtype=daft.DataType.float64())
+        df = df.with_column("score", score(df["path"]))
+    """
+    import daft
+
+    if not isinstance(cls, type):
+        raise TypeError(f"actor_udf needs a class, got {type(cls).__name__}: pass the class, not an instance")
+    if not callable(getattr(cls, method, None)):
+        raise TypeError(f"{cls.__name__} has no method {method!r}: define it or pass method=")
+    sink = current_sink()
+    label = name or cls.__name__
+    args, kwargs = tuple(init_args), dict(init_kwargs or {})
+
+    def __init__(self: Any) -> None:
+        self._inner = cls(*args, **kwargs)
+        self._call = getattr(self._inner, method)
+        self._recorder = _Recorder(sink, label)
+
+    def __call__(self: Any, *columns: Any) -> Any:
+        rows = len(columns[0]) if columns else 0
+        values = columns if as_series else tuple(c.to_pylist() for c in columns)
+        key = uuid.uuid4().hex[:12]
+        start = time.time()
+        self._recorder.started(key, start, rows)
+        result = self._call(*values)
+        end = time.time()
+        self._recorder.finished(key, start, end, rows)
+        return result
+
+    __call__ = daft.method.batch(return_dtype=return_dtype, batch_size=plan.batch_size)(__call__)
+    # A class made here (not at module level) is pickled by value, so workers need only daftscale and
+    # the user's class, and the sink spec travels with it.
+    wrapper = type(label, (), {"__init__": __init__, "__call__": __call__, "__module__": __name__})
+    options: dict[str, Any] = {"max_concurrency": plan.concurrency, "name_override": label}
+    if plan.udf_gpus:
+        options["gpus"] = plan.udf_gpus
+    if plan.udf_cpus:
+        options["cpus"] = plan.udf_cpus
+    if on_error is not None:
+        options["on_error"] = on_error
+    return daft.cls(wrapper, **options)()
+
+
+def row_udf(fn: Callable[..., Any] | None = None, *, return_dtype: Any = None) -> Any:
+    """A per-row Daft UDF (``@daft.func``) with no instrumentation: for the heavy read before the model."""
+    import daft
+
+    if fn is None:
+        return lambda f: daft.func(f, return_dtype=return_dtype)
+    return daft.func(fn, return_dtype=return_dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Collectors on the driver side
+
+
+def _merge(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split events into finished calls and calls still running (started with no end yet)."""
+    ended = {e["key"]: e for e in events if e.get("event") == "end"}
+    running = [e for e in events if e.get("event") == "start" and e["key"] not in ended]
+    return list(ended.values()), running
+
+
+class SpoolCollector:
+    """Records from UDF actors on this machine, through JSON-lines files in a temporary directory."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="daftscale-udf-")
+        self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir}
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        events: list[dict[str, Any]] = []
+        for path in glob.glob(os.path.join(self.dir, "*.jsonl")):
+            with contextlib.suppress(OSError), open(path) as handle:
+                for line in handle:
+                    # A line being written right now may be partial: skip it, the next snapshot has it.
+                    with contextlib.suppress(json.JSONDecodeError):
+                        events.append(json.loads(line))
+        return _merge(events)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RayCollector:
+    """Records from UDF actors anywhere in the Ray cluster, through one named actor (no CPU reserved)."""
+
+    def __init__(self) -> None:
+        import ray
+
+        @ray.remote(num_cpus=0)
+        class _Collector:
+            def __init__(self) -> None:
+                self.events: list[dict[str, Any]] = []
+
+            def record(self, event: dict[str, Any]) -> None:
+                self.events.append(event)
+
+            def events_since(self, index: int) -> list[dict[str, Any]]:
+                return self.events[index:]
+
+        self.name = f"daftscale-collector-{uuid.uuid4().hex[:8]}"
+        self._actor = _Collector.options(name=self.name, namespace=RAY_NAMESPACE).remote()
+        self._events: list[dict[str, Any]] = []
+        self.sink: dict[str, Any] = {"kind": "ray", "name": self.name}
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        import ray
+
+        self._events += ray.get(self._actor.events_since.remote(len(self._events)), timeout=30)
+        return _merge(self._events)
+
+    def close(self) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(self._actor)
+
+
+def make_collector(runner: str) -> SpoolCollector | RayCollector:
+    return RayCollector() if runner == "ray" else SpoolCollector()
