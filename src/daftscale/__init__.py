@@ -65,5 +65,6 @@ __all__ = [
     "profile_numbers",
     "profile_parquet",
     "profile_udf",
+    "profile_udf",
     "run",
 ]
