@@ -65,6 +65,5 @@ __all__ = [
     "profile_numbers",
     "profile_parquet",
     "profile_udf",
-    "profile_udf",
     "run",
 ]
