@@ -144,3 +144,22 @@ def test_profile_dataframe() -> None:
     assert p.bytes_per_row > 1000
     with pytest.raises(ProfileError, match="zero rows"):
         profile_dataframe(df.where(df["path"] == "nope"))
+
+
+@pytest.mark.ray
+def test_daft_logical_types_written_to_parquet_are_heavy(tmp_path: Path) -> None:
+    import daft
+    import numpy as np
+
+    df = daft.from_pydict(
+        {
+            "t": [np.zeros((4, 4), dtype=np.float32) for _ in range(10)],
+            "e": [np.zeros(8, dtype=np.float32) for _ in range(10)],
+            "id": list(range(10)),
+        }
+    )
+    df = df.with_column("e", df["e"].cast(daft.DataType.embedding(daft.DataType.float32(), 8)))
+    df.write_parquet(str(tmp_path / "out"))
+    p = profile_parquet(str(tmp_path / "out"))
+    assert p.rows == 10
+    assert set(p.heavy_columns) == {"t", "e"}

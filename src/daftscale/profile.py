@@ -160,8 +160,13 @@ class UdfProfile:
 # Column classification
 
 
-def classify_column(name: str, arrow_type: pa.DataType, bytes_per_row: float) -> tuple[bool, str]:
-    """Whether a column is heavy data, and why, from its Arrow type and its average size.
+def classify_column(
+    name: str, arrow_type: pa.DataType, bytes_per_row: float, metadata: dict[bytes, bytes] | None = None
+) -> tuple[bool, str]:
+    """Whether a column is heavy data, and why, from its Arrow type, field metadata and average size.
+
+    Daft writes its Image, Tensor and Embedding types to Parquet as plain Arrow storage (a struct, a
+    list) with the logical type in the field's ``ARROW:extension:metadata``, so that is read too.
 
     >>> import pyarrow as pa
     >>> classify_column("path", pa.string(), 40.0)
@@ -176,6 +181,14 @@ def classify_column(name: str, arrow_type: pa.DataType, bytes_per_row: float) ->
     import pyarrow as pa
 
     size = f"{format_bytes(bytes_per_row)}/row"
+    serialized = (metadata or {}).get(b"ARROW:extension:metadata", b"")
+    if isinstance(arrow_type, pa.ExtensionType):
+        # Where Daft's extension type is registered with pyarrow the metadata moves into the type.
+        serialized = arrow_type.__arrow_ext_serialize__() or serialized
+    logical = serialized.decode("utf-8", "replace").lower()
+    for hint in _HEAVY_NAME_HINTS:
+        if f'"{hint}' in logical:
+            return True, f"{hint} column (Daft logical type)"
     extension = getattr(arrow_type, "extension_name", None)
     if isinstance(arrow_type, pa.ExtensionType) or extension:
         ext = str(extension or arrow_type).lower()
@@ -357,7 +370,7 @@ def profile_parquet(paths: str | Sequence[str], *, threads: int = FOOTER_READ_TH
     columns = []
     for arrow_field in schema:
         raw = uncompressed.get(arrow_field.name, 0)
-        heavy, why = classify_column(arrow_field.name, arrow_field.type, raw / rows)
+        heavy, why = classify_column(arrow_field.name, arrow_field.type, raw / rows, arrow_field.metadata)
         columns.append(
             ColumnProfile(
                 name=arrow_field.name,
