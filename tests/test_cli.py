@@ -117,3 +117,28 @@ def test_bad_file_inputs_via_the_real_command(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert needle in proc.stderr and "Traceback" not in proc.stderr
         assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.ray
+def test_plan_discovers_a_running_cluster_in_a_new_process(ray_cluster) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daftscale.cli",
+            "plan",
+            "--rows",
+            "10000",
+            "--ray",
+            ray_cluster.address,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["inputs"]["nodes"] == 2 and data["inputs"]["cpus_per_node"] == 2
+    assert data["concurrency"] == 4  # 2 nodes × 2 CPUs at 1 CPU per actor

@@ -185,8 +185,12 @@ def check_ray_address(address: str, *, timeout_s: float = RAY_CONNECT_TIMEOUT_S)
     host, _, port_text = hostport.rpartition(":")
     if not host or not port_text.isdigit():
         raise ClusterError(f"malformed Ray address {address!r}: write HOST:PORT, e.g. 127.0.0.1:6379, or 'auto'")
+    if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        # A loopback cluster (such as a local one daftscale started) is only reachable on loopback,
+        # and Ray would otherwise rewrite the address to this machine's routable IP and hang.
+        _loopback_only()
     try:
-        with socket.create_connection((host, int(port_text)), timeout=timeout_s):
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
             pass
     except OSError as exc:
         raise ClusterError(
