@@ -12,21 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from daftscale.cli import main
-
-PLAN_KEYS = {
-    "strategy",
-    "reason",
-    "inputs",
-    "actors_per_node",
-    "min_rows_per_partition",
-    "max_partitions",
-    "partitions",
-    "batch_size",
-    "concurrency",
-    "partition_bytes_target",
-    "warnings",
-    "steps",
-}
+from daftscale.plan import PLAN_INPUT_KEYS, PLAN_JSON_KEYS
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -42,8 +28,8 @@ def test_plan_json_seed_example(capsys: pytest.CaptureFixture[str]) -> None:
     )  # fmt: skip
     assert code == 0, err
     data = json.loads(out)
-    assert PLAN_KEYS <= data.keys()
-    assert {"rows", "nodes", "total_concurrency", "batch_size", "bytes_per_row"} <= data["inputs"].keys()
+    assert set(PLAN_JSON_KEYS) <= data.keys()
+    assert set(PLAN_INPUT_KEYS) <= data["inputs"].keys()
     assert (data["actors_per_node"], data["min_rows_per_partition"], data["max_partitions"], data["partitions"]) == (
         4,
         256,

@@ -52,6 +52,23 @@ Strategy = Literal["shuffle", "streaming"]
 
 PLAN_FORMAT_VERSION = 1
 
+# The keys `daftscale plan --format json` promises (SPEC section 3); more may follow them.
+PLAN_JSON_KEYS = (
+    "strategy",
+    "reason",
+    "inputs",
+    "actors_per_node",
+    "min_rows_per_partition",
+    "max_partitions",
+    "partitions",
+    "batch_size",
+    "concurrency",
+    "partition_bytes_target",
+    "warnings",
+    "steps",
+)
+PLAN_INPUT_KEYS = ("rows", "nodes", "total_concurrency", "batch_size", "bytes_per_row")
+
 # Above this share of an actor's time spent on the fixed per-call cost, the batch is flagged as
 # overhead-dominated (the planner itself aims at TARGET_BATCH_OVERHEAD_SHARE when it chooses B).
 OVERHEAD_WARNING_SHARE = 0.25
