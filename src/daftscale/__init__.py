@@ -33,6 +33,7 @@ from daftscale.profile import (
 )
 from daftscale.report import RunReport
 from daftscale.run import run
+from daftscale.simulate import Costs, SimulationResult, simulate
 from daftscale.udf import actor_udf
 from daftscale.udfprofile import profile_udf
 
@@ -43,6 +44,7 @@ __all__ = [
     "ClusterSpec",
     "ColumnProfile",
     "ConfigError",
+    "Costs",
     "DaftscaleError",
     "DataProfile",
     "Pipeline",
@@ -53,6 +55,7 @@ __all__ = [
     "RunError",
     "RunReport",
     "ScalingPlan",
+    "SimulationResult",
     "UdfProfile",
     "UdfResources",
     "actor_udf",
@@ -66,4 +69,5 @@ __all__ = [
     "profile_parquet",
     "profile_udf",
     "run",
+    "simulate",
 ]

@@ -68,6 +68,26 @@ def plan_options(func: Any) -> Any:
     return func
 
 
+def udf_cost_options(func: Any) -> Any:
+    """--udf-seconds-per-row/--udf-seconds-per-batch: the UDF's cost, for choosing B and predicting the run."""
+    options = [
+        click.option("--udf-seconds-per-row", type=float, help="UDF seconds per row of a batch (from a profile)."),
+        click.option("--udf-seconds-per-batch", type=float, help="UDF fixed seconds per call (from a profile)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def udf_profile_from_options(seconds_per_row: float | None, seconds_per_batch: float | None) -> Any:
+    """A UdfProfile for the planner when both costs are given (one alone cannot choose a batch size)."""
+    from daftscale.profile import UdfProfile
+
+    if seconds_per_row is None or seconds_per_batch is None:
+        return None
+    return UdfProfile(seconds_per_row=seconds_per_row, seconds_per_batch=seconds_per_batch)
+
+
 def planner_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     """Map CLI option values onto :func:`daftscale.plan.plan` keyword arguments."""
     from daftscale.config import DEFAULT_BATCHES_PER_TASK, DEFAULT_INFLATION
@@ -119,6 +139,7 @@ def cli() -> None:
 @click.option("--columns", help="Comma-separated columns the UDF reads (classify only these).")
 @cluster_options
 @plan_options
+@udf_cost_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def plan_command(
     source: Sequence[str],
@@ -126,6 +147,8 @@ def plan_command(
     bytes_per_row: float | None,
     columns: str | None,
     fmt: str,
+    udf_seconds_per_row: float | None,
+    udf_seconds_per_batch: float | None,
     **params: Any,
 ) -> None:
     """Profile SOURCE (Parquet files, directories or globs) or --rows, and print the scaling plan."""
@@ -135,11 +158,26 @@ def plan_command(
     column_list = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     data = profile(list(source) if source else None, rows=rows, bytes_per_row=bytes_per_row, columns=column_list)
     kwargs = planner_kwargs(params)
-    result = plan(data, resolve_cluster(params), **kwargs)
+    udf_profile = udf_profile_from_options(udf_seconds_per_row, udf_seconds_per_batch)
+    result = plan(data, resolve_cluster(params), udf_profile=udf_profile, **kwargs)
+    if udf_seconds_per_row is not None or udf_seconds_per_batch is not None:
+        # With the UDF's costs known the plan can carry its predicted makespan and utilisation.
+        from daftscale.simulate import resolve_costs, simulate
+
+        costs = resolve_costs(result, seconds_per_row=udf_seconds_per_row, seconds_per_batch=udf_seconds_per_batch)
+        result = result.with_prediction(simulate(result, costs=costs).prediction())
     if fmt == "json":
         click.echo(result.to_json())
         return
     render_plan(result)
+    if result.predicted:
+        p = result.predicted
+        click.echo("")
+        click.echo(
+            f"Predicted (daftscale simulate): {p['makespan_s']:,.1f} s, actors {p['utilization']:.0%} busy, "
+            f"bottleneck: {p['bottleneck']}"
+            + (f"; assumed {', '.join(a.split(' (')[0] for a in p['assumptions'])}" if p["assumptions"] else "")
+        )
 
 
 def render_plan(result: Any) -> None:
@@ -249,6 +287,100 @@ def demo_command(local_cluster: str | None, report_dir: str, rows: int, data_dir
     )
     report = demo(local_cluster=local_cluster, report_dir=report_dir, rows=rows, data_dir=data_dir, overwrite=overwrite)
     render_run(report, report_dir)
+
+
+@cli.command("simulate")
+@click.argument("source", required=False, nargs=-1)
+@click.option("--plan", "plan_file", metavar="PLAN.json", help="Simulate this plan file (instead of planning).")
+@click.option("--rows", type=int, help="Total rows R (overrides the profile).")
+@click.option("--bytes-per-row", type=float, help="Average bytes per row (overrides the profile).")
+@click.option("--columns", help="Comma-separated columns the UDF reads (classify only these).")
+@cluster_options
+@plan_options
+@udf_cost_options
+@click.option("--calibration", metavar="REPORT.json", help="Fit the costs from a run report (daftscale run --report).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--plot", metavar="FILE.png", help="Also write actor utilisation over time as a PNG.")
+def simulate_command(
+    source: Sequence[str],
+    plan_file: str | None,
+    rows: int | None,
+    bytes_per_row: float | None,
+    columns: str | None,
+    udf_seconds_per_row: float | None,
+    udf_seconds_per_batch: float | None,
+    calibration: str | None,
+    fmt: str,
+    plot: str | None,
+    **params: Any,
+) -> None:
+    """Predict makespan, utilisation and peak memory of a plan on any cluster, without running it.
+
+    Give --plan PLAN.json (with --nodes etc. to ask "this plan on that cluster"), or what 'daftscale
+    plan' takes (SOURCE or --rows, cluster and plan options) to plan and simulate in one go.
+    """
+    from daftscale.errors import ConfigError
+    from daftscale.simulate import plot_utilization, resolve_costs, simulate
+
+    cluster_keys = ("nodes", "cpus_per_node", "gpus_per_node", "memory_per_node", "gpu_memory", "ray_address")
+    if plan_file is not None:
+        planning = [k for k, v in _explicit_planner_kwargs(params).items() if v]
+        if source or rows is not None or bytes_per_row is not None or columns or planning:
+            raise ConfigError(
+                "--plan cannot be combined with SOURCE, --rows, --bytes-per-row or plan options: "
+                "simulate the plan file as it is (cluster options allowed), or drop --plan to plan afresh"
+            )
+        the_plan = load_plan(plan_file)
+        cluster = resolve_cluster(params) if any(params.get(k) is not None for k in cluster_keys) else None
+    else:
+        from daftscale.plan import plan
+        from daftscale.profile import profile
+
+        column_list = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        data = profile(list(source) if source else None, rows=rows, bytes_per_row=bytes_per_row, columns=column_list)
+        cluster = resolve_cluster(params)
+        udf_profile = udf_profile_from_options(udf_seconds_per_row, udf_seconds_per_batch)
+        the_plan = plan(data, cluster, udf_profile=udf_profile, **planner_kwargs(params))
+    costs = resolve_costs(
+        the_plan,
+        calibration=calibration,
+        seconds_per_row=udf_seconds_per_row,
+        seconds_per_batch=udf_seconds_per_batch,
+    )
+    result = simulate(the_plan, cluster, costs=costs)
+    if plot:
+        plot_utilization(result, plot)
+    if fmt == "json":
+        click.echo(result.to_json())
+        return
+    shown = result.plan
+    partitions = shown["partitions"] if shown["partitions"] is not None else "as scanned"
+    click.echo(
+        f"daftscale simulate — {shown['strategy']} plan, partitions {partitions}, batch_size {shown['batch_size']}"
+        + (f", into_batches {shown['into_batches']}" if shown["into_batches"] else "")
+        + f", {result.actors} actors on {shown['nodes']} nodes; costs from {result.costs['source']}"
+    )
+    click.echo("")
+    click.echo(result.describe())
+    if plot:
+        click.echo(f"plot: {plot}")
+
+
+def load_plan(path: str) -> Any:
+    """Read a plan file; a missing or unreadable file is a PlanError with the fix."""
+    from daftscale.errors import PlanError
+    from daftscale.plan import ScalingPlan
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError as exc:
+        raise PlanError(
+            f"plan file {path} not found: make one with 'daftscale plan --format json > plan.json'"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"plan file {path} cannot be read ({exc}): pass a plan.json from 'daftscale plan'") from exc
+    return ScalingPlan.from_json(text)
 
 
 # ---------------------------------------------------------------------------------------------------
