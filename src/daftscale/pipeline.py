@@ -150,6 +150,9 @@ def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
     finally:
         if sys.path and sys.path[0] == directory:
             sys.path.pop(0)
+        # Out of sys.modules, the file's classes and functions are pickled by value (as those of a
+        # `python file.py` __main__ are), so Ray workers, which cannot import the file, still get them.
+        sys.modules.pop(module_name, None)
     found = [v for v in vars(module).values() if isinstance(v, Pipeline)]
     if len({id(v) for v in found}) > 1:
         names = ", ".join(sorted(k for k, v in vars(module).items() if isinstance(v, Pipeline)))

@@ -1,0 +1,92 @@
+"""Pipeline files: loading by path, the probe, and one-line PipelineErrors for bad files."""
+
+from __future__ import annotations
+
+import textwrap
+
+import daft
+import pytest
+
+from daftscale.errors import PipelineError
+from daftscale.pipeline import Pipeline, load_pipeline, pipeline, probe
+
+
+def _write(tmp_path, body: str, name: str = "pipe.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+GOOD = """
+    import daft, daftscale
+
+    @daftscale.pipeline(batch_size=8)
+    def build(plan):
+        df = daft.from_pydict({"x": list(range(20))})
+        df = plan.apply(df)
+        return df.with_column("y", df["x"] * 2)
+
+    if __name__ == "__main__":
+        raise SystemExit("must not run on import")
+"""
+
+
+def test_load_decorated_pipeline_and_probe(tmp_path) -> None:
+    pipe = load_pipeline(_write(tmp_path, GOOD))
+    assert isinstance(pipe, Pipeline) and pipe.planner_kwargs == {"batch_size": 8}
+    found = probe(pipe)
+    assert found.scaling_input.count_rows() == 20
+    assert found.output.column_names == ["x", "y"]
+
+
+def test_plain_build_function_is_a_pipeline(tmp_path) -> None:
+    path = _write(tmp_path, "import daft\ndef build(plan):\n    return plan.apply(daft.from_pydict({'x': [1]}))\n")
+    assert load_pipeline(path).name == "build"
+
+
+def test_decorator_bare_and_with_options() -> None:
+    @pipeline
+    def build(plan):  # pragma: no cover - not called
+        return plan
+
+    assert isinstance(build, Pipeline) and build.planner_kwargs == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("import daft\nx = 1\n", "defines no pipeline"),
+        ("def build(plan)\n    pass\n", "failed to import: SyntaxError"),
+        ("import no_such_module_xyz\n", "failed to import: ModuleNotFoundError"),
+        ("def build(plan):\n    return 42\n", "returned int"),
+        ("import daft\ndef build(plan):\n    return daft.from_pydict({'x': [1]})\n", "never calls plan.apply"),
+        ("def build(plan):\n    raise ValueError('boom')\n", "raised ValueError: boom (line 2)"),
+    ],
+)
+def test_bad_pipeline_files_give_one_line_errors(tmp_path, body: str, message: str) -> None:
+    with pytest.raises(PipelineError) as info:
+        probe(load_pipeline(_write(tmp_path, body)))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="does not exist"):
+        load_pipeline(tmp_path / "nope.py")
+    with pytest.raises(PipelineError, match="is a directory"):
+        load_pipeline(tmp_path)
+
+
+def test_build_result_checked(tmp_path) -> None:
+    pipe = load_pipeline(_write(tmp_path, GOOD))
+    assert isinstance(pipe(probe_plan := _Identity()), daft.DataFrame)
+    assert probe_plan.calls == 1
+
+
+class _Identity:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def apply(self, df):
+        self.calls += 1
+        return df

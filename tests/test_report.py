@@ -1,0 +1,111 @@
+"""RunReport: derived figures from call records, report.json keys, a self-contained HTML, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from daftscale.cluster import ClusterSpec
+from daftscale.errors import RunError
+from daftscale.plan import plan
+from daftscale.profile import profile_numbers
+from daftscale.report import RunReport, actor_utilization, fit_udf_cost
+
+SPEC_KEYS = {
+    "runner",
+    "nodes",
+    "wall_s",
+    "rows_in",
+    "rows_out",
+    "partitions",
+    "batches",
+    "actors",
+    "actor_utilization",
+    "peak_memory_bytes",
+    "plan",
+}
+SHARED_KEYS = {"udf_calls", "udf_profile", "node_peak_memory_bytes", "throughput", "stage_span_s", "cluster"}
+
+
+def _report(calls: list[dict]) -> RunReport:
+    cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    p = plan(profile_numbers(1000, 100), cluster, concurrency=2, batch_size=10)
+    return RunReport.from_run(
+        runner="ray",
+        cluster=cluster,
+        plan=p,
+        pipeline="pipeline.py",
+        started_at=99.0,
+        run_start=100.0,
+        end=103.0,
+        rows_in=1000,
+        rows_out=1000,
+        partitions=4,
+        calls=calls,
+        node_memory={"aaaa": 100 << 20, "bbbb": 300 << 20},
+    )
+
+
+# Absolute stamps as the collectors return them: each call costs 10 ms + 1 ms per row.
+CALLS = [
+    {"actor": "a1", "node": "aaaa", "start": 100.0 + i * 0.05, "end": 100.0 + i * 0.05 + 0.01 + 0.001 * r, "rows": r}
+    for i, r in enumerate([10, 20, 10, 30, 10, 20])
+] + [{"actor": "a2", "node": "bbbb", "start": 100.1, "end": 100.2, "rows": 10}]
+
+
+def test_report_has_spec_and_shared_keys() -> None:
+    data = json.loads(_report(CALLS).to_json())
+    assert SPEC_KEYS | SHARED_KEYS <= set(data)
+    assert data["batches"] == len(CALLS)
+    assert data["peak_memory_bytes"] == 300 << 20
+    assert set(data["udf_calls"][0]) == {"actor", "node", "start", "end", "rows"}
+    assert data["udf_calls"][0]["start"] == pytest.approx(0.0)  # relative to run start
+    assert data["throughput"][-1]["rows"] == sum(c["rows"] for c in CALLS)
+    assert data["plan"]["batch_size"] == 10 and data["cluster"]["nodes"] == 2
+
+
+def test_udf_profile_fit_recovers_costs() -> None:
+    fit = fit_udf_cost([{"rows": c["rows"], "start": c["start"], "end": c["end"]} for c in CALLS[:-1]])
+    assert fit is not None
+    assert fit["seconds_per_batch"] == pytest.approx(0.01, abs=1e-6)
+    assert fit["seconds_per_row"] == pytest.approx(0.001, abs=1e-7)
+    assert fit_udf_cost([{"rows": 5, "start": 0, "end": 1}] * 3) is None
+
+
+def test_utilization_counts_idle_actors_and_overlaps_once() -> None:
+    calls = [{"actor": "a", "start": 0.0, "end": 1.0}, {"actor": "a", "start": 0.5, "end": 1.0}]
+    assert actor_utilization(calls, 1) == (1.0, 1.0)
+    assert actor_utilization(calls, 4)[0] == pytest.approx(0.25)
+    assert actor_utilization([], 4) == (0.0, 0.0)
+
+
+def test_json_round_trip() -> None:
+    report = _report(CALLS)
+    assert RunReport.from_json(report.to_json()) == report
+    with pytest.raises(RunError):
+        RunReport.from_json('{"x": 1}')
+
+
+def test_write_is_self_contained_atomic_and_refuses_to_clobber(tmp_path) -> None:
+    report = _report(CALLS)
+    html_path = report.write(tmp_path / "rep")
+    names = sorted(os.listdir(tmp_path / "rep"))
+    assert names == ["memory.png", "report.html", "report.json", "throughput.png", "timeline.png"]
+    text = open(html_path).read()
+    assert not re.search(r"""(src|href)\s*=\s*['"]?\s*(https?:)?//""", text)
+    assert text.count("data:image/png;base64,") == 3
+    assert "Strategy: shuffle" in text  # the plan's explain()
+    with pytest.raises(RunError, match="--overwrite"):
+        report.write(tmp_path / "rep")
+    report.write(tmp_path / "rep", overwrite=True)
+    assert RunReport.read(tmp_path / "rep") == report
+
+
+def test_summary_renders_without_calls(tmp_path) -> None:
+    report = _report([])
+    assert report.udf_profile is None and report.actor_utilization == 0.0
+    report.write(tmp_path / "empty")
+    assert "recorded no UDF calls" in open(tmp_path / "empty" / "report.html").read()

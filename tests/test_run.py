@@ -1,0 +1,147 @@
+"""run() for real: on the shared Ray cluster in-process, on the native runner through the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import pytest
+
+from daftscale.cluster import ClusterSpec
+from daftscale.errors import RunError
+from daftscale.plan import plan
+from daftscale.profile import profile_numbers
+from daftscale.run import run
+
+pytestmark = pytest.mark.ray
+
+DAFTSCALE = [sys.executable, "-m", "daftscale.cli"]
+
+PIPELINE = """
+    import time
+    import daft, daftscale
+
+    class Model:
+        def __call__(self, xs: list[int]) -> list[int]:
+            time.sleep({fixed} + {per_row} * len(xs))  # a synthetic model: fixed + per-row cost
+            return [x + 1 for x in xs]
+
+    @daftscale.pipeline(batch_size={batch}, concurrency={concurrency})
+    def build(plan):
+        df = daft.from_pydict({{"x": list(range({rows}))}})
+        df = plan.apply(df)
+        model = plan.udf(Model, return_dtype=daft.DataType.int64())
+        return df.with_column("y", model(df["x"]))
+
+    if __name__ == "__main__":
+        build.main()
+"""
+
+
+def _pipeline(tmp_path, *, rows=400, batch=16, concurrency=2, fixed=0.005, per_row=0.0, name="pipe.py") -> str:
+    path = tmp_path / name
+    path.write_text(
+        textwrap.dedent(PIPELINE).format(rows=rows, batch=batch, concurrency=concurrency, fixed=fixed, per_row=per_row)
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("strategy", ["shuffle", "streaming"])
+def test_rows_in_equal_rows_out(tmp_path, strategy: str) -> None:
+    report = run(_pipeline(tmp_path), runner="ray", strategy=strategy, progress=False, report_dir=tmp_path / "rep")
+    assert report.plan["strategy"] == strategy
+    assert report.rows_in == report.rows_out == 400
+    assert sum(c["rows"] for c in report.udf_calls) == 400
+    assert report.batches == len(report.udf_calls) >= 400 // 16
+    assert report.partitions >= 1 and report.nodes == 2
+    assert 0 < report.actor_utilization <= 1
+    assert set(report.node_peak_memory_bytes) and report.peak_memory_bytes > 0
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert data["runner"] == "ray" and data["rows_out"] == 400
+    with pytest.raises(RunError, match="--overwrite"):
+        run(_pipeline(tmp_path), runner="ray", progress=False, report_dir=tmp_path / "rep")
+
+
+def test_bad_plan_shows_in_utilization(tmp_path) -> None:
+    """One partition feeding four actors leaves the other node's actors idle; a spread plan does not.
+
+    A figure taken from the plan instead of the measured intervals could not tell the two apart.
+    """
+    path = _pipeline(tmp_path, rows=960, batch=24, concurrency=4, fixed=0.1)
+    # 40 calls of 100 ms: enough work per actor that scheduling noise on 2 cores does not swamp the gap.
+    base = plan(profile_numbers(960, 8), ClusterSpec(nodes=2, cpus_per_node=2), concurrency=4, batch_size=24)
+    bad_plan = replace(base, partitions=1, partition_op="into_partitions")
+    spread_plan = replace(base, partitions=8, partition_op="into_partitions")
+    bad = run(path, runner="ray", plan=bad_plan, progress=False)
+    spread = run(path, runner="ray", plan=spread_plan, progress=False)
+    for report in (bad, spread):
+        assert report.rows_in == report.rows_out == 960
+        busy = sum(c["end"] - c["start"] for c in report.udf_calls)
+        assert busy >= 0.1 * report.batches  # every interval holds the model's real sleep
+    assert bad.actors_used <= 2 < spread.actors_used
+    assert bad.actor_utilization <= 0.55
+    assert spread.actor_utilization > bad.actor_utilization + 0.15
+
+
+def test_plan_file_is_used(tmp_path) -> None:
+    path = _pipeline(tmp_path, rows=200)
+    first = run(path, runner="ray", progress=False)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({**first.plan, "batch_size": 10}))
+    report = run(path, runner="ray", plan=str(plan_file), progress=False)
+    assert report.plan["batch_size"] == 10
+    assert max(c["rows"] for c in report.udf_calls) <= 10 and report.rows_out == 200
+
+
+def test_native_runner_in_a_subprocess(tmp_path) -> None:
+    path = _pipeline(tmp_path, rows=300)
+    out = tmp_path / "native-report"
+    proc = subprocess.run(
+        [*DAFTSCALE, "run", path, "--runner", "native", "--report", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "report.json").read_text())
+    assert data["runner"] == "native" and data["rows_in"] == data["rows_out"] == 300
+    assert sum(c["rows"] for c in data["udf_calls"]) == 300
+    assert 0 < data["actor_utilization"] <= 1 and data["peak_memory_bytes"] > 0
+    assert "actor utilisation" in proc.stdout
+    # The same file runs with plain `python pipeline.py` (plan made on the spot).
+    proc = subprocess.run([sys.executable, path, "--no-progress"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "300 → 300" in proc.stdout
+
+
+def test_demo_native_in_a_subprocess(tmp_path) -> None:
+    out = tmp_path / "demo-report"
+    proc = subprocess.run(
+        [*DAFTSCALE, "demo", "--rows", "400", "--report", str(out)], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "synthetic stand-in for a GPU model call" in proc.stdout
+    assert (out / "report.html").exists() and json.loads((out / "report.json").read_text())["rows_out"] == 400
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.py"], "does not exist"),
+        (["run", "{pipe}", "--ray-address", "127.0.0.1:1"], "does not answer"),
+        (["run", "{pipe}", "--local-cluster", "2by2"], "malformed --local-cluster"),
+        (["run", "{bad}"], "defines no pipeline"),
+        (["demo", "--rows", "0"], "rows must be a positive integer"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args: list[str], message: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n")
+    pipe = _pipeline(tmp_path)
+    argv = [a.format(pipe=pipe, bad=bad) for a in args]
+    proc = subprocess.run([*DAFTSCALE, *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
