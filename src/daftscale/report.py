@@ -414,8 +414,14 @@ def _timeline(plt: Any, report: RunReport) -> Any:
         ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=colours(nodes.index(node) % 10), edgecolor="white")
     ax.set_yticks(range(len(actors)))
     ax.set_yticklabels([f"node {node} · actor {actor}" for node, actor in actors])
-    ax.set_xlabel("seconds since the run started")
-    ax.set_xlim(0, max(report.wall_s, max(c["end"] for c in calls)) * 1.02)
+    # Zoom on the UDF stage: on Ray the actor pool's start-up can take most of the wall time, and a
+    # 0..wall axis would squash the calls into a sliver at the right.
+    first, last = min(c["start"] for c in calls), max(c["end"] for c in calls)
+    pad = max((last - first) * 0.03, 0.01)
+    ax.set_xlim(max(0.0, first - pad), last + pad)
+    ax.set_xlabel(
+        f"seconds since the run started (UDF stage {first:.2f}–{last:.2f} s; before it: scan and actor start-up)"
+    )
     ax.invert_yaxis()
     ax.set_title(
         f"UDF calls per actor — {len(calls)} batches, utilisation {report.actor_utilization:.0%} "
@@ -429,6 +435,19 @@ def _throughput(plt: Any, report: RunReport) -> Any:
     points = report.throughput
     fig, ax = plt.subplots(figsize=(11, 3.6))
     ax.step([p["t"] for p in points], [p["rows"] for p in points], where="post", color="tab:blue")
+    first = min((c["start"] for c in report.udf_calls), default=0.0)
+    if first > 0:
+        ax.axvspan(0, first, color="0.9")
+        ax.text(
+            first / 2,
+            0.5,
+            "before the first UDF call:\nscan, actor pool start-up",
+            ha="center",
+            va="center",
+            transform=ax.get_xaxis_transform(),
+            color="0.4",
+            fontsize=9,
+        )
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("rows through the UDF (cumulative)")
     ax.set_xlim(0, max(report.wall_s, points[-1]["t"]) * 1.02)
