@@ -366,6 +366,75 @@ def simulate_command(
         click.echo(f"plot: {plot}")
 
 
+@cli.command("tune")
+@click.argument("pipeline_path", metavar="PIPELINE")
+@click.option("--sample", type=float, default=0.1, show_default=True, help="Fraction of the rows to tune on.")
+@click.option("--budget", type=float, default=300.0, show_default=True, metavar="SECONDS", help="Search time limit.")
+@click.option("--out", metavar="PLAN.json", help="Save the winning plan there (for 'daftscale run --plan').")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option(
+    "--runner",
+    type=click.Choice(["native", "ray"]),
+    default=None,
+    help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
+)
+@click.option("--ray-address", metavar="ADDRESS|auto", help="Tune on this running Ray cluster.")
+@click.option("--local-cluster", metavar="NxC", help="Start N local Ray nodes of C CPUs for the search, e.g. 2x2.")
+@click.option("--batch-multiples", metavar="M,M,...", help="Multiples of the formula's batch size (0.25,0.5,1,2,4).")
+@click.option("--partition-multiples", metavar="M,M,...", help="Multiples of its partitions (0.25,0.5,1,2,4).")
+@click.option("--cache-dir", metavar="DIR", help="Result cache (default $DAFTSCALE_CACHE_DIR or ~/.cache/daftscale).")
+@click.option("--no-cache", is_flag=True, help="Search again even if a cached result exists.")
+@click.option("--no-progress", is_flag=True, help="No per-trial lines.")
+@plan_options
+def tune_command(
+    pipeline_path: str,
+    sample: float,
+    budget: float,
+    out: str | None,
+    overwrite: bool,
+    runner: str | None,
+    ray_address: str | None,
+    local_cluster: str | None,
+    batch_multiples: str | None,
+    partition_multiples: str | None,
+    cache_dir: str | None,
+    no_cache: bool,
+    no_progress: bool,
+    **params: Any,
+) -> None:
+    """Search partitions × batch size around the formula plan on a sample of PIPELINE's data; save the best."""
+    from rich.console import Console
+
+    from daftscale.tune import DEFAULT_MULTIPLES, parse_multiples, tune
+
+    result = tune(
+        pipeline_path,
+        runner=runner or ("ray" if ray_address or local_cluster else "native"),
+        ray_address=ray_address,
+        local_cluster=local_cluster,
+        sample=sample,
+        budget_s=budget,
+        out=out,
+        overwrite=overwrite,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        progress=not no_progress,
+        batch_multiples=parse_multiples(batch_multiples, "--batch-multiples") or DEFAULT_MULTIPLES,
+        partition_multiples=parse_multiples(partition_multiples, "--partition-multiples") or DEFAULT_MULTIPLES,
+        **_explicit_planner_kwargs(params),
+    )
+    console = Console(width=max(Console().width, 120))
+    console.print(result.table())
+    console.print(result.summary(), highlight=False)
+    for step in result.best.steps[-2:]:
+        console.print(f"  {step}", highlight=False)
+    if result.out:
+        console.print(f"plan: {result.out} (use: daftscale run {pipeline_path} --plan {result.out})", highlight=False)
+    console.print(
+        f"{'cached, ' if result.cached else ''}{result.elapsed_s:.1f} s; cache: {result.cache_path}", highlight=False
+    )
+
+
 def load_plan(path: str) -> Any:
     """Read a plan file; a missing or unreadable file is a PlanError with the fix."""
     from daftscale.errors import PlanError

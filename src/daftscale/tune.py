@@ -610,8 +610,9 @@ def tune(
             started=started,
             cache_root=cache_dir,
             use_cache=use_cache,
-            batch_multiples=tuple(batch_multiples),
-            partition_multiples=tuple(partition_multiples),
+            # Floats, so 1 and 1.0 give the same cache key.
+            batch_multiples=tuple(float(m) for m in batch_multiples),
+            partition_multiples=tuple(float(m) for m in partition_multiples),
             eta=int(eta),
             max_candidates=int(max_candidates),
         )
