@@ -34,6 +34,7 @@ from daftscale.profile import (
 from daftscale.report import RunReport
 from daftscale.run import run
 from daftscale.simulate import Costs, SimulationResult, simulate
+from daftscale.tune import TuneResult, tune
 from daftscale.udf import actor_udf
 from daftscale.udfprofile import profile_udf
 
@@ -56,6 +57,7 @@ __all__ = [
     "RunReport",
     "ScalingPlan",
     "SimulationResult",
+    "TuneResult",
     "UdfProfile",
     "UdfResources",
     "actor_udf",
@@ -70,4 +72,5 @@ __all__ = [
     "profile_udf",
     "run",
     "simulate",
+    "tune",
 ]
