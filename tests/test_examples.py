@@ -7,7 +7,6 @@ Everything runs in this process on the shared 2-node Ray test cluster (conftest.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,11 @@ IMAGES = EXAMPLES / "images" / "pipeline.py"
 # Two actors of one torch thread each: the CI machine has 2 real cores (the test cluster advertises
 # 4 logical CPUs, so the plan's default of 4 actors would time-share the cores and inflate every call).
 ACTORS = 2
+
+# The profile-vs-run check runs one actor: profile_udf measures one actor's cost, and on 2 cores two
+# actors plus Daft's and Ray's own threads time-share them, which is the simulator's business, not
+# the profile's (two actors measured 20-40 % slower per call here, with other work on the machine).
+PROFILE_CHECK_ACTORS = 1
 
 # Rows of the tiny corpora the tests run on: 8 calls of 64 rows, enough for every actor to get several.
 EMBEDDING_ROWS = 512
@@ -91,7 +95,9 @@ def test_embeddings_profile_predicts_the_run(embeddings_env: Path, tmp_path: Pat
     profiled = daftscale.profile_udf(embedder, sample, repeats=2, measure_memory=False)
     assert profiled.seconds_per_row > 0
 
-    report = daftscale.run(pipe, runner="ray", concurrency=ACTORS, report_dir=tmp_path / "report", progress=False)
+    report = daftscale.run(
+        pipe, runner="ray", concurrency=PROFILE_CHECK_ACTORS, report_dir=tmp_path / "report", progress=False
+    )
     assert report.rows_in == report.rows_out == EMBEDDING_ROWS
     assert (tmp_path / "report" / "report.json").exists()
     steady = _steady_calls(report.udf_calls)
@@ -105,7 +111,7 @@ def test_embeddings_profile_predicts_the_run(embeddings_env: Path, tmp_path: Pat
         f"run ({len(steady)} steady calls): {measured * 1e3:.2f} ms/row measured vs {predicted * 1e3:.2f} predicted; "
         f"run report fit: {report.udf_profile}"
     )
-    assert math.isclose(measured, predicted, rel_tol=PROFILE_TOLERANCE), (measured, predicted)
+    assert abs(measured / predicted - 1) <= PROFILE_TOLERANCE, (measured, predicted)
 
 
 @pytest.mark.slow

@@ -6,8 +6,10 @@ planner knows about hardware, so the same plan can be made for a cluster that do
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,11 +127,18 @@ def _local_gpu_count() -> int:
     )
 
 
-def from_ray_nodes(nodes: list[dict[str, Any]]) -> ClusterSpec:
+def from_ray_nodes(
+    nodes: list[dict[str, Any]], *, gpu_memory_probe: Callable[[list[dict[str, Any]]], list[int]] | None = None
+) -> ClusterSpec:
     """Summarise ``ray.nodes()`` as a spec; the smallest alive node sets each per-node figure.
 
     Taking the smallest node is conservative: the formulas assume equal nodes, and the busiest one
     must still fit its actors and partitions.
+
+    GPU memory: Ray counts GPUs but does not say how big they are. A node's custom ``gpu_memory``
+    resource (bytes) is used when set; otherwise, when every node has GPUs, ``gpu_memory_probe(alive
+    nodes)`` returns the memory of each GPU it can see (default: :func:`_probe_gpu_memory`, a tiny
+    zero-CPU Ray task per GPU node, when this process is connected to Ray). Unknown stays ``None``.
 
     >>> from_ray_nodes([
     ...     {"Alive": True, "Resources": {"CPU": 4.0, "memory": 8 * 2**30}},
@@ -145,21 +154,109 @@ def from_ray_nodes(nodes: list[dict[str, Any]]) -> ClusterSpec:
     cpus = min(float(r.get("CPU", 0.0)) for r in resources)
     gpus = min(float(r.get("GPU", 0.0)) for r in resources)
     memories = [int(r["memory"]) for r in resources if r.get("memory")]
+    gpu_memory = _ray_gpu_memory(resources)
+    if gpu_memory is None and gpus > 0:
+        probe = gpu_memory_probe
+        if probe is None and _ray_connected():
+            probe = _probe_gpu_memory
+        if probe is not None:
+            sizes = [int(size) for size in probe(alive) if size and size > 0]
+            gpu_memory = min(sizes) if sizes else None
     return ClusterSpec(
         nodes=len(alive),
         cpus_per_node=cpus or None,
         gpus_per_node=gpus,
         memory_per_node=min(memories) if memories else None,
-        gpu_memory_per_gpu=_ray_gpu_memory(resources),
+        gpu_memory_per_gpu=gpu_memory,
         source="ray",
     )
 
 
 def _ray_gpu_memory(resources: list[dict[str, Any]]) -> int | None:
-    # Ray exposes the GPU model as an "accelerator_type:<NAME>" resource, not its memory; memory is
-    # only known when the node reports it through a custom "gpu_memory" resource.
+    # Ray exposes the GPU model as an "accelerator_type:<NAME>" resource, not its memory; a node can
+    # declare it as a custom "gpu_memory" resource (bytes), which wins over probing.
     values = [int(r["gpu_memory"]) for r in resources if r.get("gpu_memory")]
     return min(values) if values else None
+
+
+# How long discovery waits for the GPU-memory probe before planning without GPU memory (the batch
+# bound for GPU UDFs is then skipped, never guessed).
+GPU_PROBE_TIMEOUT_S = 15.0
+
+
+def _ray_connected() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")  # never import Ray just to find it is not connected
+    return bool(ray is not None and ray.is_initialized())
+
+
+def parse_nvidia_smi_memory(text: str) -> list[int]:
+    r"""Bytes per GPU from ``nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits`` (MiB lines).
+
+    >>> parse_nvidia_smi_memory("81559\n40960\n")
+    [85520809984, 42949672960]
+    >>> parse_nvidia_smi_memory("[N/A]\n")
+    []
+    """
+    return [int(float(line.strip())) << 20 for line in text.splitlines() if line.strip().replace(".", "").isdigit()]
+
+
+def local_gpu_memory() -> list[int]:
+    """Total memory of each GPU on this machine, via NVML (pynvml) if installed, else ``nvidia-smi``.
+
+    Both see every GPU of the node whatever ``CUDA_VISIBLE_DEVICES`` says, so the probe task needs no
+    GPU of its own (and cannot wait behind actors that hold them all). ``[]`` when neither answers.
+    """
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        try:
+            return [
+                int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total)
+                for i in range(pynvml.nvmlDeviceGetCount())
+            ]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # not installed, or no driver: fall back to the command line tool
+        pass
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=GPU_PROBE_TIMEOUT_S,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_nvidia_smi_memory(out)
+
+
+def _probe_gpu_memory(alive: list[dict[str, Any]]) -> list[int]:
+    """GPU memory sizes from every alive GPU node, by a zero-CPU Ray task pinned to each (see from_ray_nodes)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, num_gpus=0)(local_gpu_memory)
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)).remote()
+        for n in alive
+        if n.get("NodeID") and float(n.get("Resources", {}).get("GPU", 0.0)) > 0
+    ]
+    try:
+        return [size for sizes in ray.get(refs, timeout=GPU_PROBE_TIMEOUT_S) for size in sizes]
+    except Exception:  # a slow or failed probe leaves GPU memory unknown rather than failing discovery
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        return []
 
 
 def check_ray_address(address: str, *, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> str:
