@@ -215,6 +215,17 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
     assert ScalingPlan.from_json(cli_out.read_text()).batch_size == 64
 
 
+@pytest.mark.ray
+def test_budget_spent_keeps_the_formula_plan(pipeline_file: str, tmp_path: Path) -> None:
+    # The formula plan always runs (it is the baseline and calibrates the simulator); nothing else fits.
+    search = {**SEARCH, "sample": 0.0625}  # 256 rows: the one run that happens is short
+    result = tune(pipeline_file, runner="ray", cache_dir=tmp_path, budget_s=0.01, progress=False, **search)
+    assert [t.candidate for t in result.trials if t.measured] == ["formula"]
+    assert result.best.batch_size == 8 and not result.improved
+    assert any("budget" in note for note in result.notes)
+    assert "No candidate beat the formula plan" in result.best.explain()
+
+
 # ---------------------------------------------------------------------------------------------------
 # CLI: bad input is one line and exit code 2, before anything runs
 

@@ -846,6 +846,10 @@ class _Search:
         first = self.measure(formula_cand, 0, first_rows)
         survivors = self.prune(grid, self.last_report, max_candidates) if len(grid) > 1 and self.last_report else grid
         schedule = halving_schedule(len(survivors), sample_rows, eta=eta, min_rows=min_rows)
+        if len(schedule) > 1 and schedule[0].rows > first_rows:
+            # Fewer survivors than planned for: start the halving on the calibration run's rows so that run
+            # counts as the formula's first-rung measurement (rows still never shrink from rung to rung).
+            schedule[0] = Rung(schedule[0].candidates, first_rows)
         if schedule[0].rows != first_rows:
             first.note = "calibration run"
         self.say.say(
