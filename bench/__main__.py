@@ -1,0 +1,165 @@
+"""``python -m bench``: every workload under every configuration, one Ray cluster, one run.
+
+Writes ``results.json`` (every run, and one summary row per workload × config), ``results.md`` (the
+table) and ``results.png`` (the plot) into ``--out`` (default ``bench/out``). See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from bench.harness import CONFIGS, Bench, register_by_value, schedule, start_cluster, summarize
+from bench.workloads import QUICK_SCALE, WORKLOADS
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads and 2 repeats (about 15 min here)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per workload × config (default 3; quick 2)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default bench/out)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1,W3")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from: " + ", ".join(CONFIGS))
+    parser.add_argument("--nodes", type=int, default=4, help="local Ray nodes (default 4)")
+    parser.add_argument("--cpus-per-node", type=int, default=4, help="logical CPUs per node (default 4)")
+    parser.add_argument("--concurrency", type=int, default=8, help="UDF actors for every configuration (default 8)")
+    parser.add_argument("--scale", type=float, default=None, help="multiply every workload's rows (after --quick)")
+    args = parser.parse_args(argv)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for name in args.workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}: pick from {', '.join(WORKLOADS)}")
+    for name in args.configs:
+        if name not in CONFIGS:
+            parser.error(f"unknown configuration {name!r}: pick from {', '.join(CONFIGS)}")
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 3
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def selected_workloads(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = {}
+    for name in args.workloads:
+        workload = WORKLOADS[name]
+        if args.quick:
+            workload = workload.scaled(QUICK_SCALE.get(name, 1.0))
+        if args.scale:
+            workload = workload.scaled(args.scale)
+        chosen[name] = workload
+    return chosen
+
+
+def run_bench(
+    workloads: dict[str, Any],
+    configs: list[str],
+    repeats: int,
+    out_dir: str,
+    *,
+    concurrency: int,
+    task_slots: int,
+    log: Any = print,
+    warm_up: bool = True,
+) -> dict[str, Any]:
+    """Run the schedule on the Ray cluster this process is connected to; returns the results document."""
+    register_by_value()
+    bench = Bench(out_dir, concurrency=concurrency, task_slots=task_slots, log=log)
+    for workload in workloads.values():
+        bench.files(workload)
+    if warm_up:
+        warm = time.time()
+        bench.warm_up()
+        log(f"warm-up queries (not measured): {time.time() - warm:.1f}s")
+    rows = []
+    order = schedule(workloads, configs, repeats)
+    started = time.time()
+    for i, (name, config, repeat) in enumerate(order, 1):
+        row = bench.run(workloads[name], config, repeat)
+        rows.append(row)
+        extra = f" {row['status']}: {row['error']}" if row["status"] != "ok" else ""
+        log(
+            f"[{i}/{len(order)} {time.time() - started:6.0f}s] {name} {config:22s} repeat {repeat}: "
+            f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s rows {row['rows_out']}/{row['rows_in']} "
+            f"util {row.get('actor_utilization', 0):.2f} batch {row.get('mean_batch_rows')}{extra}"
+        )
+    return {
+        "meta": {
+            "concurrency": concurrency,
+            "task_slots": task_slots,
+            "repeats": repeats,
+            "workloads": {k: w.describe() for k, w in workloads.items()},
+            "configs": configs,
+            "elapsed_s": round(time.time() - started, 1),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "ideal_formula": "ideal_s = R × read.per_row_s / task_slots + R × model.per_row_s / concurrency",
+            "notes": bench.notes,
+        },
+        "summary": summarize(rows),
+        "runs": rows,
+    }
+
+
+def write_outputs(doc: dict[str, Any], out_dir: str) -> dict[str, str]:
+    from bench.report import render_markdown, render_plot
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {
+        "json": os.path.join(out_dir, "results.json"),
+        "md": os.path.join(out_dir, "results.md"),
+        "png": os.path.join(out_dir, "results.png"),
+    }
+    for key, text in (("json", json.dumps(doc, indent=2, default=str)), ("md", render_markdown(doc))):
+        tmp = paths[key] + ".tmp"
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, paths[key])
+    render_plot(doc, paths["png"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
+    workloads = selected_workloads(args)
+    slots = args.nodes * args.cpus_per_node
+    if args.concurrency >= slots:
+        print(f"--concurrency {args.concurrency} leaves no CPU for tasks on {slots} CPUs: lower it", file=sys.stderr)
+        return 2
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    log(
+        f"bench: {len(workloads)} workloads × {len(args.configs)} configs × {args.repeats} repeats on "
+        f"{args.nodes}×{args.cpus_per_node} local Ray nodes, {args.concurrency} actors; out {args.out}"
+    )
+    with start_cluster(args.nodes, args.cpus_per_node):
+        doc = run_bench(
+            workloads,
+            args.configs,
+            args.repeats,
+            args.out,
+            concurrency=args.concurrency,
+            task_slots=slots,
+            log=log,
+        )
+    doc["meta"]["cluster"] = f"{args.nodes}x{args.cpus_per_node}"
+    doc["meta"]["quick"] = args.quick
+    paths = write_outputs(doc, args.out)
+    with open(paths["md"]) as handle:
+        log(handle.read())
+    log(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
