@@ -200,6 +200,10 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
     assert again.cached and time.monotonic() - start < 10
     assert again.best.to_dict() == result.best.to_dict()
     assert TuneResult.from_dict(json.loads(json.dumps(again.to_dict()))).best == again.best
+    # With --local-cluster the cache is looked up before any cluster starts (this process already runs
+    # Ray, so starting one here would fail): the shared cluster's shape is 2x2.
+    local = tune(pipeline_file, local_cluster="2x2", cache_dir=cache, progress=False, **SEARCH)
+    assert local.cached and local.best.to_dict() == result.best.to_dict()
     with pytest.raises(ValueError, match="already exists"):
         tune(pipeline_file, runner="ray", out=out, cache_dir=cache, progress=False, **SEARCH)
 

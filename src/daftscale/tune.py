@@ -8,7 +8,8 @@ How a search goes (:func:`tune`):
 
 1. probe and profile the pipeline's DataFrame at the scaling step and make the formula plan for the
    cluster at hand (as ``daftscale run`` does); a cached result for the same pipeline source, data
-   profile, cluster shape and planner options is returned at once;
+   profile, cluster shape and planner options is returned at once (with ``local_cluster`` it is looked
+   up before the cluster starts, profiling in a native-runner subprocess);
 2. candidates: the formula's partitions (streaming: ``into_batches`` rows per task) and batch size
    times ``×¼ ×½ ×1 ×2 ×4`` each, deduplicated, batch sizes above what an actor's memory holds dropped;
 3. the formula plan runs first, on the smallest rung's sample; its run report calibrates the simulator
@@ -83,6 +84,9 @@ PRUNE_SLOWER_THAN = 1.5
 # A candidate must beat the formula plan's rows/s by this much on the last rung to replace it: run-to-run
 # noise of short runs on a shared machine is several percent.
 MIN_IMPROVEMENT = 0.05
+
+# How long the native-runner subprocess that looks up the cache before a local cluster starts may take.
+CACHE_PROBE_TIMEOUT_S = 120.0
 
 # Fewest rows a trial runs on, per actor and batch, so the biggest batch still reaches every actor.
 MIN_BATCHES_PER_ACTOR = 1
@@ -578,7 +582,7 @@ def tune(
         eta: successive halving keeps 1/eta per rung; max_candidates: most candidates measured.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
-    from daftscale.run import RUNNERS, runtime
+    from daftscale.run import RUNNERS
 
     started = time.monotonic()
     if runner not in RUNNERS:
@@ -598,8 +602,52 @@ def tune(
     kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
     say = _Console(progress, console)
 
+    batch_multiples = tuple(float(m) for m in batch_multiples)  # floats: 1 and 1.0 give one cache key
+    partition_multiples = tuple(float(m) for m in partition_multiples)
+    hit = None
+    if use_cache and local_cluster is not None and os.path.isfile(str(pipeline_or_path)):
+        settings = _settings(
+            kwargs, runner, float(sample), batch_multiples, partition_multiples, int(eta), int(max_candidates)
+        )
+        hit = _cached_before_start(os.fspath(pipeline_or_path), pipe, local_cluster, settings, cache_dir)
+        if hit is not None:
+            say.say(f"[bold]cached[/bold]: tune result for these inputs from {hit.cache_path} (no cluster started)")
+    if hit is not None:
+        result = hit
+    else:
+        result = _run_search(
+            pipe, runner, ray_address, local_cluster, kwargs, say, float(sample), budget_s, started, cache_dir,
+            use_cache, batch_multiples, partition_multiples, int(eta), int(max_candidates),
+        )  # fmt: skip
+    if out_path is not None:
+        _check_out(out_path, overwrite)  # again: the file may have appeared while the search ran
+        atomic_write(out_path, (result.best.to_json() + "\n").encode())
+        result.out = out_path
+    result.elapsed_s = time.monotonic() - started
+    return result
+
+
+def _run_search(
+    pipe: Pipeline,
+    runner: str,
+    ray_address: str | None,
+    local_cluster: str | tuple[int, int] | None,
+    kwargs: dict[str, Any],
+    say: _Console,
+    sample: float,
+    budget_s: float,
+    started: float,
+    cache_dir: str | os.PathLike[str] | None,
+    use_cache: bool,
+    batch_multiples: tuple[float, ...],
+    partition_multiples: tuple[float, ...],
+    eta: int,
+    max_candidates: int,
+) -> TuneResult:
+    from daftscale.run import runtime
+
     with runtime(runner, ray_address=ray_address, local_cluster=local_cluster) as cluster:
-        result = _search(
+        return _search(
             pipe,
             runner,
             cluster,
@@ -610,18 +658,81 @@ def tune(
             started=started,
             cache_root=cache_dir,
             use_cache=use_cache,
-            # Floats, so 1 and 1.0 give the same cache key.
-            batch_multiples=tuple(float(m) for m in batch_multiples),
-            partition_multiples=tuple(float(m) for m in partition_multiples),
-            eta=int(eta),
-            max_candidates=int(max_candidates),
+            batch_multiples=batch_multiples,
+            partition_multiples=partition_multiples,
+            eta=eta,
+            max_candidates=max_candidates,
         )
-    if out_path is not None:
-        _check_out(out_path, overwrite)  # again: the file may have appeared while the search ran
-        atomic_write(out_path, (result.best.to_json() + "\n").encode())
-        result.out = out_path
-    result.elapsed_s = time.monotonic() - started
-    return result
+
+
+def _settings(
+    kwargs: dict[str, Any],
+    runner: str,
+    sample: float,
+    batch_multiples: tuple[float, ...],
+    partition_multiples: tuple[float, ...],
+    eta: int,
+    max_candidates: int,
+) -> dict[str, Any]:
+    """The search settings that change its result, for the cache key (the budget only limits it)."""
+    return {
+        "planner": kwargs,
+        "sample": sample,
+        "batch_multiples": batch_multiples,
+        "partition_multiples": partition_multiples,
+        "eta": eta,
+        "max_candidates": max_candidates,
+        "runner": runner,
+    }
+
+
+def _profile_file(path: str) -> dict[str, Any]:
+    """The data profile at a pipeline file's scaling step, on Daft's native runner (run in a subprocess)."""
+    import daft
+
+    from daftscale.profile import profile_dataframe
+
+    daft.set_runner_native()
+    return profile_dataframe(probe(load_pipeline(path)).scaling_input).to_dict()
+
+
+def _cached_before_start(
+    path: str, pipe: Pipeline, local_cluster: str | tuple[int, int], settings: dict[str, Any], root: Any
+) -> TuneResult | None:
+    """A cached result for a search on a local cluster, found without starting the cluster.
+
+    Starting a local Ray cluster takes tens of seconds, and Daft's runner is locked per process, so the
+    profile for the cache key is taken in a short native-runner subprocess; the cluster's shape is known
+    from ``NxC``. Any failure or a profile that differs in the least just means no hit: the search then
+    starts the cluster and profiles there as usual.
+    """
+    import subprocess
+    import sys
+
+    from daftscale.cluster import parse_local_cluster
+
+    nodes, cpus = parse_local_cluster(local_cluster) if isinstance(local_cluster, str) else local_cluster
+    code = "import json, sys\nfrom daftscale.tune import _profile_file\nprint(json.dumps(_profile_file(sys.argv[1])))"
+    env = {**os.environ, "DAFT_PROGRESS_BAR": "0"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, os.path.abspath(path)],
+            capture_output=True,
+            text=True,
+            timeout=CACHE_PROBE_TIMEOUT_S,
+            env=env,
+            check=True,
+        )
+        data = DataProfile.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, TypeError, KeyError):
+        return None
+    shape = ClusterSpec(nodes=int(nodes), cpus_per_node=float(cpus), gpus_per_node=0.0)
+    path_json = os.path.join(cache_dir(root), f"{cache_key(pipe, data, shape, settings)}.json")
+    hit = _read_cache(path_json)
+    if hit is not None:
+        hit.cached, hit.cache_path = True, path_json
+    return hit
 
 
 def _search(
@@ -646,15 +757,7 @@ def _search(
 
     data = profile_dataframe(probe(pipe).scaling_input)
     formula = make_plan(data, cluster, **kwargs)
-    settings = {
-        "planner": kwargs,
-        "sample": sample,
-        "batch_multiples": batch_multiples,
-        "partition_multiples": partition_multiples,
-        "eta": eta,
-        "max_candidates": max_candidates,
-        "runner": runner,
-    }
+    settings = _settings(kwargs, runner, sample, batch_multiples, partition_multiples, eta, max_candidates)
     key = cache_key(pipe, data, cluster, settings)
     path = os.path.join(cache_dir(cache_root), f"{key}.json")
     if use_cache:
