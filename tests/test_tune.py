@@ -159,7 +159,7 @@ PIPELINE = """
 """
 
 # Batch 8 (the pipeline's, so the formula's) against batch 64; partitions fixed: one clear difference.
-SEARCH = {"sample": 0.25, "batch_multiples": (1, 8), "partition_multiples": (1,)}
+SEARCH = {"sample": 0.5, "batch_multiples": (1, 8), "partition_multiples": (1,)}
 
 
 @pytest.fixture
@@ -181,10 +181,10 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
     assert not result.cached
     assert result.formula.batch_size == 8
     assert result.best.batch_size == 64, result.to_dict()["trials"]
-    assert result.speedup is not None and result.speedup > 1.3
+    assert result.speedup is not None and result.speedup > 1.2
     measured = [t for t in result.trials if t.measured]
     assert {t.batch_size for t in measured} == {8, 64}
-    assert all(t.sample_rows == 1024 for t in measured), "rows in == rows out on the sample"
+    assert all(t.sample_rows == 2048 for t in measured), "rows in == rows out on the sample"
 
     # The saved plan says it was tuned, from what, and by how much; `run --plan` uses it.
     saved = ScalingPlan.from_json(out.read_text())
@@ -210,7 +210,7 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
     # The CLI on the same inputs: the table, "cached", and the plan written where asked.
     cli_out = tmp_path / "cli.json"
     code = main(
-        ["tune", pipeline_file, "--runner", "ray", "--sample", "0.25", "--batch-multiples", "1,8",
+        ["tune", pipeline_file, "--runner", "ray", "--sample", "0.5", "--batch-multiples", "1,8",
          "--partition-multiples", "1", "--cache-dir", str(cache), "--out", str(cli_out), "--no-progress"]
     )  # fmt: skip
     captured = capsys.readouterr()
@@ -227,6 +227,7 @@ def test_budget_spent_keeps_the_formula_plan(pipeline_file: str, tmp_path: Path)
     assert [t.candidate for t in result.trials if t.measured] == ["formula"]
     assert result.best.batch_size == 8 and not result.improved
     assert any("budget" in note for note in result.notes)
+    assert not any(tmp_path.glob("*.json")), "a search cut short is not cached"
     assert "No candidate beat the formula plan" in result.best.explain()
 
 

@@ -771,6 +771,10 @@ def _search(
     search = _Search(pipe, runner, cluster, kwargs, data, formula, say, budget_s=budget_s, started=started)
     result = search.run(sample, batch_multiples, partition_multiples, eta, max_candidates)
     result.cache_path = path
+    if search.stopped_by_budget:
+        # A search cut short is not the answer for these inputs: a rerun with more budget must search again.
+        result.notes.append("not cached: the budget cut the search short")
+        return result
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next search
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
@@ -802,6 +806,7 @@ class _Search:
         self.predicted: dict[str, tuple[float, bool]] = {}
         self.last_trial_s: tuple[int, float] | None = None
         self.last_report: RunReport | None = None
+        self.stopped_by_budget = False
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -975,6 +980,7 @@ class _Search:
                     break
                 results[index][cand.name] = self.measure(cand, index, rung.rows)
             if stopped:
+                self.stopped_by_budget = True
                 self.notes.append(f"budget of {self.budget_s:g} s reached during rung {index}: best so far wins")
                 break
             if index + 1 < len(schedule):
