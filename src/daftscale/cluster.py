@@ -107,11 +107,14 @@ def this_machine() -> ClusterSpec:
     """One node with this machine's CPUs and memory (what Daft's native runner uses)."""
     import psutil
 
+    gpus = _local_gpu_count()
+    gpu_memory = local_gpu_memory() if gpus else []
     return ClusterSpec(
         nodes=1,
         cpus_per_node=float(os.cpu_count() or 1),
-        gpus_per_node=float(_local_gpu_count()),
+        gpus_per_node=float(gpus),
         memory_per_node=int(psutil.virtual_memory().total),
+        gpu_memory_per_gpu=min(gpu_memory) if gpu_memory else None,
         source="local",
     )
 

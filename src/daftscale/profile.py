@@ -8,7 +8,7 @@ Three sources, one result (:class:`DataProfile`):
 - plain numbers (rows and bytes per row) for data that does not exist yet.
 
 A :class:`UdfProfile` (seconds per row, fixed seconds per call, memory per row) comes from running a few
-batches of the real UDF; see :func:`daftscale.run.profile_udf`.
+batches of the real UDF; see :func:`daftscale.udfprofile.profile_udf`.
 """
 
 from __future__ import annotations
@@ -464,6 +464,7 @@ def profile_dataframe(df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE
         columns=tuple(columns),
         notes=(f"bytes per row estimated from a {sample.num_rows}-row sample",),
     )
+
 
 
 def profile_numbers(rows: int, bytes_per_row: float | None = None, *, heavy: bool | None = None) -> DataProfile:
