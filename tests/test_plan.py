@@ -17,6 +17,7 @@ from daftscale.plan import (
     max_partitions,
     memory_bounded_batch_size,
     min_rows_per_partition,
+    node_balanced_partitions,
     overhead_bounded_batch_size,
     recommended_partitions,
 )
@@ -77,7 +78,9 @@ def test_shuffle_invariants(rows: int, nodes: int, concurrency: int, batch: int,
     assert 1 <= p.partitions <= p.max_partitions
     if p.max_partitions >= concurrency:
         assert p.partitions >= concurrency
-    assert p.partitions == min(p.max_partitions, max(concurrency, math.ceil(rows / (k * batch * a))))
+    formula = min(p.max_partitions, max(concurrency, math.ceil(rows / (k * batch * a))))
+    # Few tasks per node: rounded up to a multiple of the nodes when max partitions allows.
+    assert p.partitions == node_balanced_partitions(formula, nodes, p.max_partitions)
     if rows < concurrency * batch:
         assert "TOO_FEW_ROWS" in p.warning_codes()
     else:
@@ -104,7 +107,8 @@ def test_streaming_batch_and_partition_within_memory(
         per_actor = (memory_gib << 30) / cpus
         assert per_actor * BATCH_MEMORY_FRACTION < bytes_per_row * p_inflation()
         return
-    assert p.partitions is None and p.into_batches == p.batch_size
+    # Rows per task: B × A (one batch per actor on the node), at least B.
+    assert p.partitions is None and p.batch_size <= p.into_batches <= p.batch_size * p.actors_per_node
     assert 1 <= p.batch_size <= batch
     per_actor = (memory_gib << 30) // p.actors_per_node
     assert p.batch_size * bytes_per_row * p.inputs["inflation"] <= per_actor * BATCH_MEMORY_FRACTION + 1e-6
@@ -290,7 +294,8 @@ def test_apply_streaming_batches_reaching_the_udf_are_bounded() -> None:
     import daft
 
     p = plan(profile_numbers(3_000, 200_000), ClusterSpec(nodes=2, cpus_per_node=2), batch_size=40)
-    assert p.strategy == "streaming" and p.into_batches == 40
+    # into_batches sets rows per task: B × A = 40 × 2; the UDF's own batch_size (plan.udf) bounds each call.
+    assert p.strategy == "streaming" and p.batch_size == 40 and p.into_batches == 80
     seen: list[int] = []
 
     @daft.func.batch(return_dtype=daft.DataType.int64())
@@ -301,4 +306,4 @@ def test_apply_streaming_batches_reaching_the_udf_are_bounded() -> None:
     out = df.with_column("n", batch_len(df["x"])).collect().to_pydict()
     seen = out["n"]
     assert len(out["x"]) == 3_000 and sorted(out["x"]) == list(range(3_000))
-    assert max(seen) <= p.batch_size
+    assert max(seen) <= p.into_batches
