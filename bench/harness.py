@@ -160,10 +160,22 @@ class Bench:
         ds = raydata.build_raydata(tiny, files, self.concurrency, None)
         sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
 
+    def settle(self, timeout_s: float = 20.0) -> float:
+        """Wait until the previous run's actors have given their CPUs back (Daft and Ray Data tear their
+        pools down asynchronously), so a run does not start while the last one is still shutting down."""
+        import ray
+
+        start = time.time()
+        total = ray.cluster_resources().get("CPU", 0)
+        while time.time() - start < timeout_s and ray.available_resources().get("CPU", 0) < total:
+            time.sleep(0.25)
+        return time.time() - start
+
     # -- one run ---------------------------------------------------------------------------------------
 
     def run(self, workload: Workload, config: str, repeat: int) -> dict[str, Any]:
         files = self.files(workload)
+        self.settle()
         started = time.time()
         try:
             if config == "ray-data":

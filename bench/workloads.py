@@ -93,7 +93,7 @@ WORKLOADS: dict[str, Workload] = {
         name="W1",
         title="light: paths → per-row heavy read → model",
         kind="light",
-        file_rows=(48_000,),
+        file_rows=(96_000,),
         read=Costs(0.0, 0.0005),
         model=Costs(0.020, 0.0005),
     ),
@@ -101,7 +101,7 @@ WORKLOADS: dict[str, Workload] = {
         name="W2",
         title="heavy: uneven Parquet files of blobs → model",
         kind="heavy",
-        file_rows=_uneven(24_000, (40, 20, 12, 8, 6, 5, 4, 3, 2)),
+        file_rows=_uneven(48_000, (40, 20, 12, 8, 6, 5, 4, 3, 2)),
         blob_bytes=4096,
         model=Costs(0.020, 0.002),
     ),
@@ -117,7 +117,7 @@ WORKLOADS: dict[str, Workload] = {
         name="W4",
         title="memory-tight: 1 MiB decoded per row, 48 MiB per actor",
         kind="heavy",
-        file_rows=_uneven(12_000, (3, 2, 1, 1)),
+        file_rows=_uneven(24_000, (3, 2, 1, 1)),
         blob_bytes=2048,
         decoded_bytes_per_row=MIB,
         udf_memory=48 * MIB,
@@ -127,7 +127,7 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 # Rows of the full workloads kept by --quick. W3 is small by definition and keeps its rows.
-QUICK_SCALE = {"W1": 0.5, "W2": 0.5, "W3": 1.0, "W4": 0.5}
+QUICK_SCALE = {"W1": 0.4, "W2": 0.5, "W3": 1.0, "W4": 0.5}
 
 
 # ---------------------------------------------------------------------------------------------------
