@@ -218,6 +218,19 @@ def render_plan(result: Any) -> None:
 @click.option("--report", "report_dir", metavar="DIR", help="Write report.json, report.html and plots to DIR.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report in DIR.")
 @click.option("--no-progress", is_flag=True, help="No progress line.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "log", "ignore"]),
+    default=None,
+    help="When a UDF call raises: fail the run (raise, Daft's default), or null its batch's rows and count them.",
+)
+@click.option(
+    "--check-rows/--no-check-rows",
+    default=None,
+    help="Fail unless rows out = rows in (default: checked when nothing after the scaling step filters).",
+)
+@click.option("--force-plan", is_flag=True, help="Run a --plan file made for another cluster shape anyway.")
+@click.option("--max-memory", metavar="SIZE", help="Stop the run if any node's resident memory passes SIZE, e.g. 8GiB.")
 @plan_options
 def run_command(
     pipeline_path: str,
@@ -228,12 +241,25 @@ def run_command(
     report_dir: str | None,
     overwrite: bool,
     no_progress: bool,
+    on_error: str | None,
+    check_rows: bool | None,
+    force_plan: bool,
+    max_memory: str | None,
     **params: Any,
 ) -> None:
     """Plan and run PIPELINE (a pipeline .py file), measure it, and print the summary."""
     from daftscale.run import run
 
     kwargs = _explicit_planner_kwargs(params)
+    if plan_source != "auto" and kwargs:
+        from daftscale.errors import ConfigError
+
+        # A plan file fixes every number; silently ignoring --batch-size etc. would run something else.
+        given = ", ".join("--" + k.replace("_", "-") for k in kwargs)
+        raise ConfigError(
+            f"--plan {plan_source} cannot be combined with planner options ({given}): "
+            "drop them, or use --plan auto to plan with them"
+        )
     report = run(
         pipeline_path,
         runner=runner or ("ray" if ray_address or local_cluster else "native"),
@@ -243,6 +269,10 @@ def run_command(
         report_dir=report_dir,
         overwrite=overwrite,
         progress=not no_progress,
+        on_error=on_error,
+        check_rows=check_rows,
+        force_plan=force_plan,
+        max_memory=max_memory,
         **kwargs,
     )
     render_run(report, report_dir)

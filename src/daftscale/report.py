@@ -149,6 +149,12 @@ class RunReport:
     rows_per_s: float = 0.0
     pipeline: str = ""
     started_at: str = ""
+    # "ok", or why the run stopped early ("stopped: memory budget", "failed: rows lost"): a partial
+    # report says so here, so it is never read as a finished run.
+    status: str = "ok"
+    # Rows whose UDF call raised under on_error "log"/"ignore" (they come out null), and the first errors.
+    rows_failed: int = 0
+    udf_errors: list[str] = field(default_factory=list)
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -167,6 +173,7 @@ class RunReport:
         partitions: int,
         calls: list[dict[str, Any]],
         node_memory: dict[str, int],
+        failed_calls: list[dict[str, Any]] | None = None,
     ) -> RunReport:
         """Build the report from raw measurements (absolute ``time.time()`` stamps in ``calls``)."""
         relative = sorted(
@@ -184,6 +191,7 @@ class RunReport:
         )
         utilization, span = actor_utilization(relative, plan.concurrency)
         wall = max(end - run_start, 0.0)
+        failed = sorted(failed_calls or [], key=lambda f: f["start"])
         return cls(
             runner=runner,
             nodes=cluster.nodes,
@@ -207,6 +215,9 @@ class RunReport:
             rows_per_s=round(rows_out / wall, 2) if wall > 0 else 0.0,
             pipeline=pipeline,
             started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
+            rows_failed=sum(int(f["rows"]) for f in failed),
+            # Distinct messages, first ten: enough to see the cause without a row-sized list.
+            udf_errors=list(dict.fromkeys(str(f.get("error", "")) for f in failed))[:10],
         )
 
     # -- serialisation -----------------------------------------------------------------------------
@@ -289,6 +300,11 @@ class RunReport:
             ("actor utilisation", f"{self.actor_utilization:.0%}"),
             ("peak memory (node)", format_bytes(self.peak_memory_bytes)),
         ]
+        if self.rows_failed:
+            first = self.udf_errors[0] if self.udf_errors else ""
+            rows.append(("rows failed (null)", f"{self.rows_failed:,}: {first}"))
+        if self.status != "ok":
+            rows.insert(0, ("status", self.status))
         if self.udf_profile:
             rows.append(
                 (

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from daftscale.cluster import ClusterSpec
-from daftscale.errors import ClusterError, ConfigError, DaftscaleError, RunError
+from daftscale.config import format_bytes, parse_memory, require_positive_int
+from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
 from daftscale.pipeline import Pipeline, build_with, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.report import RunReport
-from daftscale.udf import make_collector, recording
+from daftscale.udf import ON_ERROR_CHOICES, make_collector, recording
 
 # How often resident memory is sampled: fine enough to catch a batch's peak (batches take tens of
 # milliseconds to seconds), coarse enough that walking the process tree costs under 1 % of a core.
@@ -33,6 +36,34 @@ MEMORY_SAMPLE_INTERVAL_S = 0.2
 PROGRESS_INTERVAL_S = 0.5
 
 RUNNERS = ("native", "ray")
+
+# How long a stopped query (memory budget) gets to wind down before the run returns anyway; what is
+# left is torn down with the runtime (a local cluster is shut down, the native runner dies with us).
+STOP_GRACE_S = 15.0
+
+# Logical-plan operators that keep every row (Daft 0.7 names, from ``pretty_print(simple=True)``).
+# When only these follow the scaling step, rows out must equal rows in, so the run checks it by
+# default; any other operator (Filter, Limit, Explode, Join, Aggregate...) may change the count. An
+# allow-list errs towards not checking: an unknown operator never fails a correct pipeline.
+ROW_PRESERVING_OPS = frozenset(
+    {
+        "Project",
+        "UDFProject",
+        "ActorPoolProject",
+        "Sort",
+        "IntoBatches",
+        "IntoPartitions",
+        "Repartition",
+        "MonotonicallyIncreasingId",
+        "Window",
+        "Source",
+    }
+)
+
+# Statuses in report.json: "ok", or why the run did not finish as planned.
+STATUS_OK = "ok"
+STATUS_MEMORY = "stopped: memory budget"
+STATUS_ROWS = "failed: rows lost"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -109,6 +140,9 @@ class NodeMemorySampler:
                 self.node = ray.get_runtime_context().get_node_id()[:8]
                 self.sampler = _Sampler(lambda: _tree_rss(raylet, include_root=False), interval_s)
 
+            def peak(self) -> tuple[str, int]:
+                return self.node, self.sampler.peak
+
             def stop(self) -> tuple[str, int]:
                 return self.node, self.sampler.stop()
 
@@ -116,6 +150,15 @@ class NodeMemorySampler:
             if node.get("Alive"):
                 strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
                 self._actors.append(_NodeSampler.options(scheduling_strategy=strategy).remote(MEMORY_SAMPLE_INTERVAL_S))
+
+    def current(self) -> dict[str, int]:
+        """Peak resident bytes per node so far (while the query runs)."""
+        if self._local is not None:
+            return {socket.gethostname(): self._local.peak}
+        import ray
+
+        pairs = ray.get([actor.peak.remote() for actor in self._actors], timeout=10)
+        return dict(pairs)
 
     def stop(self) -> dict[str, int]:
         if self._local is not None:
@@ -207,17 +250,104 @@ def _resolve_plan(plan: str | ScalingPlan | None) -> ScalingPlan | None:
     if isinstance(plan, ScalingPlan):
         return plan
     path = os.fspath(plan)
+    fix = "make one with 'daftscale plan ... --format json > plan.json', or pass --plan auto"
+    if not os.path.exists(path):
+        raise PlanError(f"plan file {path} does not exist: {fix}")
+    if os.path.isdir(path):
+        raise PlanError(f"plan file {path} is a directory: pass the plan .json file inside it, or --plan auto")
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             text = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read plan file {path} ({exc.strerror}): pass --plan auto or a plan.json") from exc
-    return ScalingPlan.from_json(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read plan file {path} ({exc}): {fix}") from exc
+    if not text.strip():
+        raise PlanError(f"plan file {path} is empty: {fix}")
+    try:
+        return ScalingPlan.from_json(text)
+    except PlanError as exc:
+        raise PlanError(f"plan file {path}: {exc}") from exc
 
 
 def _check_report_dir(report_dir: str | None, overwrite: bool) -> None:
-    if report_dir and os.path.exists(os.path.join(report_dir, "report.json")) and not overwrite:
+    """Refuse before anything runs, so a long run never ends in 'cannot write the report'."""
+    if not report_dir:
+        return
+    if os.path.exists(report_dir) and not os.path.isdir(report_dir):
+        raise RunError(f"--report {report_dir} is a file, not a directory: choose a directory path")
+    if os.path.exists(os.path.join(report_dir, "report.json")) and not overwrite:
         raise RunError(f"{report_dir} already holds a report: pass --overwrite, or choose another --report directory")
+
+
+def check_plan_fits(plan: ScalingPlan, cluster: ClusterSpec, *, force: bool = False) -> None:
+    """Refuse a given plan made for another cluster shape, or one predicted to run out of memory here.
+
+    Shape is nodes, CPUs and GPUs per node (:meth:`ClusterSpec.shape`); a number the plan's cluster
+    left undeclared is not compared. ``force`` runs the plan anyway (the user knows better).
+    """
+    if force:
+        return
+    made_for = plan.cluster or {}
+    here = cluster.shape()
+    differs = [
+        key
+        for key, value in here.items()
+        if made_for.get(key) is not None and value is not None and float(made_for[key]) != float(value)
+    ]
+    if differs:
+        planned = ClusterSpec.from_dict(made_for) if "nodes" in made_for else None
+        raise RunError(
+            f"the plan was made for {planned.describe() if planned else made_for} but this cluster is "
+            f"{cluster.describe()} ({', '.join(differs)} differ): re-plan for this cluster with --plan auto "
+            "(or 'daftscale plan' / 'daftscale tune' on it), or pass --force-plan to run it as it is"
+        )
+    if cluster.memory_per_node:
+        from daftscale.simulate import simulate
+
+        try:
+            result = simulate(plan, cluster)
+        except DaftscaleError:
+            return  # a plan the simulator cannot model (no row count) is not refused for memory
+        if result.oom:
+            raise RunError(
+                f"the plan would run out of memory on this cluster ({result.verdict}): "
+                "re-plan with --plan auto, or pass --force-plan to run it anyway"
+            )
+
+
+def _rows_checkable(scaling_input: Any, output: Any) -> bool:
+    """True when only row-preserving operators follow the scaling step (see ROW_PRESERVING_OPS)."""
+
+    def ops(df: Any) -> Counter[str]:
+        try:
+            text = df._builder.pretty_print(simple=True)
+        except Exception:  # a Daft without this private API: do not guess
+            return Counter({"?": 1})
+        return Counter(re.findall(r"\*\s+([A-Za-z]+)", text))
+
+    added = ops(output) - ops(scaling_input)
+    return set(added) <= ROW_PRESERVING_OPS
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error raised inside Daft or Ray: their messages carry whole remote tracebacks.
+
+    Takes the last ``SomeError: message`` line (the root cause, printed last), else the first line.
+    """
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:", line)]
+    if causes:
+        return causes[-1][:400]
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"[:400]
+
+
+class _RunStopped(Exception):
+    """A run that did not finish as planned: carries the partial report to write and the one-line reason."""
+
+    def __init__(self, report: RunReport, message: str) -> None:
+        super().__init__(message)
+        self.report = report
+        self.message = message
 
 
 class _Execution(threading.Thread):
@@ -231,13 +361,20 @@ class _Execution(threading.Thread):
         self.partitions = 0
         self.error: BaseException | None = None
         self.finished_at: float | None = None
+        # Set by the main thread to stop the query (memory budget, Ctrl-C): checked between partitions,
+        # where closing Daft's partition iterator ends the query.
+        self.stop_requested = threading.Event()
 
     def run(self) -> None:
         import daft
 
+        parts: Any = None
         try:
             with daft.execution_config_ctx(**self.execution_config):
-                for part in self.df.iter_partitions():
+                parts = self.df.iter_partitions()
+                for part in parts:
+                    if self.stop_requested.is_set():
+                        break
                     # On Ray each partition arrives as an ObjectRef; fetch it only to count its rows.
                     if not hasattr(part, "__len__"):
                         import ray
@@ -248,6 +385,9 @@ class _Execution(threading.Thread):
         except BaseException as exc:
             self.error = exc
         finally:
+            if parts is not None and hasattr(parts, "close"):
+                with contextlib.suppress(BaseException):
+                    parts.close()
             self.finished_at = time.time()
 
 
@@ -262,6 +402,10 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     console: Any = None,
+    on_error: str | None = None,
+    check_rows: bool | None = None,
+    force_plan: bool = False,
+    max_memory: str | int | None = None,
     **planner_kwargs: Any,
 ) -> RunReport:
     """Plan (unless a plan is given), run and measure a pipeline; write the report if ``report_dir``.
@@ -279,6 +423,18 @@ def run(
         overwrite: replace an existing report in ``report_dir``.
         progress: show the progress line (rows done, rows/s, actors busy) on stderr.
         console: a ``rich.console.Console`` for the progress line (default: stderr).
+        on_error: Daft's ``on_error`` for the pipeline's ``plan.udf`` UDFs that do not set their own:
+            ``"raise"`` (Daft's default: the run fails with the UDF's error), ``"log"`` or ``"ignore"``
+            (rows of a batch whose call raised come out null; the report counts them in
+            ``rows_failed`` and keeps the first errors in ``udf_errors``).
+        check_rows: fail the run (``RunError``, report status "failed: rows lost") unless rows out
+            equal rows in. ``None`` (default) checks when only row-preserving operators follow the
+            scaling step (no filter, limit, explode, join or aggregate); ``True`` always; ``False`` never.
+        force_plan: run a given plan even if it was made for another cluster shape or is predicted
+            to run out of memory here (both refused by default, see :func:`check_plan_fits`).
+        max_memory: memory budget per node (``"8GiB"``): if any node's resident memory passes it, the
+            query is stopped, what daftscale started is shut down, a partial report (status "stopped:
+            memory budget") is written and a ``RunError`` raised.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
     if runner not in RUNNERS:
@@ -287,14 +443,47 @@ def run(
         raise ConfigError("--ray-address and --local-cluster exclude each other: pass one")
     if ray_address is not None or local_cluster is not None:
         runner = "ray"
+    if on_error is not None and on_error not in ON_ERROR_CHOICES:
+        raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one")
+    budget = None if max_memory is None else parse_memory(max_memory, name="max_memory")
+    # Counts are checked here, before a cluster starts or a pipeline loads, not only when the planner runs.
+    for key in ("concurrency", "batch_size", "batches_per_task"):
+        if planner_kwargs.get(key) is not None:
+            require_positive_int(planner_kwargs[key], key)
+    if isinstance(local_cluster, str):
+        from daftscale.cluster import parse_local_cluster
+
+        parse_local_cluster(local_cluster)  # malformed NxC fails before anything is loaded or started
     report_path = os.fspath(report_dir) if report_dir is not None else None
     _check_report_dir(report_path, overwrite)
     given_plan = _resolve_plan(plan)
     pipe = load_pipeline(pipeline_or_path)
     kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
 
+    stopped: _RunStopped | None = None
     with runtime(runner, ray_address=ray_address, local_cluster=local_cluster) as cluster:
-        report = _run_on(pipe, runner, cluster, given_plan, kwargs, progress=progress, console=console)
+        if given_plan is not None:
+            check_plan_fits(given_plan, cluster, force=force_plan)
+        try:
+            report = _run_on(
+                pipe,
+                runner,
+                cluster,
+                given_plan,
+                kwargs,
+                progress=progress,
+                console=console,
+                on_error=on_error,
+                check_rows=check_rows,
+                max_memory=budget,
+            )
+        except _RunStopped as exc:
+            stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
+    if stopped is not None:
+        if report_path is not None:
+            # The directory held no report when the run began (checked above), so this adds, not clobbers.
+            stopped.report.write(report_path, overwrite=overwrite)
+        raise RunError(stopped.message + (f" (partial report in {report_path})" if report_path else ""))
     if report_path is not None:
         report.write(report_path, overwrite=overwrite)
     return report
@@ -309,6 +498,9 @@ def _run_on(
     *,
     progress: bool,
     console: Any,
+    on_error: str | None = None,
+    check_rows: bool | None = None,
+    max_memory: int | None = None,
 ) -> RunReport:
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
@@ -324,30 +516,50 @@ def _run_on(
         chosen = given_plan
 
     collector = make_collector(runner)
+    sink = {**collector.sink, "on_error": on_error}
     sampler: NodeMemorySampler | None = None
+    execution: _Execution | None = None
     try:
-        with recording(collector.sink):
+        with recording(sink):
             df = build_with(pipe, chosen)
+        if check_rows is None:
+            check_rows = _rows_checkable(scaling.scaling_input, df)
         sampler = NodeMemorySampler(runner)
         run_start = time.time()
         execution = _Execution(df, chosen.execution_config)
         execution.start()
-        _wait_with_progress(execution, collector, rows_in, chosen.concurrency, progress=progress, console=console)
+        watch = _memory_watch(sampler, max_memory) if max_memory else None
+        reason = _wait_with_progress(
+            execution, collector, rows_in, chosen.concurrency, progress=progress, console=console, watch=watch
+        )
+        if reason is not None:
+            # Stop the query and give it a moment to wind down; the runtime's teardown does the rest.
+            execution.stop_requested.set()
+            execution.join(STOP_GRACE_S)
         end = execution.finished_at or time.time()
         node_memory = sampler.stop()
         sampler = None
-        if execution.error is not None:
+        with contextlib.suppress(Exception):
+            collector.snapshot()
+        failed = list(collector.failed)
+        if reason is None and execution.error is not None:
             error = execution.error
             if isinstance(error, DaftscaleError):
                 raise error
-            raise RunError(f"the pipeline failed while running: {type(error).__name__}: {error}") from error
-        calls, _ = collector.snapshot()
+            # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
+            raise RunError(_failure_message(error, failed if on_error in (None, "raise") else [])) from error
+        calls, _ = collector.snapshot() if reason is None else _safe_snapshot(collector)
+    except BaseException:
+        if execution is not None:
+            # Ctrl-C or an error while waiting: let the query stop between partitions.
+            execution.stop_requested.set()
+        raise
     finally:
         if sampler is not None:
             sampler.stop()
         collector.close()
 
-    return RunReport.from_run(
+    report = RunReport.from_run(
         runner=runner,
         cluster=cluster,
         plan=chosen,
@@ -360,7 +572,59 @@ def _run_on(
         partitions=execution.partitions,
         calls=calls,
         node_memory=node_memory,
+        failed_calls=failed,
     )
+    if reason is not None:
+        report.status = STATUS_MEMORY
+        raise _RunStopped(report, f"{reason}: stopped the run after {execution.rows:,} of {rows_in:,} rows")
+    if check_rows and report.rows_out != report.rows_in:
+        report.status = STATUS_ROWS
+        raise _RunStopped(
+            report,
+            f"the run produced {report.rows_out:,} rows from {rows_in:,} in and its pipeline does not filter: "
+            "rows were lost; re-run it (check the Ray logs for dead workers), or pass --no-check-rows "
+            "if the pipeline changes the row count on purpose",
+        )
+    return report
+
+
+def _safe_snapshot(collector: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    try:
+        return collector.snapshot()  # type: ignore[no-any-return]
+    except Exception:  # a stopped run's collector may be gone with the cluster: report what we have
+        return [], []
+
+
+def _failure_message(error: BaseException, failed: list[dict[str, Any]]) -> str:
+    """The run's one-line error: the UDF's own error when a call raised, else the root cause."""
+    if failed:
+        first = min(failed, key=lambda f: f["start"])
+        return (
+            f"the UDF {first.get('udf', '')} raised {first['error']} on a batch of {first['rows']} rows "
+            f"({len(failed)} failed call{'s' if len(failed) != 1 else ''}): fix the UDF, or pass "
+            "--on-error log (or ignore) to turn the failed batches into null rows, counted in the report"
+        )
+    return f"the pipeline failed while running: {error_line(error)}: fix the cause above and run again"
+
+
+def _memory_watch(sampler: NodeMemorySampler, budget: int) -> Any:
+    """A check for the wait loop: the reason to stop once any node's resident memory passes ``budget``."""
+
+    def check() -> str | None:
+        try:
+            peaks = sampler.current()
+        except Exception:  # a slow sample is not a reason to stop; the next one decides
+            return None
+        over = {node: peak for node, peak in peaks.items() if peak > budget}
+        if not over:
+            return None
+        node, peak = max(over.items(), key=lambda kv: kv[1])
+        return (
+            f"memory budget exceeded: node {node} reached {format_bytes(peak)} resident, over --max-memory "
+            f"{format_bytes(budget)}; lower the batch size or actors per node, or raise --max-memory"
+        )
+
+    return check
 
 
 def _count(df: Any) -> int:
@@ -378,11 +642,16 @@ def _wait_with_progress(
     *,
     progress: bool,
     console: Any,
-) -> None:
+    watch: Any = None,
+) -> str | None:
+    """Wait for the query, showing progress; returns the reason if ``watch()`` asked to stop it."""
     if not progress:
         while execution.is_alive():
             execution.join(PROGRESS_INTERVAL_S)
-        return
+            reason = watch() if watch is not None else None
+            if reason:
+                return reason  # type: ignore[no-any-return]
+        return None
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -400,6 +669,9 @@ def _wait_with_progress(
         task = bar.add_task("run", total=rows_in, rate=0.0, busy=0, actors=concurrency)
         while execution.is_alive():
             execution.join(PROGRESS_INTERVAL_S)
+            reason = watch() if watch is not None else None
+            if reason:
+                return reason  # type: ignore[no-any-return]
             with contextlib.suppress(Exception):
                 calls, running = collector.snapshot()
                 done = sum(c["rows"] for c in calls)
@@ -410,6 +682,7 @@ def _wait_with_progress(
             calls, _ = collector.snapshot()
             done = sum(c["rows"] for c in calls)
             bar.update(task, completed=min(done, rows_in), rate=done / max(time.time() - start, 1e-9), busy=0)
+    return None
 
 
-__all__ = ["NodeMemorySampler", "run", "runtime"]
+__all__ = ["NodeMemorySampler", "check_plan_fits", "error_line", "run", "runtime"]

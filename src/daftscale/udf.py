@@ -31,6 +31,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from daftscale.plan import ScalingPlan
 
+# What a UDF may do when a call raises, as Daft's ``on_error`` takes it: "raise" fails the query,
+# "log"/"ignore" make every row of the failed batch null (Daft 0.7.26 nulls the whole batch, not the one
+# bad row; "log" also logs the error in the actor). daftscale counts those rows from its own records.
+ON_ERROR_CHOICES = ("raise", "log", "ignore")
+
+# Longest error text kept per failed call: enough for the exception's message, short enough for one line.
+MAX_ERROR_CHARS = 300
+
 # Ray namespace of the collector actors: fixed so UDF actors (in their own job namespace) can find them.
 RAY_NAMESPACE = "daftscale"
 
@@ -103,6 +111,23 @@ class _Recorder:
         }
         self._emit(event, wait=True)
 
+    def failed(self, key: str, start: float, end: float, rows: int, error: BaseException) -> None:
+        # Awaited like a finished call: the run's failed-row count and its error message come from here.
+        text = " ".join(f"{type(error).__name__}: {error}".split())[:MAX_ERROR_CHARS]
+        event = {
+            "event": "failed",
+            "key": key,
+            "actor": self.actor,
+            "node": self.node,
+            "pid": self.pid,
+            "udf": self.udf_name,
+            "start": start,
+            "end": end,
+            "rows": rows,
+            "error": text,
+        }
+        self._emit(event, wait=True)
+
     def _emit(self, event: dict[str, Any], *, wait: bool) -> None:
         try:
             if self.kind == "ray":
@@ -141,6 +166,11 @@ def actor_udf(
     array or ``daft.Series``). The pool has ``plan.concurrency`` actors, each asking for
     ``plan.udf_cpus`` CPUs and ``plan.udf_gpus`` GPUs.
 
+    ``on_error`` is Daft's: ``"raise"`` (Daft's default) fails the query on the first call that raises;
+    ``"log"`` and ``"ignore"`` give null for every row of a batch whose call raised. A run's own
+    ``on_error`` (``daftscale run --on-error``) fills it in when the pipeline leaves it ``None``. Every
+    failed call is recorded (rows, error) so the run report counts the rows that came out null.
+
     Returns an instance to call on expressions, as with any ``@daft.cls`` class::
 
         score = actor_udf(Scorer, plan, return_dtype=daft.DataType.float64())
@@ -153,6 +183,10 @@ def actor_udf(
     if not callable(getattr(cls, method, None)):
         raise TypeError(f"{cls.__name__} has no method {method!r}: define it or pass method=")
     sink = current_sink()
+    if on_error is None and sink is not None:
+        on_error = sink.get("on_error")
+    if on_error is not None and on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one of those")
     label = name or cls.__name__
     args, kwargs = tuple(init_args), dict(init_kwargs or {})
 
@@ -167,7 +201,12 @@ def actor_udf(
         key = uuid.uuid4().hex[:12]
         start = time.time()
         self._recorder.started(key, start, rows)
-        result = self._call(*values)
+        try:
+            result = self._call(*values)
+        except Exception as exc:
+            # Recorded, then re-raised so Daft applies on_error (fail the query, or null the batch).
+            self._recorder.failed(key, start, time.time(), rows, exc)
+            raise
         end = time.time()
         self._recorder.finished(key, start, end, rows)
         return result
@@ -183,6 +222,9 @@ def actor_udf(
         options["cpus"] = plan.udf_cpus
     if on_error is not None:
         options["on_error"] = on_error
+        # No retries of a failed call, so one failed call is exactly one batch of null rows (Daft
+        # 0.7.26's default is the same; pinned because the failed-row count relies on it).
+        options["max_retries"] = 0
     return daft.cls(wrapper, **options)()
 
 
@@ -200,10 +242,16 @@ def row_udf(fn: Callable[..., Any] | None = None, *, return_dtype: Any = None) -
 
 
 def _merge(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split events into finished calls and calls still running (started with no end yet)."""
+    """Split events into finished calls and calls still running (started with no end or failure yet)."""
     ended = {e["key"]: e for e in events if e.get("event") == "end"}
-    running = [e for e in events if e.get("event") == "start" and e["key"] not in ended]
+    done = set(ended) | {e["key"] for e in events if e.get("event") == "failed"}
+    running = [e for e in events if e.get("event") == "start" and e["key"] not in done]
     return list(ended.values()), running
+
+
+def _failed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls that raised (one record per call)."""
+    return list({e["key"]: e for e in events if e.get("event") == "failed"}.values())
 
 
 class SpoolCollector:
@@ -212,8 +260,10 @@ class SpoolCollector:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="daftscale-udf-")
         self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir}
+        self.failed: list[dict[str, Any]] = []
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(finished calls, running calls)``; calls that raised are in :attr:`failed` afterwards."""
         events: list[dict[str, Any]] = []
         for path in glob.glob(os.path.join(self.dir, "*.jsonl")):
             with contextlib.suppress(OSError), open(path) as handle:
@@ -221,6 +271,7 @@ class SpoolCollector:
                     # A line being written right now may be partial: skip it, the next snapshot has it.
                     with contextlib.suppress(json.JSONDecodeError):
                         events.append(json.loads(line))
+        self.failed = _failed(events)
         return _merge(events)
 
     def close(self) -> None:
@@ -248,11 +299,14 @@ class RayCollector:
         self._actor = _Collector.options(name=self.name, namespace=RAY_NAMESPACE).remote()
         self._events: list[dict[str, Any]] = []
         self.sink: dict[str, Any] = {"kind": "ray", "name": self.name}
+        self.failed: list[dict[str, Any]] = []
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(finished calls, running calls)``; calls that raised are in :attr:`failed` afterwards."""
         import ray
 
         self._events += ray.get(self._actor.events_since.remote(len(self._events)), timeout=30)
+        self.failed = _failed(self._events)
         return _merge(self._events)
 
     def close(self) -> None:
