@@ -466,7 +466,6 @@ def profile_dataframe(df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE
     )
 
 
-
 def profile_numbers(rows: int, bytes_per_row: float | None = None, *, heavy: bool | None = None) -> DataProfile:
     """A profile from plain numbers, for data that does not exist yet.
 
