@@ -29,54 +29,58 @@ def _echo_error(message: str) -> None:
 # Shared options
 
 
-def cluster_options(func: Any) -> Any:
-    """--nodes/--cpus-per-node/--gpus-per-node/--memory-per-node/--gpu-memory/--ray."""
-    options = [
-        click.option("--nodes", type=int, help="Nodes in the cluster (declared)."),
-        click.option("--cpus-per-node", type=float, help="Logical CPUs per node."),
-        click.option("--gpus-per-node", type=float, help="GPUs per node."),
-        click.option("--memory-per-node", help="Memory per node, e.g. 64GiB."),
-        click.option("--gpu-memory", help="Memory per GPU, e.g. 80GiB (bounds GPU UDF batches)."),
-        click.option("--ray", "ray_address", metavar="ADDRESS|auto", help="Discover the cluster from Ray."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def _options(*options: Any) -> Any:
+    """One decorator applying several click options, listed in the order --help shows them."""
+
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
-def plan_options(func: Any) -> Any:
-    """The planner's knobs, shared by plan, run, tune and simulate."""
-    options = [
-        click.option("--concurrency", type=int, help="Total UDF actors C (default: what the cluster fits)."),
-        click.option("--batch-size", type=int, help="Rows per UDF call B (default: from UDF profile, else 64)."),
-        click.option("--batches-per-task", type=int, default=None, help="K, batches per actor per task (4)."),
-        click.option("--udf-gpus", type=float, help="GPUs per UDF actor (fractions allowed)."),
-        click.option("--udf-cpus", type=float, help="CPUs per UDF actor (default 1)."),
-        click.option("--udf-memory", help="Memory budget per UDF actor, e.g. 8GiB."),
-        click.option(
-            "--strategy",
-            type=click.Choice(["auto", "shuffle", "streaming"]),
-            default="auto",
-            show_default=True,
-            help="Force a strategy instead of choosing from the data.",
-        ),
-        click.option("--keys", help="Comma-separated join/groupby keys: hash-shuffle on them."),
-        click.option("--inflation", type=float, default=None, help="Decoded size over profiled size (3.0)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# --nodes/--cpus-per-node/--gpus-per-node/--memory-per-node/--gpu-memory/--ray.
+cluster_options = _options(
+    click.option("--nodes", type=int, help="Nodes in the cluster (declared)."),
+    click.option("--cpus-per-node", type=float, help="Logical CPUs per node."),
+    click.option("--gpus-per-node", type=float, help="GPUs per node."),
+    click.option("--memory-per-node", help="Memory per node, e.g. 64GiB."),
+    click.option("--gpu-memory", help="Memory per GPU, e.g. 80GiB (bounds GPU UDF batches)."),
+    click.option("--ray", "ray_address", metavar="ADDRESS|auto", help="Discover the cluster from Ray."),
+)
 
+# The data to plan for, when it is not (only) a Parquet SOURCE: shared by plan and simulate.
+data_options = _options(
+    click.option("--rows", type=int, help="Total rows R (overrides the profile)."),
+    click.option("--bytes-per-row", type=float, help="Average bytes per row (overrides the profile)."),
+    click.option("--columns", help="Comma-separated columns the UDF reads (classify only these)."),
+)
 
-def udf_cost_options(func: Any) -> Any:
-    """--udf-seconds-per-row/--udf-seconds-per-batch: the UDF's cost, for choosing B and predicting the run."""
-    options = [
-        click.option("--udf-seconds-per-row", type=float, help="UDF seconds per row of a batch (from a profile)."),
-        click.option("--udf-seconds-per-batch", type=float, help="UDF fixed seconds per call (from a profile)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# The planner's knobs, shared by plan, run, tune and simulate.
+plan_options = _options(
+    click.option("--concurrency", type=int, help="Total UDF actors C (default: what the cluster fits)."),
+    click.option("--batch-size", type=int, help="Rows per UDF call B (default: from UDF profile, else 64)."),
+    click.option("--batches-per-task", type=int, default=None, help="K, batches per actor per task (4)."),
+    click.option("--udf-gpus", type=float, help="GPUs per UDF actor (fractions allowed)."),
+    click.option("--udf-cpus", type=float, help="CPUs per UDF actor (default 1)."),
+    click.option("--udf-memory", help="Memory budget per UDF actor, e.g. 8GiB."),
+    click.option(
+        "--strategy",
+        type=click.Choice(["auto", "shuffle", "streaming"]),
+        default="auto",
+        show_default=True,
+        help="Force a strategy instead of choosing from the data.",
+    ),
+    click.option("--keys", help="Comma-separated join/groupby keys: hash-shuffle on them."),
+    click.option("--inflation", type=float, default=None, help="Decoded size over profiled size (3.0)."),
+)
+
+# The UDF's cost, for choosing B and predicting the run.
+udf_cost_options = _options(
+    click.option("--udf-seconds-per-row", type=float, help="UDF seconds per row of a batch (from a profile)."),
+    click.option("--udf-seconds-per-batch", type=float, help="UDF fixed seconds per call (from a profile)."),
+)
 
 
 def udf_profile_from_options(seconds_per_row: float | None, seconds_per_batch: float | None) -> Any:
@@ -134,9 +138,7 @@ def cli() -> None:
 
 @cli.command("plan")
 @click.argument("source", required=False, nargs=-1)
-@click.option("--rows", type=int, help="Total rows R (overrides the profile).")
-@click.option("--bytes-per-row", type=float, help="Average bytes per row (overrides the profile).")
-@click.option("--columns", help="Comma-separated columns the UDF reads (classify only these).")
+@data_options
 @cluster_options
 @plan_options
 @udf_cost_options
@@ -322,9 +324,7 @@ def demo_command(local_cluster: str | None, report_dir: str, rows: int, data_dir
 @cli.command("simulate")
 @click.argument("source", required=False, nargs=-1)
 @click.option("--plan", "plan_file", metavar="PLAN.json", help="Simulate this plan file (instead of planning).")
-@click.option("--rows", type=int, help="Total rows R (overrides the profile).")
-@click.option("--bytes-per-row", type=float, help="Average bytes per row (overrides the profile).")
-@click.option("--columns", help="Comma-separated columns the UDF reads (classify only these).")
+@data_options
 @cluster_options
 @plan_options
 @udf_cost_options
