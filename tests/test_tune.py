@@ -180,7 +180,8 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
 
     assert not result.cached
     assert result.formula.batch_size == 8
-    assert result.best.batch_size == 64, result.to_dict()["trials"]
+    tried = [(t.candidate, t.batch_size, t.rung, t.wall_s, t.error, t.note) for t in result.trials]
+    assert result.best.batch_size == 64, tried
     assert result.speedup is not None and result.speedup > 1.2
     measured = [t for t in result.trials if t.measured]
     assert {t.batch_size for t in measured} == {8, 64}
