@@ -18,6 +18,21 @@ TEST_CLUSTER_NODES = 2
 TEST_CLUSTER_CPUS = 2
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Ray workers cannot import test modules, so classes defined in them travel by value (as a
+    pipeline file's do)."""
+    import sys
+
+    import ray.cloudpickle
+    from daft.pickle import cloudpickle as daft_cloudpickle
+
+    modules = {item.module.__name__ for item in session.items if getattr(item, "module", None) is not None}
+    for name in modules:
+        if name.startswith(("test_", "tests.")) and name in sys.modules:
+            daft_cloudpickle.register_pickle_by_value(sys.modules[name])
+            ray.cloudpickle.register_pickle_by_value(sys.modules[name])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ray_cluster() -> Iterator[object]:
     import daft

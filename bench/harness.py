@@ -293,11 +293,12 @@ class Bench:
             status, error = _classify(exc)
             return {"status": status, "error": error, "rows_out": 0, "wall_s": round(time.time() - prep_start, 3)}
         plan = report.plan
-        step = (
-            f"{plan['partition_op']}({plan['partitions']})"
-            if plan["strategy"] == "shuffle"
-            else f"into_batches({plan['into_batches']})"
-        )
+        if plan["strategy"] == "shuffle":
+            step = f"{plan['partition_op']}({plan['partitions']})"
+            if plan.get("into_batches"):
+                step += f" + into_batches({plan['into_batches']})"
+        else:
+            step = f"into_batches({plan['into_batches']})"
         return {
             "status": "ok",
             "error": None,

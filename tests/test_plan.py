@@ -17,9 +17,9 @@ from daftscale.plan import (
     max_partitions,
     memory_bounded_batch_size,
     min_rows_per_partition,
-    node_balanced_partitions,
     overhead_bounded_batch_size,
     recommended_partitions,
+    shuffle_task_rows,
 )
 from daftscale.profile import profile_numbers
 
@@ -78,9 +78,9 @@ def test_shuffle_invariants(rows: int, nodes: int, concurrency: int, batch: int,
     assert 1 <= p.partitions <= p.max_partitions
     if p.max_partitions >= concurrency:
         assert p.partitions >= concurrency
-    formula = min(p.max_partitions, max(concurrency, math.ceil(rows / (k * batch * a))))
-    # Few tasks per node: rounded up to a multiple of the nodes when max partitions allows.
-    assert p.partitions == node_balanced_partitions(formula, nodes, p.max_partitions)
+    assert p.partitions == min(p.max_partitions, max(concurrency, math.ceil(rows / (k * batch * a))))
+    # CPUs unknown here, so no finer task lever: each partition is one task.
+    assert p.into_batches is None
     if rows < concurrency * batch:
         assert "TOO_FEW_ROWS" in p.warning_codes()
     else:
@@ -266,13 +266,28 @@ def test_apply_shuffle_gives_the_planned_partition_count(op_files: int) -> None:
     profile = profile_numbers(5_000, 40)
     if op_files:
         profile = replace(profile, files=1, min_rows_per_file=5_000, max_rows_per_file=5_000)
-    p = plan(profile, ClusterSpec(nodes=2, cpus_per_node=2), batch_size=50)
-    assert p.strategy == "shuffle" and p.partitions is not None
+    # CPUs undeclared: no task lever after the shuffle, so the output partitions are the shuffle's.
+    p = plan(profile, ClusterSpec(nodes=2), concurrency=4, batch_size=50)
+    assert p.strategy == "shuffle" and p.partitions == 13 and p.into_batches is None
     assert p.partition_op == ("into_partitions" if op_files else "repartition")
     df = p.apply(daft.from_pydict({"path": [f"img/{i}.jpg" for i in range(5_000)]})).collect()
     sizes = _partition_sizes(df)
     assert len(sizes) == p.partitions
     assert sum(sizes) == 5_000
+
+
+@pytest.mark.ray
+def test_apply_shuffle_then_finer_tasks() -> None:
+    import daft
+
+    p = plan(profile_numbers(5_000, 40), ClusterSpec(nodes=2, cpus_per_node=2), batch_size=50)
+    assert p.partitions == 13 and p.into_batches == 313  # ceil(5,000 / (4 tasks × 4 CPUs))
+    df = p.apply(daft.from_pydict({"id": list(range(5_000))})).collect()
+    sizes = _partition_sizes(df)
+    # into_batches is best effort (Daft emits from 0.8 × T rows and may carry a remainder): the tasks are
+    # finer than the 13 partitions of ~385 rows, and none is as large as two of them.
+    assert sum(sizes) == 5_000 and len(sizes) > p.partitions and max(sizes) < 2 * 385
+    assert sorted(df.to_pydict()["id"]) == list(range(5_000))
 
 
 @pytest.mark.ray
@@ -289,21 +304,32 @@ def test_apply_hash_shuffle_on_keys() -> None:
             assert seen.setdefault(key, index) == index  # each key lives in exactly one partition
 
 
+class _BatchLength:
+    """Returns each call's batch length for every row of it: what the UDF really received."""
+
+    def __call__(self, x: list[int]) -> list[int]:
+        return [len(x)] * len(x)
+
+
 @pytest.mark.ray
 def test_apply_streaming_batches_reaching_the_udf_are_bounded() -> None:
     import daft
 
     p = plan(profile_numbers(3_000, 200_000), ClusterSpec(nodes=2, cpus_per_node=2), batch_size=40)
-    # into_batches sets rows per task: B × A = 40 × 2; the UDF's own batch_size (plan.udf) bounds each call.
+    # into_batches sets rows per task (B × A = 40 × 2); plan.udf's batch_size bounds each call at B.
     assert p.strategy == "streaming" and p.batch_size == 40 and p.into_batches == 80
-    seen: list[int] = []
-
-    @daft.func.batch(return_dtype=daft.DataType.int64())
-    def batch_len(x: daft.Series) -> daft.Series:
-        return daft.Series.from_pylist([len(x)] * len(x))
-
     df = p.apply(daft.from_pydict({"x": list(range(3_000))}))
-    out = df.with_column("n", batch_len(df["x"])).collect().to_pydict()
-    seen = out["n"]
-    assert len(out["x"]) == 3_000 and sorted(out["x"]) == list(range(3_000))
-    assert max(seen) <= p.into_batches
+    length = p.udf(_BatchLength, return_dtype=daft.DataType.int64())
+    out = df.with_column("n", length(df["x"])).collect().to_pydict()
+    assert sorted(out["x"]) == list(range(3_000))
+    assert max(out["n"]) <= p.batch_size
+
+
+def test_shuffle_task_lever_keeps_formula_partitions() -> None:
+    cluster = ClusterSpec(nodes=4, cpus_per_node=4)
+    p = plan(profile_numbers(38_400, 40), cluster, concurrency=8, batch_size=363)
+    assert p.partitions == recommended_partitions(38_400, 8, 363 * 2, 4)  # formula 1, unchanged
+    assert p.into_batches == shuffle_task_rows(38_400, p.partitions, 363, 16) == 600
+    assert "into_batches(600)" in p.to_code()
+    seed = plan(profile_numbers(1_000_000, 40), cluster, concurrency=16, batch_size=64)
+    assert seed.partitions == 977 and seed.into_batches is None

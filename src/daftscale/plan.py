@@ -13,7 +13,8 @@ Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas a
 A plan sets three levers and says which number sets which (see ``DAFT_NOTES.md``):
 
 1. partitions before the UDF: ``repartition(N)`` / ``into_partitions(N)`` (shuffle plans);
-2. task granularity: ``into_batches(T)`` (streaming plans; each batch becomes one task on Ray);
+2. task granularity: ``into_batches(T)`` (streaming plans, and shuffle plans whose partitions are
+   coarser than about 4 tasks per CPU; each batch becomes one task on Ray);
 3. rows per UDF call: the UDF's ``batch_size`` (both), with ``max_concurrency`` actors.
 """
 
@@ -77,20 +78,13 @@ OVERHEAD_WARNING_SHARE = 0.25
 # load only when input files are close to even; above this max/mean file-rows ratio, shuffle instead.
 INTO_PARTITIONS_MAX_FILE_SKEW = 1.25
 
-# Below this many partitions per node, the shuffle plan rounds its partition count up to a multiple of
-# the node count. Daft's flotilla sends a task's UDF batches only to the actors on the task's own node
-# and spreads tasks to the worker with the most free slots, so with few tasks per node one extra task
-# on a node is a large share of its work (9 tasks on 4 nodes: one node does 3/9 = 33 % instead of 25 %)
-# and that node finishes last. From 8 tasks per node on, the imbalance is at most 1/8 and the seed's
-# numbers (977 partitions on 4 nodes) are left exactly as the formula gives them.
-NODE_BALANCE_MAX_TASKS_PER_NODE = 8
-
-# Shuffle plans on a cluster whose CPUs are known make at least this many partitions per CPU (task slot),
-# within max partitions. A task runs the work before the UDF (the heavy read) over its partition before
-# its batches reach the actors, and feeds only its own node's actors; big tasks delay every actor's first
-# batch and leave uneven tails. Measured on W1 of bench/ (38,400 rows, 16 CPUs, B = 363): 16 partitions
-# 13.2 s (first UDF call at 10.1 s), 100 partitions 8.9 s (first call at 5.0 s). Large inputs, where the
-# seed's K = 4 formula already gives more (977 for 1M rows), are unchanged.
+# Shuffle plans on a cluster whose CPUs are known cut the work into at least this many tasks per CPU
+# (task slot) with into_batches after the shuffle, leaving the partition count as formula 1 gives it.
+# A task runs the work before the UDF (the heavy read) over its rows before its batches reach the
+# actors, and feeds only its own node's actors; big tasks delay every actor's first batch and leave
+# uneven tails, and on Ray each into_batches batch is its own task placed anywhere. Measured on W1 of
+# bench/ (38,400 rows, 16 CPUs, B = 363): 16 tasks 13.2 s (first UDF call at 10.1 s), 100 tasks 8.9 s
+# (first call at 5.0 s). Large inputs, where K = 4 already gives more partitions, are unchanged.
 MIN_TASKS_PER_CPU = 4
 
 
@@ -149,23 +143,22 @@ def recommended_partitions(rows: int, concurrency: int, min_rows: int, batches_p
     return min(upper, max(require_positive_int(concurrency, "concurrency"), math.ceil(rows / (k * min_rows))))
 
 
-def node_balanced_partitions(partitions: int, nodes: int, upper: int) -> int:
-    """Round a small partition count up to a multiple of the nodes, when that stays within ``upper``.
+def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: float | None) -> int | None:
+    """Rows per task for ``into_batches`` after a shuffle, or ``None`` when the partitions are fine-grained.
 
-    Only below ``NODE_BALANCE_MAX_TASKS_PER_NODE`` partitions per node; otherwise unchanged.
+    ``max(B, ceil(R / (MIN_TASKS_PER_CPU × CPUs)))``, used only when that is smaller than a partition.
 
-    >>> node_balanced_partitions(9, 4, 33)      # 3/2/2/2 tasks per node → 3/3/3/3
-    12
-    >>> node_balanced_partitions(977, 4, 3906)  # the seed's example: many tasks per node, unchanged
-    977
-    >>> node_balanced_partitions(9, 4, 10)      # rounding up would exceed max partitions: unchanged
-    9
+    >>> shuffle_task_rows(38_400, 16, 363, 16)     # 16 partitions of 2,400 rows → tasks of 600
+    600
+    >>> shuffle_task_rows(1_000_000, 977, 64, 16) is None   # the seed's example: already fine-grained
+    True
+    >>> shuffle_task_rows(38_400, 16, 363, None) is None    # CPUs unknown: leave it to the partitions
+    True
     """
-    require_positive_int(nodes, "nodes")
-    if partitions % nodes == 0 or partitions >= NODE_BALANCE_MAX_TASKS_PER_NODE * nodes:
-        return partitions
-    rounded = math.ceil(partitions / nodes) * nodes
-    return rounded if rounded <= upper else partitions
+    if not total_cpus:
+        return None
+    task_rows = max(batch_size, math.ceil(rows / (MIN_TASKS_PER_CPU * total_cpus)))
+    return task_rows if task_rows < math.ceil(rows / partitions) else None
 
 
 def memory_bounded_batch_size(budget_bytes: float, bytes_per_row: float) -> int | None:
@@ -358,6 +351,8 @@ class ScalingPlan:
         if self.strategy == "shuffle":
             keys = "".join(f', "{k}"' for k in self.partition_keys)
             lines.append(f"df = df.{self.partition_op}({self.partitions}{keys})")
+            if self.into_batches:
+                lines.append(f"df = df.into_batches({self.into_batches})  # on Ray: smaller tasks, placed anywhere")
         else:
             lines.append(f"df = df.into_batches({self.into_batches})")
         resources = f"max_concurrency={self.concurrency}"
@@ -385,8 +380,10 @@ class ScalingPlan:
         """Insert the scaling step into a real Daft DataFrame.
 
         Shuffle plans add ``repartition(partitions[, *keys])`` (or ``into_partitions``); streaming plans
-        add ``into_batches(into_batches)``. On Daft's native runner partition operations are no-ops
-        (Daft says so), so they are left out there and only ``into_batches`` is applied.
+        add ``into_batches(into_batches)``. A shuffle plan may follow its partition step with
+        ``into_batches`` to cut tasks finer on Ray. On Daft's native runner partition operations are
+        no-ops (Daft says so), so shuffle plans leave the DataFrame as it is there and only streaming
+        plans apply ``into_batches``.
 
         Examples:
             >>> import daft
@@ -407,13 +404,15 @@ class ScalingPlan:
             return df
         assert self.partitions is not None
         if self.partition_keys:
-            return df.repartition(self.partitions, *self.partition_keys)
-        if self.partition_op == "into_partitions":
-            return df.into_partitions(self.partitions)
-        with warnings.catch_warnings():
-            # Daft warns that a keyless repartition is a random shuffle; the plan chose it on purpose.
-            warnings.filterwarnings("ignore", message="No columns specified for repartition")
-            return df.repartition(self.partitions)
+            df = df.repartition(self.partitions, *self.partition_keys)
+        elif self.partition_op == "into_partitions":
+            df = df.into_partitions(self.partitions)
+        else:
+            with warnings.catch_warnings():
+                # Daft warns that a keyless repartition is a random shuffle; the plan chose it on purpose.
+                warnings.filterwarnings("ignore", message="No columns specified for repartition")
+                df = df.repartition(self.partitions)
+        return df.into_batches(self.into_batches) if self.into_batches else df
 
     def udf(self, cls: type, **options: Any) -> Any:
         """Wrap a model class as an instrumented Daft actor UDF with this plan's concurrency and batch size.
@@ -644,23 +643,6 @@ def plan(
             f"min({upper:,}, max({c}, ceil({rows:,} / ({k} × {m})))) = {partitions:,}, "
             f"so each task carries about {k} batches per actor."
         )
-        total_cpus = cluster.total_cpus
-        if total_cpus and partitions < min(upper, MIN_TASKS_PER_CPU * int(total_cpus)):
-            wanted = min(upper, MIN_TASKS_PER_CPU * int(total_cpus))
-            b.step(
-                f"Partitions raised to min(max partitions, {MIN_TASKS_PER_CPU} × {int(total_cpus)} CPUs) = {wanted}: "
-                f"a task reads its whole partition before its first UDF batch and feeds only its node's actors, so "
-                f"{MIN_TASKS_PER_CPU} tasks per CPU keep the pipeline fill short and the nodes' tails even."
-            )
-            partitions = wanted
-        balanced = node_balanced_partitions(partitions, nodes, upper)
-        if balanced != partitions:
-            b.step(
-                f"Partitions rounded up to {balanced}, a multiple of the {nodes} nodes: Daft sends a task's batches "
-                f"only to the actors on its own node, so with {partitions} tasks some nodes would run "
-                f"{math.ceil(partitions / nodes)} and others {partitions // nodes}, and finish last."
-            )
-            partitions = balanced
         partition_op = _choose_partition_op(profile, partitions, keys)
         if partition_op == "into_partitions":
             b.step(
@@ -670,6 +652,16 @@ def plan(
         else:
             args = "".join(f", {key!r}" for key in keys)
             b.step(f"Apply df.repartition({partitions}{args}) right after the light read, before the heavy read / UDF.")
+        # A join/groupby needs its hash partitions intact, so only a keyless shuffle gets finer tasks.
+        into_batches = None if keys else shuffle_task_rows(rows, partitions, batch, cluster.total_cpus)
+        if into_batches is not None:
+            assert cluster.total_cpus is not None
+            b.step(
+                f"Then df.into_batches({into_batches}): about {MIN_TASKS_PER_CPU} tasks per CPU "
+                f"(ceil({rows:,} / ({MIN_TASKS_PER_CPU} × {cluster.total_cpus:g} CPUs)), at least B), because on Ray "
+                f"each batch is its own task and {partitions} partitions of ~{math.ceil(rows / partitions):,} rows "
+                "would delay the actors' first batches behind the work before the UDF."
+            )
     else:
         partition_target, partition_note = _streaming_partition_target(cluster, inflation, b)
         # into_batches sets rows per *task* (on Ray each batch is its own task, placed anywhere), the UDF's
