@@ -687,7 +687,8 @@ def plan(
 
     levers = {
         "partitions": (
-            f"df.{partition_op}({partitions}) sets the tasks before the UDF"
+            f"df.{partition_op}({partitions}) balances the rows over {partitions} partitions"
+            + ("" if into_batches else ", one task each")
             if partitions is not None
             else "left to the scan (one task per file, split/merged toward the partition target)"
         ),
