@@ -667,9 +667,11 @@ def plan(
         # into_batches sets rows per *task* (on Ray each batch is its own task, placed anywhere), the UDF's
         # batch_size rows per *call*; a task's calls go only to the actors on its node. B × A rows per task
         # (formula 1's min rows per partition) hand every actor on the task's node one batch at once, with
-        # A times fewer tasks to schedule than B rows per task; bounded by the partition target's rows.
+        # A times fewer tasks to schedule than B rows per task; bounded by the partition target's rows,
+        # and by about MIN_TASKS_PER_CPU tasks per CPU so small inputs still reach every node's actors.
         row_bytes = max(profile.bytes_per_row * inflation, 1.0)
-        into_batches = max(batch, min(m, int(partition_target // row_bytes)))
+        spread = math.ceil(rows / (MIN_TASKS_PER_CPU * cluster.total_cpus)) if cluster.total_cpus else m
+        into_batches = max(batch, min(m, int(partition_target // row_bytes), spread))
         b.step(f"Keep partitions large: target {format_bytes(partition_target)} each ({partition_note}).")
         b.step(
             f"Apply df.into_batches({into_batches}) before the heavy UDF: each task streams "
