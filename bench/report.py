@@ -19,17 +19,19 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"(all repeats in `results.json`). `{meta['ideal_formula']}`. daftscale's `prep` (probe, profile, plan, "
         "UDF profiling) is beside its wall time, not in it.",
         "",
-        "| workload | config | scaling step | UDF batch (mean rows/call) | wall s | prep s | × ideal | × best other "
-        "| ideal s | rows in | rows out | peak MiB/node | actor util | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| workload | config | scaling step | UDF batch (mean rows/call) | wall s | prep s | tune s | × ideal "
+        "| × best other | × daftscale | ideal s | rows in | rows out | peak MiB/node | actor util | status |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in sorted(doc["summary"], key=lambda s: (s["workload"], s["config"])):
         status = s["status"] if s["status"] == "ok" else f"**{s['status']}** ({s['failed']}/{s['repeats']})"
         batch = s["batch_size"] if s["batch_size"] is not None else "Daft default"
         lines.append(
             f"| {s['workload']} | {s['config']} | {s['scaling_step']} | {batch} ({s['mean_batch_rows']}) "
-            f"| {s['wall_s']:.2f} | {s['prep_s']:.2f} | {s['vs_ideal'] if s['vs_ideal'] is not None else '-'} "
-            f"| {s['vs_best_other'] if s['vs_best_other'] is not None else '-'} | {s['ideal_s']:.2f} "
+            f"| {s['wall_s']:.2f} | {s['prep_s']:.2f} | {s.get('tune_s') or 0:.1f} "
+            f"| {s['vs_ideal'] if s['vs_ideal'] is not None else '-'} "
+            f"| {s['vs_best_other'] if s['vs_best_other'] is not None else '-'} "
+            f"| {s.get('vs_daftscale') if s.get('vs_daftscale') is not None else '-'} | {s['ideal_s']:.2f} "
             f"| {s['rows_in']} | {s['rows_out']} | {_mib(s['peak_memory_bytes'])} | {s['actor_utilization']:.2f} "
             f"| {status} |"
         )
@@ -56,7 +58,9 @@ def render_plot(doc: dict[str, Any], path: str) -> None:
         rows = {s["config"]: s for s in summary if s["workload"] == name}
         values = [rows[c]["wall_s"] if c in rows else 0 for c in configs]
         colors = [
-            "#c0392b" if c in rows and rows[c]["status"] != "ok" else ("#2e86de" if c == "daftscale" else "#95a5a6")
+            "#c0392b"
+            if c in rows and rows[c]["status"] != "ok"
+            else ("#2e86de" if c.startswith("daftscale") else "#95a5a6")
             for c in configs
         ]
         ax.bar(range(len(configs)), values, color=colors)

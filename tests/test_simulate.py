@@ -242,6 +242,10 @@ def test_cli_simulate_json_and_plot(capsys: pytest.CaptureFixture[str], tmp_path
     assert data["oom"] is False and isinstance(data["approximations"], list)
     assert data["costs"]["seconds_per_row"] == 0.0005
     assert png.exists()
+    # An existing plot is not clobbered without --overwrite.
+    assert main(["simulate", *SEED_ARGS, *SEED_COSTS, "--plot", str(png)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["simulate", *SEED_ARGS, *SEED_COSTS, "--plot", str(png), "--overwrite"]) == 0
 
 
 def test_cli_simulates_a_plan_file_on_another_cluster(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

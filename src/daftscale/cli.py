@@ -331,6 +331,7 @@ def demo_command(local_cluster: str | None, report_dir: str, rows: int, data_dir
 @click.option("--calibration", metavar="REPORT.json", help="Fit the costs from a run report (daftscale run --report).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--plot", metavar="FILE.png", help="Also write actor utilisation over time as a PNG.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
 def simulate_command(
     source: Sequence[str],
     plan_file: str | None,
@@ -342,6 +343,7 @@ def simulate_command(
     calibration: str | None,
     fmt: str,
     plot: str | None,
+    overwrite: bool,
     **params: Any,
 ) -> None:
     """Predict makespan, utilisation and peak memory of a plan on any cluster, without running it.
@@ -352,6 +354,8 @@ def simulate_command(
     from daftscale.errors import ConfigError
     from daftscale.simulate import plot_utilization, resolve_costs, simulate
 
+    if plot and os.path.exists(plot) and not overwrite:
+        raise ConfigError(f"{plot} already exists: pass --overwrite to replace it, or choose another --plot file")
     cluster_keys = ("nodes", "cpus_per_node", "gpus_per_node", "memory_per_node", "gpu_memory", "ray_address")
     if plan_file is not None:
         planning = [k for k, v in _explicit_planner_kwargs(params).items() if v]

@@ -623,7 +623,7 @@ def plan(
         b.warn(
             "TOO_FEW_ROWS",
             f"{rows:,} rows cannot give each of {c} actors one batch of {batch}: lower --batch-size to "
-            f"{max(1, math.ceil(rows / c))} or --concurrency to {max(1, math.ceil(rows / batch))}",
+            f"{max(1, math.ceil(rows / c))} or --concurrency to {max(1, rows // batch)}",
         )
 
     m = min_rows_per_partition(batch, a)
