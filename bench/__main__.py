@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from bench.harness import CONFIGS, Bench, register_by_value, schedule, start_cluster, summarize
+from bench.predict import attach, predict_workload
 from bench.workloads import QUICK_SCALE, WORKLOADS
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -80,10 +81,15 @@ def run_bench(
         bench.warm_up()
         log(f"warm-up queries (not measured): {time.time() - warm:.1f}s")
     rows = []
+    reports: dict[str, dict[str, dict[str, Any]]] = {}
     order = schedule(workloads, configs, repeats)
     started = time.time()
     for i, (name, config, repeat) in enumerate(order, 1):
         row = bench.run(workloads[name], config, repeat)
+        report = row.pop("_report", None)
+        if report is not None:
+            reports.setdefault(name, {}).setdefault(config, report)
+            save_report(report, os.path.join(out_dir, "reports", f"{name}-{config}-{repeat}.json"))
         rows.append(row)
         extra = f" {row['status']}: {row['error']}" if row["status"] != "ok" else ""
         log(
@@ -91,6 +97,17 @@ def run_bench(
             f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s rows {row['rows_out']}/{row['rows_in']} "
             f"util {row.get('actor_utilization', 0):.2f} batch {row.get('mean_batch_rows')}{extra}"
         )
+    for name, found in reports.items():
+        if "daftscale" not in found:
+            continue
+        mine = [r for r in rows if r["workload"] == name]
+        workload = workloads[name]
+        try:
+            predictions = predict_workload(found, mine, kind=workload.kind, files=len(bench.files(workload)))
+        except Exception as exc:  # a prediction that fails is reported, never fatal to the bench
+            log(f"{name}: no prediction ({type(exc).__name__}: {exc})")
+            continue
+        attach(mine, predictions)
     return {
         "meta": {
             "concurrency": concurrency,
@@ -106,6 +123,13 @@ def run_bench(
         "summary": summarize(rows),
         "runs": rows,
     }
+
+
+def save_report(report: dict[str, Any], path: str) -> None:
+    """One run report as JSON (what ``daftscale run --report`` writes), for calibrating later."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(report, handle, default=str)
 
 
 def write_outputs(doc: dict[str, Any], out_dir: str) -> dict[str, str]:

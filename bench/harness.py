@@ -350,6 +350,8 @@ class Bench:
             "scaling_step": step,
             "plan_steps": plan["steps"],
             "plan_warnings": [w["code"] for w in plan["warnings"]],
+            # The whole run report, for calibrating the simulator (run_bench takes it out of the row).
+            "_report": report.to_dict(),
             **tuning,
         }
 
@@ -421,7 +423,14 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "error": next((r["error"] for r in runs if r.get("error")), None),
             # The search runs once (later repeats hit its cache): its full cost is the largest.
             "tune_s": max((r.get("tune_s", 0.0) for r in runs), default=0.0),
+            # The simulator's prediction (bench.predict), the same for every repeat; None: not predicted.
+            "predicted_wall_s": runs[0].get("predicted_wall_s"),
+            "prediction_note": runs[0].get("prediction_note"),
         }
+        predicted = summary["predicted_wall_s"]
+        summary["prediction_error"] = (
+            round(predicted / summary["wall_s"] - 1, 3) if predicted is not None and summary["wall_s"] else None
+        )
         summary["vs_ideal"] = round(summary["wall_s"] / summary["ideal_s"], 2) if summary["ideal_s"] else None
         out.append(summary)
     for summary in out:

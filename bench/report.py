@@ -9,6 +9,14 @@ def _mib(size: float) -> str:
     return f"{size / (1 << 20):,.0f}"
 
 
+def _predicted(s: dict[str, Any]) -> str:
+    """Predicted wall time and its error, e.g. ``9.10 (+12%)``; ``-`` where not predicted."""
+    if s.get("predicted_wall_s") is None:
+        return "-"
+    error = s.get("prediction_error")
+    return f"{s['predicted_wall_s']:.2f}" + (f" ({error:+.0%})" if error is not None else "")
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     lines = [
@@ -19,16 +27,16 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"(all repeats in `results.json`). `{meta['ideal_formula']}`. daftscale's `prep` (probe, profile, plan, "
         "UDF profiling) is beside its wall time, not in it.",
         "",
-        "| workload | config | scaling step | UDF batch (mean rows/call) | wall s | prep s | tune s | × ideal "
-        "| × best other | × daftscale | ideal s | rows in | rows out | peak MiB/node | actor util | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| workload | config | scaling step | UDF batch (mean rows/call) | wall s | predicted s | prep s | tune s "
+        "| × ideal | × best other | × daftscale | ideal s | rows in | rows out | peak MiB/node | actor util | status |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in sorted(doc["summary"], key=lambda s: (s["workload"], s["config"])):
         status = s["status"] if s["status"] == "ok" else f"**{s['status']}** ({s['failed']}/{s['repeats']})"
         batch = s["batch_size"] if s["batch_size"] is not None else "Daft default"
         lines.append(
             f"| {s['workload']} | {s['config']} | {s['scaling_step']} | {batch} ({s['mean_batch_rows']}) "
-            f"| {s['wall_s']:.2f} | {s['prep_s']:.2f} | {s.get('tune_s') or 0:.1f} "
+            f"| {s['wall_s']:.2f} | {_predicted(s)} | {s['prep_s']:.2f} | {s.get('tune_s') or 0:.1f} "
             f"| {s['vs_ideal'] if s['vs_ideal'] is not None else '-'} "
             f"| {s['vs_best_other'] if s['vs_best_other'] is not None else '-'} "
             f"| {s.get('vs_daftscale') if s.get('vs_daftscale') is not None else '-'} | {s['ideal_s']:.2f} "

@@ -52,3 +52,51 @@ def test_tiny_workload_two_configs_end_to_end(tmp_path: object) -> None:
     assert {s["config"] for s in json.load(open(paths["json"]))["summary"]} == {"seed-recipe", "daftscale"}
     assert "| tiny | daftscale |" in open(paths["md"]).read()
     assert os.path.getsize(paths["png"]) > 0
+
+
+def _sequential_report(p: object, fixed: float, per_row: float, wall_pad: float) -> dict[str, object]:
+    """A run report of ``p`` on one actor: its calls back to back from 1 s on."""
+    rows_total, batch = p.inputs["rows"], p.batch_size  # type: ignore[attr-defined]
+    calls, t, left = [], 1.0, rows_total
+    while left > 0:
+        n = min(batch, left)
+        calls.append({"actor": "a", "node": "n", "start": t, "end": t + fixed + n * per_row, "rows": n})
+        t, left = t + fixed + n * per_row, left - n
+    return {
+        "wall_s": t + wall_pad,
+        "nodes": 1,
+        "rows_in": rows_total,
+        "partitions": p.partitions,  # type: ignore[attr-defined]
+        "actors": 1,
+        "plan": p.to_dict(),  # type: ignore[attr-defined]
+        "udf_calls": calls,
+        "cluster": p.cluster,  # type: ignore[attr-defined]
+    }
+
+
+def test_predictions_from_one_report() -> None:
+    from bench.predict import attach, predict_workload
+    from bench.report import render_markdown
+
+    from daftscale import ClusterSpec, plan, profile_numbers
+
+    p = plan(profile_numbers(2000, 100), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=100)
+    report = _sequential_report(p, 0.02, 0.001, 0.5)
+    rows = [
+        {"workload": "w", "config": c, "status": "ok", "wall_s": 4.0, "mean_batch_rows": 2000.0, "ideal_s": 1.0}
+        | {"rows_in": 2000, "rows_out": 2000}
+        for c in ("daft-default", "seed-recipe", "daftscale", "ray-data")
+    ]
+    predictions = predict_workload({"daftscale": report}, rows, kind="light", files=1)
+    assert predictions["ray-data"]["predicted_wall_s"] is None
+    # Its own run is predicted back (calibrated on it).
+    assert predictions["daftscale"]["predicted_wall_s"] == pytest.approx(report["wall_s"], rel=0.02)
+    # One call of 2,000 rows pays the fixed cost once; 100 calls of 64 rows (seed) pay it 32 times.
+    assert predictions["daft-default"]["predicted_wall_s"] < predictions["seed-recipe"]["predicted_wall_s"]
+    attach(rows, predictions)
+    assert rows[0]["prediction_error"] == pytest.approx(rows[0]["predicted_wall_s"] / 4.0 - 1, abs=1e-3)
+    assert rows[3]["prediction_error"] is None
+    summary = summarize(rows)
+    doc = {"meta": {"concurrency": 1, "repeats": 1, "ideal_formula": "-"}, "summary": summary}
+    text = render_markdown(doc)
+    assert "predicted s" in text and "| - |" in text

@@ -1033,6 +1033,16 @@ def costs_from_report(report: str | os.PathLike[str] | dict[str, Any]) -> Costs:
     return replace(fitted, startup_s=startup, tail_s=tail, notes=tuple(notes))
 
 
+def plan_from_report(report: str | os.PathLike[str] | dict[str, Any]) -> tuple[ScalingPlan, ClusterSpec]:
+    """The plan a run report's run executed (its partitions, actors and rows) and the cluster it ran on:
+    what to change (``dataclasses.replace``) to ask how another plan would have done on that cluster."""
+    data, source = _load_report(report)
+    plan = _report_plan(data, 0.0)
+    if plan is None:
+        raise ConfigError(f"{source} carries no plan: make it with 'daftscale run --report'")
+    return plan, _report_cluster(data, plan)
+
+
 def _report_plan(data: dict[str, Any], mean_rows: float) -> ScalingPlan | None:
     raw = data.get("plan")
     if not isinstance(raw, dict):
@@ -1113,6 +1123,7 @@ __all__ = [
     "Costs",
     "SimulationResult",
     "costs_from_report",
+    "plan_from_report",
     "plot_utilization",
     "resolve_costs",
     "simulate",
