@@ -23,6 +23,10 @@ from typing import Any
 SEED_PARTITIONS = 100
 SEED_BATCH = 64
 
+# At most this much of a task's time beyond its UDF calls is per task (Ray scheduling, plan
+# serialisation); the rest is fitted per row (daftscale.simulate.DEFAULT_TASK_OVERHEAD_S).
+RAY_TASK_OVERHEAD_S = 0.05
+
 NOTES = {
     "daft-dynamic-batching": "approximated as daft-default: the morsel-size search is not modelled",
     "ray-data": "not predicted: another engine",
@@ -85,7 +89,9 @@ def predict_workload(
     from daftscale.simulate import costs_from_report, plan_from_report, simulate
 
     report = reports["daftscale"]
-    costs = costs_from_report(report)
+    # Ray's own cost per task is tens of milliseconds; what the report's tasks took beyond that is
+    # reading and the per-row read UDF, which scale with the rows a task gets.
+    costs = costs_from_report(report, max_task_overhead_s=RAY_TASK_OVERHEAD_S)
     base, cluster = plan_from_report(report)
     inputs = dict(base.inputs)
     inputs["files"] = files

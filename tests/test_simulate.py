@@ -290,3 +290,16 @@ def test_cli_rejects_a_file_that_is_not_a_plan(capsys: pytest.CaptureFixture[str
 def test_result_is_exported() -> None:
     assert isinstance(simulate(_plan(10_000, 1), costs=UDF), SimulationResult)
     assert math.isfinite(simulate(_plan(10_000, 1), costs=UDF).makespan_s)
+
+
+def test_calibration_caps_task_overhead_and_fits_the_rest_per_row() -> None:
+    truth = Costs(seconds_per_row=0.0005, seconds_per_batch=0.02, dispatch_s=0.004, task_overhead_s=0.3)
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1)
+    small = plan(profile_numbers(900, 100), cluster, concurrency=1, batch_size=50)
+    report = _report_from_schedule(small, truth)
+    fitted = costs_from_report(report, max_task_overhead_s=0.05)
+    assert fitted.task_overhead_s == pytest.approx(0.05)
+    assert fitted.pre_udf_seconds_per_row > 0
+    assert any("pre-UDF work" in n for n in fitted.notes)
+    # The run it was fitted on is still explained.
+    assert simulate(small, costs=fitted).makespan_s == pytest.approx(report["wall_s"], rel=0.02)

@@ -900,8 +900,15 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     return mean_y - b * mean_x, b
 
 
-def costs_from_report(report: str | os.PathLike[str] | dict[str, Any]) -> Costs:
+def costs_from_report(
+    report: str | os.PathLike[str] | dict[str, Any], *, max_task_overhead_s: float | None = None
+) -> Costs:
     """Fit the costs of a workload from one run report (``report.json`` or its dict).
+
+    Equal tasks cannot tell a fixed per-task cost from per-row work inside the task. By default all of it
+    is per task; with ``max_task_overhead_s`` at most that much is, and the rest is fitted as pre-UDF
+    work per row (use it when the tasks read, decode or transform their rows before the UDF, and other
+    plans change the rows per task).
 
     - UDF per-call and per-row cost: least squares of call duration on rows over ``udf_calls`` (calls
       queued on one actor are counted from when the previous one returned);
@@ -1013,22 +1020,22 @@ def costs_from_report(report: str | os.PathLike[str] | dict[str, Any]) -> Costs:
         high = max(measured_span, 1e-3)
         if span(with_overhead(high)) >= measured_span:
             overhead = solve(with_overhead, high)
-            if overhead > DEFAULT_TASK_OVERHEAD_S:
+            cap = max_task_overhead_s
+            if cap is not None and overhead > cap:
                 # Equal tasks cannot tell a per-task cost from per-row work inside the task, but the
-                # difference decides how other task sizes fare. Ray's own per-task cost is tens of ms;
-                # the rest of what the tasks took grows with their rows (reading, decoding, a pre-UDF
-                # function, materialising the input), so it is charged per row on top of that.
-                base = replace(costs, task_overhead_s=DEFAULT_TASK_OVERHEAD_S)
+                # difference decides how other task sizes fare: beyond the cap, what the tasks took is
+                # taken to grow with their rows (reading, decoding, a pre-UDF function), charged per row.
+                base = replace(costs, task_overhead_s=cap)
                 with_pre_on_base = lambda value: replace(base, pre_udf_seconds_per_row=value)  # noqa: E731
                 rows_per_task = max(1.0, float(plan.inputs["rows"]) / max(1, _simulate(plan, cluster, base).tasks))
                 pre_high = 4 * overhead / rows_per_task
                 if span(with_pre_on_base(pre_high)) >= measured_span:
                     pre_per_row = solve(with_pre_on_base, pre_high)
                     notes.append(
-                        f"tasks took {overhead:.3f} s each beyond their calls: {DEFAULT_TASK_OVERHEAD_S:g} s "
-                        f"charged per task, the rest as pre-UDF work of {pre_per_row * 1e3:.3f} ms per row"
+                        f"tasks took {overhead:.3f} s each beyond their calls: {cap:g} s charged per task, "
+                        f"the rest as pre-UDF work of {pre_per_row * 1e3:.3f} ms per row"
                     )
-                    overhead = DEFAULT_TASK_OVERHEAD_S
+                    overhead = cap
         else:
             # Every task started in the first wave, so per-task overhead cannot stretch the stage: the
             # actors waited on the tasks' own work before the UDF, which is charged per row.
