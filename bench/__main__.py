@@ -103,7 +103,7 @@ def run_bench(
         mine = [r for r in rows if r["workload"] == name]
         workload = workloads[name]
         try:
-            predictions = predict_workload(found, mine, kind=workload.kind, files=len(bench.files(workload)))
+            predictions = predict_workload(found, mine, kind=workload.kind, file_rows=list(workload.file_rows))
         except Exception as exc:  # a prediction that fails is reported, never fatal to the bench
             log(f"{name}: no prediction ({type(exc).__name__}: {exc})")
             continue

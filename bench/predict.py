@@ -81,11 +81,12 @@ def attach(rows: list[dict[str, Any]], predictions: dict[str, dict[str, Any]]) -
 
 
 def predict_workload(
-    reports: dict[str, dict[str, Any]], rows: list[dict[str, Any]], *, kind: str, files: int
+    reports: dict[str, dict[str, Any]], rows: list[dict[str, Any]], *, kind: str, file_rows: list[int]
 ) -> dict[str, dict[str, Any]]:
     """``{config: {"predicted_wall_s", "prediction_note"}}`` for the configurations in ``rows``, all
     predicted with costs calibrated from ``reports["daftscale"]`` (the daftscale run's report dict);
-    ``reports`` holds the first report of each daftscale configuration."""
+    ``reports`` holds the first report of each daftscale configuration; ``file_rows`` the rows of each
+    input file (tasks without a shuffle follow the files)."""
     from daftscale.simulate import costs_from_report, plan_from_report, simulate
 
     report = reports["daftscale"]
@@ -93,8 +94,7 @@ def predict_workload(
     # reading and the per-row read UDF, which scale with the rows a task gets.
     costs = costs_from_report(report, max_task_overhead_s=RAY_TASK_OVERHEAD_S)
     base, cluster = plan_from_report(report)
-    inputs = dict(base.inputs)
-    inputs["files"] = files
+    inputs = {**base.inputs, "files": len(file_rows), "file_rows": list(file_rows)}
     base = replace(base, inputs=inputs)
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -107,13 +107,13 @@ def predict_workload(
             own = reports.get(config)
             if own is not None:
                 plan, _ = plan_from_report(own)
-                plan = replace(plan, inputs={**plan.inputs, "files": files})
+                plan = replace(plan, inputs={**plan.inputs, "files": len(file_rows), "file_rows": list(file_rows)})
             else:
                 note = "not predicted: the run left no report"
         elif config != "ray-data":
             rows_in = int(base.inputs["rows"])
             batch = row.get("mean_batch_rows")
-            plan = config_plan(config, base, kind=kind, files=files, rows=rows_in, mean_batch_rows=batch)
+            plan = config_plan(config, base, kind=kind, files=len(file_rows), rows=rows_in, mean_batch_rows=batch)
         if plan is None:
             out[config] = {"predicted_wall_s": None, "prediction_note": note}
             continue

@@ -87,7 +87,7 @@ def test_predictions_from_one_report() -> None:
         | {"rows_in": 2000, "rows_out": 2000}
         for c in ("daft-default", "seed-recipe", "daftscale", "ray-data")
     ]
-    predictions = predict_workload({"daftscale": report}, rows, kind="light", files=1)
+    predictions = predict_workload({"daftscale": report}, rows, kind="light", file_rows=[2000])
     assert predictions["ray-data"]["predicted_wall_s"] is None
     # Its own run is predicted back (calibrated on it).
     assert predictions["daftscale"]["predicted_wall_s"] == pytest.approx(report["wall_s"], rel=0.02)

@@ -25,7 +25,8 @@ Approximated (each listed in ``SimulationResult.approximations`` when it applies
   and when it takes a task every node of its class takes one (exact for equal tasks; the last,
   partial round is timed as if every node of the class had a task);
 - tasks of a stage are taken as equal-sized (partitions differ by at most one row; ``into_batches``
-  chunks by their remainder);
+  chunks by their remainder), except without a shuffle when ``inputs["file_rows"]`` lists each input
+  file's rows: then each task has its file's rows (or its ``into_batches`` chunk of them);
 - a task with very many batches sends them in chunks of several calls (tail error under one chunk);
 - above an event budget the UDF stage is simulated for two prefixes of the task queue and its span
   extrapolated linearly (steady state); busy time and rows stay exact;
@@ -341,9 +342,13 @@ class _Stage:
     pre_s_per_row: float  # per row inside the task before the UDF
     mem_per_row: float  # resident bytes per row of a running task's input
     materialised: bool  # the task's whole input is in memory (else a streaming window)
+    sizes: list[int] | None = None  # rows of each task in queue order, when known (else equal tasks)
 
     def task_rows(self, start: int, count: int) -> float:
         """Mean rows of tasks ``start .. start+count-1`` (the first ``rows % tasks`` get one more)."""
+        if self.sizes:
+            part = self.sizes[start : start + count]
+            return sum(part) / max(1, len(part))
         base, extra = divmod(self.rows, self.tasks)
         bonus = max(0, min(extra, start + count) - start)
         return base + bonus / count
@@ -635,6 +640,17 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
     else:
         tasks = udf_tasks_base
     tasks = max(1, min(tasks, rows))
+    # Rows per input file, when the inputs list them: without a shuffle, tasks follow the files.
+    sizes: list[int] | None = None
+    file_rows = [int(r) for r in inputs.get("file_rows") or [] if int(r) > 0]
+    if not partition_op and len(file_rows) == scan_tasks == udf_tasks_base and sum(file_rows) == rows:
+        if plan.into_batches:
+            step = int(plan.into_batches)
+            sizes = [min(step, f - k) for f in file_rows for k in range(0, f, step)]
+        else:
+            sizes = file_rows
+        tasks = len(sizes)
+        approximations.append(f"{tasks:,} tasks of the input files' own sizes ({min(sizes):,} to {max(sizes):,} rows)")
 
     batch_bytes = batch * bytes_per_row
     classes, pooled = _node_classes(nodes, slots, actors, costs, batch_bytes)
@@ -648,6 +664,7 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
         pre_s_per_row=pre_per_row,
         mem_per_row=mem_per_row,
         materialised=materialised,
+        sizes=sizes,
     )
     t0 = startup + shuffle_s
     per_task_chunks = len(_chunks(max(1, rows // tasks), batch))
@@ -685,6 +702,8 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
     # Busy time, exact: every task's calls and rows.
     base, extra = divmod(rows, tasks)
     calls = extra * math.ceil((base + 1) / batch) + (tasks - extra) * math.ceil(base / batch) if base else extra
+    if sizes:
+        calls = sum(math.ceil(size / batch) for size in sizes)
     remote_total = sum(c.remote_s for c in classes) / reps * calls
     busy = calls * (costs.dispatch_s + costs.seconds_per_batch) + rows * costs.seconds_per_row + remote_total
     udf_span = max(udf_end - run.first_start, 1e-12)
