@@ -73,8 +73,9 @@ def test_bad_plan_shows_in_utilization(tmp_path) -> None:
     path = _pipeline(tmp_path, rows=960, batch=24, concurrency=4, fixed=0.1)
     # 40 calls of 100 ms: enough work per actor that scheduling noise on 2 cores does not swamp the gap.
     base = plan(profile_numbers(960, 8), ClusterSpec(nodes=2, cpus_per_node=2), concurrency=4, batch_size=24)
-    bad_plan = replace(base, partitions=1, partition_op="into_partitions")
-    spread_plan = replace(base, partitions=8, partition_op="into_partitions")
+    # Partitions only (no into_batches task lever): one task means one node's actors get every batch.
+    bad_plan = replace(base, partitions=1, partition_op="into_partitions", into_batches=None)
+    spread_plan = replace(base, partitions=8, partition_op="into_partitions", into_batches=None)
     bad = run(path, runner="ray", plan=bad_plan, progress=False)
     spread = run(path, runner="ray", plan=spread_plan, progress=False)
     for report in (bad, spread):

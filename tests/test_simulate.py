@@ -37,7 +37,7 @@ def test_doubling_nodes_with_enough_partitions_halves_makespan() -> None:
 
 def test_one_partition_feeding_many_actors_leaves_them_idle() -> None:
     good_plan = _plan(200_000, 4, concurrency=16, batch_size=64)
-    bad_plan = replace(good_plan, partitions=1, partition_op="into_partitions")
+    bad_plan = replace(good_plan, partitions=1, partition_op="into_partitions", into_batches=None)
     good, bad = simulate(good_plan, costs=UDF), simulate(bad_plan, costs=UDF)
     print(
         f"good {good.utilization:.2f} in {good.makespan_s:.1f} s; "
