@@ -391,6 +391,15 @@ class _Execution(threading.Thread):
             self.finished_at = time.time()
 
 
+def resolve_runner(runner: str, ray_address: str | None, local_cluster: object | None) -> str:
+    """Check the runner options and return the runner they imply (an address or local cluster means Ray)."""
+    if runner not in RUNNERS:
+        raise ConfigError(f"--runner must be native or ray, got {runner!r}: pick one of those")
+    if ray_address is not None and local_cluster is not None:
+        raise ConfigError("--ray-address and --local-cluster exclude each other: pass one")
+    return "ray" if ray_address is not None or local_cluster is not None else runner
+
+
 def run(
     pipeline_or_path: Pipeline | str | os.PathLike[str],
     *,
@@ -437,12 +446,7 @@ def run(
             memory budget") is written and a ``RunError`` raised.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
-    if runner not in RUNNERS:
-        raise ConfigError(f"--runner must be native or ray, got {runner!r}: pick one of those")
-    if ray_address is not None and local_cluster is not None:
-        raise ConfigError("--ray-address and --local-cluster exclude each other: pass one")
-    if ray_address is not None or local_cluster is not None:
-        runner = "ray"
+    runner = resolve_runner(runner, ray_address, local_cluster)
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one")
     budget = None if max_memory is None else parse_memory(max_memory, name="max_memory")

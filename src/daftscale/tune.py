@@ -582,15 +582,10 @@ def tune(
         eta: successive halving keeps 1/eta per rung; max_candidates: most candidates measured.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
-    from daftscale.run import RUNNERS
+    from daftscale.run import resolve_runner
 
     started = time.monotonic()
-    if runner not in RUNNERS:
-        raise ConfigError(f"--runner must be native or ray, got {runner!r}: pick one of those")
-    if ray_address is not None and local_cluster is not None:
-        raise ConfigError("--ray-address and --local-cluster exclude each other: pass one")
-    if ray_address is not None or local_cluster is not None:
-        runner = "ray"
+    runner = resolve_runner(runner, ray_address, local_cluster)
     if not (isinstance(sample, (int, float)) and 0 < sample <= 1):
         raise ConfigError(f"--sample must be a fraction above 0 and at most 1, got {sample!r}: e.g. 0.1")
     budget_s = require_positive_number(budget_s, "budget")

@@ -97,9 +97,9 @@ class _Recorder:
         event = {"event": "start", "key": key, "actor": self.actor, "node": self.node, "start": start, "rows": rows}
         self._emit(event, wait=False)
 
-    def finished(self, key: str, start: float, end: float, rows: int) -> None:
-        event = {
-            "event": "end",
+    def _call_event(self, kind: str, key: str, start: float, end: float, rows: int) -> dict[str, Any]:
+        return {
+            "event": kind,
             "key": key,
             "actor": self.actor,
             "node": self.node,
@@ -109,23 +109,14 @@ class _Recorder:
             "end": end,
             "rows": rows,
         }
-        self._emit(event, wait=True)
+
+    def finished(self, key: str, start: float, end: float, rows: int) -> None:
+        self._emit(self._call_event("end", key, start, end, rows), wait=True)
 
     def failed(self, key: str, start: float, end: float, rows: int, error: BaseException) -> None:
         # Awaited like a finished call: the run's failed-row count and its error message come from here.
-        text = " ".join(f"{type(error).__name__}: {error}".split())[:MAX_ERROR_CHARS]
-        event = {
-            "event": "failed",
-            "key": key,
-            "actor": self.actor,
-            "node": self.node,
-            "pid": self.pid,
-            "udf": self.udf_name,
-            "start": start,
-            "end": end,
-            "rows": rows,
-            "error": text,
-        }
+        event = self._call_event("failed", key, start, end, rows)
+        event["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:MAX_ERROR_CHARS]
         self._emit(event, wait=True)
 
     def _emit(self, event: dict[str, Any], *, wait: bool) -> None:
