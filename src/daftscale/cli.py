@@ -264,7 +264,7 @@ def run_command(
         )
     report = run(
         pipeline_path,
-        runner=runner or ("ray" if ray_address or local_cluster else "native"),
+        runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
         ray_address=ray_address,
         local_cluster=local_cluster,
         plan=plan_source,
@@ -443,7 +443,7 @@ def tune_command(
 
     result = tune(
         pipeline_path,
-        runner=runner or ("ray" if ray_address or local_cluster else "native"),
+        runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
         ray_address=ray_address,
         local_cluster=local_cluster,
         sample=sample,

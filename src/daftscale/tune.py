@@ -610,54 +610,31 @@ def tune(
     if hit is not None:
         result = hit
     else:
-        result = _run_search(
-            pipe, runner, ray_address, local_cluster, kwargs, say, float(sample), budget_s, started, cache_dir,
-            use_cache, batch_multiples, partition_multiples, int(eta), int(max_candidates),
-        )  # fmt: skip
+        from daftscale.run import runtime
+
+        with runtime(runner, ray_address=ray_address, local_cluster=local_cluster) as cluster:
+            result = _search(
+                pipe,
+                runner,
+                cluster,
+                kwargs,
+                say=say,
+                sample=float(sample),
+                budget_s=budget_s,
+                started=started,
+                cache_root=cache_dir,
+                use_cache=use_cache,
+                batch_multiples=batch_multiples,
+                partition_multiples=partition_multiples,
+                eta=int(eta),
+                max_candidates=int(max_candidates),
+            )
     if out_path is not None:
         _check_out(out_path, overwrite)  # again: the file may have appeared while the search ran
         atomic_write(out_path, (result.best.to_json() + "\n").encode())
         result.out = out_path
     result.elapsed_s = time.monotonic() - started
     return result
-
-
-def _run_search(
-    pipe: Pipeline,
-    runner: str,
-    ray_address: str | None,
-    local_cluster: str | tuple[int, int] | None,
-    kwargs: dict[str, Any],
-    say: _Console,
-    sample: float,
-    budget_s: float,
-    started: float,
-    cache_dir: str | os.PathLike[str] | None,
-    use_cache: bool,
-    batch_multiples: tuple[float, ...],
-    partition_multiples: tuple[float, ...],
-    eta: int,
-    max_candidates: int,
-) -> TuneResult:
-    from daftscale.run import runtime
-
-    with runtime(runner, ray_address=ray_address, local_cluster=local_cluster) as cluster:
-        return _search(
-            pipe,
-            runner,
-            cluster,
-            kwargs,
-            say=say,
-            sample=float(sample),
-            budget_s=budget_s,
-            started=started,
-            cache_root=cache_dir,
-            use_cache=use_cache,
-            batch_multiples=batch_multiples,
-            partition_multiples=partition_multiples,
-            eta=eta,
-            max_candidates=max_candidates,
-        )
 
 
 def _settings(
