@@ -21,9 +21,11 @@ class RecordedModel:
         # daftscale's recorder (the one inside its Daft actor UDFs) works in any Ray actor.
         from daftscale.udf import _Recorder
 
+        start = time.time()
+        self.recorder = _Recorder(sink, "RayDataModel")
         self.model = SleepModel(*args)
         self.column = column
-        self.recorder = _Recorder(sink, "RayDataModel")
+        self.recorder.ready(start, time.time())
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         values = list(batch[self.column])

@@ -17,6 +17,10 @@ def _predicted(s: dict[str, Any]) -> str:
     return f"{s['predicted_wall_s']:.2f}" + (f" ({error:+.0%})" if error is not None else "")
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     lines = [
@@ -25,11 +29,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"Cluster {meta.get('cluster', '?')} (local Ray nodes × logical CPUs), {meta['concurrency']} UDF actors for "
         f"every configuration, {meta['repeats']} repeat(s), order interleaved; wall = median over repeats "
         f"(all repeats in `results.json`). `{meta['ideal_formula']}`. daftscale's `prep` (probe, profile, plan, "
-        "UDF profiling) is beside its wall time, not in it.",
+        "UDF profiling) is beside its wall time, not in it. `pool start` is the actor pool's own start-up (first "
+        "actor process created to last `__init__` done); `× ideal after start` is (wall − pool start) / ideal.",
         "",
         "| workload | config | scaling step | UDF batch (mean rows/call) | wall s | predicted s | prep s | tune s "
-        "| × ideal | × best other | × daftscale | ideal s | rows in | rows out | peak MiB/node | actor util | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| pool start s | × ideal | × ideal after start | × best other | × daftscale | ideal s | rows in | rows out "
+        "| peak MiB/node | actor util | status |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in sorted(doc["summary"], key=lambda s: (s["workload"], s["config"])):
         status = s["status"] if s["status"] == "ok" else f"**{s['status']}** ({s['failed']}/{s['repeats']})"
@@ -37,7 +43,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {s['workload']} | {s['config']} | {s['scaling_step']} | {batch} ({s['mean_batch_rows']}) "
             f"| {s['wall_s']:.2f} | {_predicted(s)} | {s['prep_s']:.2f} | {s.get('tune_s') or 0:.1f} "
-            f"| {s['vs_ideal'] if s['vs_ideal'] is not None else '-'} "
+            f"| {s.get('pool_start_s') or 0:.2f} | {_ratio(s['vs_ideal'])} | {_ratio(s.get('vs_ideal_after_start'))} "
             f"| {s['vs_best_other'] if s['vs_best_other'] is not None else '-'} "
             f"| {s.get('vs_daftscale') if s.get('vs_daftscale') is not None else '-'} | {s['ideal_s']:.2f} "
             f"| {s['rows_in']} | {s['rows_out']} | {_mib(s['peak_memory_bytes'])} | {s['actor_utilization']:.2f} "

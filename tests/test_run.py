@@ -59,8 +59,15 @@ def test_rows_in_equal_rows_out(tmp_path, strategy: str) -> None:
     assert report.partitions >= 1 and report.nodes == 2
     assert 0 < report.actor_utilization <= 1
     assert set(report.node_peak_memory_bytes) and report.peak_memory_bytes > 0
+    # Every actor's start-up is recorded, and Daft makes its first call only once the whole pool is ready.
+    starts = report.actor_starts
+    assert {a["actor"] for a in starts} == {c["actor"] for c in report.udf_calls} and len(starts) == 2
+    assert all(0 <= a["spawned"] <= a["start"] <= a["end"] for a in starts)
+    assert report.actor_startup_s == max(a["end"] for a in starts)
+    assert min(c["start"] for c in report.udf_calls) >= report.actor_startup_s - 0.05
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["runner"] == "ray" and data["rows_out"] == 400
+    assert len(data["actor_starts"]) == 2 and data["actor_startup_s"] > 0
     with pytest.raises(RunError, match="--overwrite"):
         run(_pipeline(tmp_path), runner="ray", progress=False, report_dir=tmp_path / "rep")
 
@@ -111,6 +118,8 @@ def test_native_runner_in_a_subprocess(tmp_path) -> None:
     assert data["runner"] == "native" and data["rows_in"] == data["rows_out"] == 300
     assert sum(c["rows"] for c in data["udf_calls"]) == 300
     assert 0 < data["actor_utilization"] <= 1 and data["peak_memory_bytes"] > 0
+    # Native actors are child processes of the driver: their start-up reaches the report through the spool.
+    assert data["actor_starts"] and data["actor_startup_s"] > 0
     assert "actor utilisation" in proc.stdout
     # The same file runs with plain `python pipeline.py` (plan made on the spot).
     proc = subprocess.run([sys.executable, path, "--no-progress"], capture_output=True, text=True, timeout=180)

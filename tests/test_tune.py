@@ -228,8 +228,13 @@ def test_budget_spent_keeps_the_formula_plan(pipeline_file: str, tmp_path: Path)
     assert [t.candidate for t in result.trials if t.measured] == ["formula"]
     assert result.best.batch_size == 8 and not result.improved
     assert any("budget" in note for note in result.notes)
-    assert not any(tmp_path.glob("*.json")), "a search cut short is not cached"
+    assert result.budget_cut_s == 0.01
     assert "No candidate beat the formula plan" in result.best.explain()
+    # Cut short, it is cached for its budget: the same budget gets it back at once, a larger one searches.
+    again = tune(pipeline_file, runner="ray", cache_dir=tmp_path, budget_s=0.01, progress=False, **search)
+    assert again.cached and again.best.to_dict() == result.best.to_dict()
+    wider = tune(pipeline_file, runner="ray", cache_dir=tmp_path, budget_s=0.02, progress=False, **search)
+    assert not wider.cached and wider.budget_cut_s == 0.02
 
 
 # ---------------------------------------------------------------------------------------------------

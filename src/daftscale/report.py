@@ -100,6 +100,42 @@ def fit_udf_cost(calls: list[dict[str, Any]]) -> dict[str, float] | None:
     return {"seconds_per_row": round(slope, 9), "seconds_per_batch": round(intercept, 9)}
 
 
+def actor_starts(ready: list[dict[str, Any]], run_start: float) -> list[dict[str, Any]]:
+    """Each actor's start-up relative to ``run_start``: process created (``spawned``, clipped to 0 for a
+    worker Ray had started before the run), ``__init__`` begun (``start``) and done (``end``).
+
+    >>> actor_starts([{"actor": "a", "node": "n", "spawned": 90.0, "start": 101.0, "end": 103.5}], 100.0)
+    [{'actor': 'a', 'node': 'n', 'spawned': 0.0, 'start': 1.0, 'end': 3.5}]
+    """
+    out = []
+    for r in sorted(ready, key=lambda r: r["end"]):
+        spawned = max(float(r.get("spawned", r["start"])) - run_start, 0.0)
+        out.append(
+            {
+                "actor": str(r["actor"]),
+                "node": str(r["node"]),
+                "spawned": round(spawned, 6),
+                "start": round(r["start"] - run_start, 6),
+                "end": round(r["end"] - run_start, 6),
+            }
+        )
+    return out
+
+
+def pool_start_seconds(starts: list[dict[str, Any]]) -> float:
+    """How long the actor pool took to start: first actor process created to last ``__init__`` done.
+
+    A fixed cost per query (Python and Daft importing in every actor process, then the model load) that
+    no plan changes; time before it (planning, the first task reaching the UDF) is not included.
+
+    >>> pool_start_seconds([{"spawned": 0.5, "end": 5.0}, {"spawned": 1.5, "end": 5.2}])
+    4.7
+    """
+    if not starts:
+        return 0.0
+    return round(max(a["end"] for a in starts) - min(a["spawned"] for a in starts), 6)
+
+
 def throughput_curve(calls: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Cumulative rows through the UDF over time (seconds from run start), one point per finished call.
 
@@ -123,8 +159,11 @@ class RunReport:
     """Everything one run measured. Times are seconds; ``udf_calls`` times are relative to run start.
 
     ``wall_s`` is the query's execution (actor pool start-up included), ``plan_s`` the probe, profile
-    and planning before it. ``actors`` is the pool size the plan asked Daft for and ``actors_used`` the
-    actors that got at least one call; utilisation divides by ``actors``, so idle actors count.
+    and planning before it. ``actor_startup_s`` is when the last UDF actor finished ``__init__`` (Daft
+    waits for the whole pool before its first call), ``actor_starts`` each actor's process start
+    (``spawned``) and ``__init__`` (``start``, ``end``), relative to run start like ``udf_calls``.
+    ``actors`` is the pool size the plan asked Daft for and ``actors_used`` the actors that got at least
+    one call; utilisation divides by ``actors``, so idle actors count.
     """
 
     runner: str
@@ -155,6 +194,8 @@ class RunReport:
     # Rows whose UDF call raised under on_error "log"/"ignore" (they come out null), and the first errors.
     rows_failed: int = 0
     udf_errors: list[str] = field(default_factory=list)
+    actor_startup_s: float = 0.0
+    actor_starts: list[dict[str, Any]] = field(default_factory=list)
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -174,8 +215,10 @@ class RunReport:
         calls: list[dict[str, Any]],
         node_memory: dict[str, int],
         failed_calls: list[dict[str, Any]] | None = None,
+        ready: list[dict[str, Any]] | None = None,
     ) -> RunReport:
-        """Build the report from raw measurements (absolute ``time.time()`` stamps in ``calls``)."""
+        """Build the report from raw measurements (absolute ``time.time()`` stamps in ``calls`` and
+        ``ready``, the actors' ``__init__`` records)."""
         relative = sorted(
             (
                 {
@@ -192,6 +235,7 @@ class RunReport:
         utilization, span = actor_utilization(relative, plan.concurrency)
         wall = max(end - run_start, 0.0)
         failed = sorted(failed_calls or [], key=lambda f: f["start"])
+        starts = actor_starts(ready or [], run_start)
         return cls(
             runner=runner,
             nodes=cluster.nodes,
@@ -218,6 +262,8 @@ class RunReport:
             rows_failed=sum(int(f["rows"]) for f in failed),
             # Distinct messages, first ten: enough to see the cause without a row-sized list.
             udf_errors=list(dict.fromkeys(str(f.get("error", "")) for f in failed))[:10],
+            actor_startup_s=max((a["end"] for a in starts), default=0.0),
+            actor_starts=starts,
         )
 
     # -- serialisation -----------------------------------------------------------------------------
@@ -276,6 +322,14 @@ class RunReport:
 
     # -- rendering ---------------------------------------------------------------------------------
 
+    def _pool_start_text(self) -> str:
+        if not self.actor_starts:
+            return "not recorded"
+        return (
+            f"{pool_start_seconds(self.actor_starts):.2f} s ({len(self.actor_starts)} actor processes; "
+            f"all ready {self.actor_startup_s:.2f} s into the run)"
+        )
+
     def summary(self) -> list[tuple[str, str]]:
         """The headline figures as (label, value) rows, for the CLI's table and the HTML."""
         from daftscale.config import format_bytes
@@ -297,6 +351,7 @@ class RunReport:
             ("partitions out", f"{self.partitions:,}"),
             ("UDF batches", f"{self.batches:,} over {self.stage_span_s:.2f} s"),
             ("actors used", f"{self.actors_used} of {self.actors}"),
+            ("actor pool start", self._pool_start_text()),
             ("actor utilisation", f"{self.actor_utilization:.0%}"),
             ("peak memory (node)", format_bytes(self.peak_memory_bytes)),
         ]
@@ -453,17 +508,12 @@ def _throughput(plt: Any, report: RunReport) -> Any:
     ax.step([p["t"] for p in points], [p["rows"] for p in points], where="post", color="tab:blue")
     first = min((c["start"] for c in report.udf_calls), default=0.0)
     if first > 0:
-        ax.axvspan(0, first, color="0.9")
-        ax.text(
-            first / 2,
-            0.5,
-            "before the first UDF call:\nscan, actor pool start-up",
-            ha="center",
-            va="center",
-            transform=ax.get_xaxis_transform(),
-            color="0.4",
-            fontsize=9,
-        )
+        # Labelled in the legend, not on the plot: a short span would put the text over the y-axis.
+        ax.axvspan(0, first, color="0.9", label="before the first UDF call: scan, actor pool start-up")
+    if report.actor_startup_s > 0:
+        ax.axvline(report.actor_startup_s, color="0.5", linestyle=":", label="all actors ready")
+    if first > 0 or report.actor_startup_s > 0:
+        ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("rows through the UDF (cumulative)")
     ax.set_xlim(0, max(report.wall_s, points[-1]["t"]) * 1.02)

@@ -553,6 +553,7 @@ def _run_on(
             # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
             raise RunError(_failure_message(error, failed if on_error in (None, "raise") else [])) from error
         calls, _ = collector.snapshot() if reason is None else _safe_snapshot(collector)
+        ready = list(collector.ready)
     except BaseException:
         if execution is not None:
             # Ctrl-C or an error while waiting: let the query stop between partitions.
@@ -577,6 +578,7 @@ def _run_on(
         calls=calls,
         node_memory=node_memory,
         failed_calls=failed,
+        ready=ready,
     )
     if reason is not None:
         report.status = STATUS_MEMORY

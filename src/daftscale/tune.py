@@ -290,6 +290,9 @@ class TuneResult:
     cache_path: str | None = None
     out: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The budget that cut this search short (None: it ran every round). A cached entry cut short answers
+    # a rerun with the same or a smaller budget (that rerun could get no further), not a larger one.
+    budget_cut_s: float | None = None
 
     @property
     def improved(self) -> bool:
@@ -309,6 +312,7 @@ class TuneResult:
             "cache_path": self.cache_path,
             "out": self.out,
             "notes": list(self.notes),
+            "budget_cut_s": self.budget_cut_s,
         }
 
     @classmethod
@@ -327,6 +331,7 @@ class TuneResult:
             cache_path=data.get("cache_path"),
             out=data.get("out"),
             notes=list(data.get("notes") or []),
+            budget_cut_s=data.get("budget_cut_s"),
         )
 
     def summary(self) -> str:
@@ -467,12 +472,17 @@ def cache_key(pipe: Pipeline, data: DataProfile, cluster: ClusterSpec, settings:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _read_cache(path: str) -> TuneResult | None:
+def _read_cache(path: str, budget_s: float) -> TuneResult | None:
+    """The cached result at ``path`` if it answers a search with ``budget_s``, else None."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return TuneResult.from_dict(json.load(handle))
+            hit = TuneResult.from_dict(json.load(handle))
     except (OSError, ValueError, KeyError, TypeError, DaftscaleError):
         return None  # a missing, stale or damaged entry is simply made again
+    if hit.budget_cut_s is not None and budget_s > hit.budget_cut_s:
+        return None  # more budget than the cached search had: it may get further
+    hit.cached, hit.cache_path = True, path
+    return hit
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -604,7 +614,7 @@ def tune(
         settings = _settings(
             kwargs, runner, float(sample), batch_multiples, partition_multiples, int(eta), int(max_candidates)
         )
-        hit = _cached_before_start(os.fspath(pipeline_or_path), pipe, local_cluster, settings, cache_dir)
+        hit = _cached_before_start(os.fspath(pipeline_or_path), pipe, local_cluster, settings, cache_dir, budget_s)
         if hit is not None:
             say.say(f"[bold]cached[/bold]: tune result for these inputs from {hit.cache_path} (no cluster started)")
     if hit is not None:
@@ -669,7 +679,12 @@ def _profile_file(path: str) -> dict[str, Any]:
 
 
 def _cached_before_start(
-    path: str, pipe: Pipeline, local_cluster: str | tuple[int, int], settings: dict[str, Any], root: Any
+    path: str,
+    pipe: Pipeline,
+    local_cluster: str | tuple[int, int],
+    settings: dict[str, Any],
+    root: Any,
+    budget_s: float,
 ) -> TuneResult | None:
     """A cached result for a search on a local cluster, found without starting the cluster.
 
@@ -701,10 +716,7 @@ def _cached_before_start(
         return None
     shape = ClusterSpec(nodes=int(nodes), cpus_per_node=float(cpus), gpus_per_node=0.0)
     path_json = os.path.join(cache_dir(root), f"{cache_key(pipe, data, shape, settings)}.json")
-    hit = _read_cache(path_json)
-    if hit is not None:
-        hit.cached, hit.cache_path = True, path_json
-    return hit
+    return _read_cache(path_json, budget_s)
 
 
 def _search(
@@ -733,10 +745,8 @@ def _search(
     key = cache_key(pipe, data, cluster, settings)
     path = os.path.join(cache_dir(cache_root), f"{key}.json")
     if use_cache:
-        hit = _read_cache(path)
+        hit = _read_cache(path, budget_s)
         if hit is not None:
-            hit.cached = True
-            hit.cache_path = path
             say.say(f"[bold]cached[/bold]: tune result for these inputs from {path}")
             return hit
 
@@ -744,9 +754,8 @@ def _search(
     result = search.run(sample, batch_multiples, partition_multiples, eta, max_candidates)
     result.cache_path = path
     if search.stopped_by_budget:
-        # A search cut short is not the answer for these inputs: a rerun with more budget must search again.
-        result.notes.append("not cached: the budget cut the search short")
-        return result
+        result.budget_cut_s = budget_s
+        result.notes.append(f"the {budget_s:g} s budget cut the search short: a rerun with more budget searches again")
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next search
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())

@@ -113,6 +113,11 @@ class _Recorder:
     def finished(self, key: str, start: float, end: float, rows: int) -> None:
         self._emit(self._call_event("end", key, start, end, rows), wait=True)
 
+    def ready(self, start: float, end: float) -> None:
+        """The actor finished ``__init__`` (the user's model load): Daft starts no call before all are ready."""
+        event = {"event": "ready", "actor": self.actor, "node": self.node, "pid": self.pid, "udf": self.udf_name}
+        self._emit({**event, "start": start, "end": end, "spawned": _process_start(start)}, wait=True)
+
     def failed(self, key: str, start: float, end: float, rows: int, error: BaseException) -> None:
         # Awaited like a finished call: the run's failed-row count and its error message come from here.
         event = self._call_event("failed", key, start, end, rows)
@@ -182,9 +187,11 @@ def actor_udf(
     args, kwargs = tuple(init_args), dict(init_kwargs or {})
 
     def __init__(self: Any) -> None:
+        start = time.time()
+        self._recorder = _Recorder(sink, label)
         self._inner = cls(*args, **kwargs)
         self._call = getattr(self._inner, method)
-        self._recorder = _Recorder(sink, label)
+        self._recorder.ready(start, time.time())
 
     def __call__(self: Any, *columns: Any) -> Any:
         rows = len(columns[0]) if columns else 0
@@ -245,6 +252,21 @@ def _failed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list({e["key"]: e for e in events if e.get("event") == "failed"}.values())
 
 
+def _ready(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Actors that finished ``__init__``: one record per actor process (a restarted actor adds one)."""
+    return sorted((e for e in events if e.get("event") == "ready"), key=lambda e: e["end"])
+
+
+def _process_start(fallback: float) -> float:
+    """When this process was created (Ray may hand an actor a worker it started earlier), else ``fallback``."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # psutil missing or the process table unreadable: the init start is the best we know
+        return fallback
+
+
 class SpoolCollector:
     """Records from UDF actors on this machine, through JSON-lines files in a temporary directory."""
 
@@ -252,9 +274,11 @@ class SpoolCollector:
         self.dir = tempfile.mkdtemp(prefix="daftscale-udf-")
         self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir}
         self.failed: list[dict[str, Any]] = []
+        self.ready: list[dict[str, Any]] = []
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(finished calls, running calls)``; calls that raised are in :attr:`failed` afterwards."""
+        """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised and
+        :attr:`ready` the actors that finished ``__init__``."""
         events: list[dict[str, Any]] = []
         for path in glob.glob(os.path.join(self.dir, "*.jsonl")):
             with contextlib.suppress(OSError), open(path) as handle:
@@ -262,7 +286,7 @@ class SpoolCollector:
                     # A line being written right now may be partial: skip it, the next snapshot has it.
                     with contextlib.suppress(json.JSONDecodeError):
                         events.append(json.loads(line))
-        self.failed = _failed(events)
+        self.failed, self.ready = _failed(events), _ready(events)
         return _merge(events)
 
     def close(self) -> None:
@@ -291,13 +315,15 @@ class RayCollector:
         self._events: list[dict[str, Any]] = []
         self.sink: dict[str, Any] = {"kind": "ray", "name": self.name}
         self.failed: list[dict[str, Any]] = []
+        self.ready: list[dict[str, Any]] = []
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(finished calls, running calls)``; calls that raised are in :attr:`failed` afterwards."""
+        """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised and
+        :attr:`ready` the actors that finished ``__init__``."""
         import ray
 
         self._events += ray.get(self._actor.events_since.remote(len(self._events)), timeout=30)
-        self.failed = _failed(self._events)
+        self.failed, self.ready = _failed(self._events), _ready(self._events)
         return _merge(self._events)
 
     def close(self) -> None:
