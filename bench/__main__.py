@@ -14,9 +14,18 @@ import sys
 import time
 from typing import Any
 
-from bench.harness import CONFIGS, Bench, register_by_value, schedule, start_cluster, summarize
+from bench.harness import (
+    CONFIGS,
+    QUICK_TUNE_BUDGET_S,
+    TUNE_BUDGET_S,
+    Bench,
+    register_by_value,
+    schedule,
+    start_cluster,
+    summarize,
+)
 from bench.predict import attach, predict_workload
-from bench.workloads import QUICK_SCALE, WORKLOADS
+from bench.workloads import QUICK_SCALE, WORKLOADS, Costs, Workload
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
@@ -32,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-node", type=int, default=4, help="logical CPUs per node (default 4)")
     parser.add_argument("--concurrency", type=int, default=8, help="UDF actors for every configuration (default 8)")
     parser.add_argument("--scale", type=float, default=None, help="multiply every workload's rows (after --quick)")
+    parser.add_argument(
+        "--repredict",
+        action="store_true",
+        help="run nothing: redo the simulator's predictions in --out's results from its saved run reports",
+    )
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -70,10 +84,11 @@ def run_bench(
     task_slots: int,
     log: Any = print,
     warm_up: bool = True,
+    tune_budget_s: float = TUNE_BUDGET_S,
 ) -> dict[str, Any]:
     """Run the schedule on the Ray cluster this process is connected to; returns the results document."""
     register_by_value()
-    bench = Bench(out_dir, concurrency=concurrency, task_slots=task_slots, log=log)
+    bench = Bench(out_dir, concurrency=concurrency, task_slots=task_slots, log=log, tune_budget_s=tune_budget_s)
     for workload in workloads.values():
         bench.files(workload)
     if warm_up:
@@ -97,17 +112,7 @@ def run_bench(
             f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s rows {row['rows_out']}/{row['rows_in']} "
             f"util {row.get('actor_utilization', 0):.2f} batch {row.get('mean_batch_rows')}{extra}"
         )
-    for name, found in reports.items():
-        if "daftscale" not in found:
-            continue
-        mine = [r for r in rows if r["workload"] == name]
-        workload = workloads[name]
-        try:
-            predictions = predict_workload(found, mine, kind=workload.kind, file_rows=list(workload.file_rows))
-        except Exception as exc:  # a prediction that fails is reported, never fatal to the bench
-            log(f"{name}: no prediction ({type(exc).__name__}: {exc})")
-            continue
-        attach(mine, predictions)
+    predict_all(workloads, rows, reports, log)
     return {
         "meta": {
             "concurrency": concurrency,
@@ -118,11 +123,58 @@ def run_bench(
             "elapsed_s": round(time.time() - started, 1),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "ideal_formula": "ideal_s = R × read.per_row_s / task_slots + R × model.per_row_s / concurrency",
+            "tune_budget_s": tune_budget_s,
             "notes": bench.notes,
         },
         "summary": summarize(rows),
         "runs": rows,
     }
+
+
+def predict_all(
+    workloads: dict[str, Any], rows: list[dict[str, Any]], reports: dict[str, dict[str, dict[str, Any]]], log: Any
+) -> None:
+    """Attach the simulator's ``predicted_wall_s`` to every row, calibrated per workload from its first
+    ``daftscale`` run report."""
+    for name, found in reports.items():
+        if "daftscale" not in found or name not in workloads:
+            continue
+        mine = [r for r in rows if r["workload"] == name]
+        workload = workloads[name]
+        try:
+            predictions = predict_workload(found, mine, kind=workload.kind, file_rows=list(workload.file_rows))
+        except Exception as exc:  # a prediction that fails is reported, never fatal to the bench
+            log(f"{name}: no prediction ({type(exc).__name__}: {exc})")
+            continue
+        attach(mine, predictions)
+
+
+def repredict(out_dir: str, log: Any = print) -> dict[str, Any]:
+    """Predict again from a finished run's ``results.json`` and saved reports (after a simulator change):
+    the measurements stay as they were, only ``predicted_wall_s`` and the summary are redone."""
+    with open(os.path.join(out_dir, "results.json")) as handle:
+        doc = json.load(handle)
+    workloads = {name: Workload(**_workload_fields(w)) for name, w in doc["meta"]["workloads"].items()}
+    reports: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in sorted(doc["runs"], key=lambda r: r["repeat"]):
+        path = os.path.join(out_dir, "reports", f"{row['workload']}-{row['config']}-{row['repeat']}.json")
+        if os.path.exists(path):
+            with open(path) as handle:
+                reports.setdefault(row["workload"], {}).setdefault(row["config"], json.load(handle))
+    predict_all(workloads, doc["runs"], reports, log)
+    doc["summary"] = summarize(doc["runs"])
+    return doc
+
+
+def _workload_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`Workload`'s constructor arguments from its ``describe()`` output."""
+    fields = {k: v for k, v in data.items() if k in Workload.__dataclass_fields__}
+    fields["file_rows"] = tuple(fields["file_rows"])
+    fields["profile_batch_sizes"] = tuple(fields.get("profile_batch_sizes") or ())
+    for key in ("model", "read"):
+        if fields.get(key) is not None:
+            fields[key] = Costs(**fields[key])
+    return fields
 
 
 def save_report(report: dict[str, Any], path: str) -> None:
@@ -152,6 +204,11 @@ def write_outputs(doc: dict[str, Any], out_dir: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.repredict:
+        doc = repredict(args.out)
+        paths = write_outputs(doc, args.out)
+        print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+        return 0
     os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
     workloads = selected_workloads(args)
     slots = args.nodes * args.cpus_per_node
@@ -175,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             task_slots=slots,
             log=log,
+            tune_budget_s=QUICK_TUNE_BUDGET_S if args.quick else TUNE_BUDGET_S,
         )
     doc["meta"]["cluster"] = f"{args.nodes}x{args.cpus_per_node}"
     doc["meta"]["quick"] = args.quick

@@ -32,8 +32,10 @@ CONFIGS = ("daft-default", "seed-recipe", "daft-dynamic-batching", "ray-data", "
 
 # daftscale-tuned: `daftscale tune` on this share of the workload's rows, within this many seconds, then a
 # full run of the winning plan. The tuning time is reported beside the run (`tune_s`), not in `wall_s`.
+# --quick halves the budget: four searches of 120 s would take --quick past its 20 minutes.
 TUNE_SAMPLE = 0.25
 TUNE_BUDGET_S = 120.0
+QUICK_TUNE_BUDGET_S = 60.0
 
 # The seed's fixed numbers: recipe 1 (light data) repartition(100), recipe 2 (heavy data) into_batches(64),
 # and "Batch Size 64" for the UDF in both.
@@ -136,12 +138,22 @@ def _measure(execute: Callable[[], tuple[int, int]], concurrency: int, build: Ca
 class Bench:
     """One benchmark session on a running Ray cluster: data, UDF profiles, and one run at a time."""
 
-    def __init__(self, out_dir: str, *, concurrency: int, task_slots: int, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        out_dir: str,
+        *,
+        concurrency: int,
+        task_slots: int,
+        log: Callable[[str], None] = print,
+        tune_budget_s: float = TUNE_BUDGET_S,
+    ):
         self.out_dir = out_dir
+        self.tune_budget_s = tune_budget_s
         self.concurrency = concurrency
         self.task_slots = task_slots
         self.log = log
         self._files: dict[str, list[str]] = {}
+        self._udf_profiles: dict[str, Any] = {}
         self.notes: list[str] = []
         # Tuning results are cached per bench run only: a cache left by an earlier run may come from
         # another planner.
@@ -311,7 +323,7 @@ class Bench:
                     pipe,
                     runner="ray",
                     sample=TUNE_SAMPLE,
-                    budget_s=TUNE_BUDGET_S,
+                    budget_s=self.tune_budget_s,
                     cache_dir=os.path.join(self.out_dir, "tune-cache"),
                     progress=False,
                     **kwargs,
@@ -363,7 +375,16 @@ class Bench:
         }
 
     def udf_profile(self, workload: Workload) -> Any:
-        """The model UDF profiled on a small sample, as a daftscale user would (None if unavailable)."""
+        """The model UDF profiled on a small sample, as a daftscale user would (None if unavailable).
+
+        Once per workload and bench run: a user profiles a model once and keeps the numbers, and a
+        re-measured profile (never equal to the last) would give the tuner's cache a new key every repeat.
+        """
+        if workload.name not in self._udf_profiles:
+            self._udf_profiles[workload.name] = self._profile_udf(workload)
+        return self._udf_profiles[workload.name]
+
+    def _profile_udf(self, workload: Workload) -> Any:
         try:
             from daftscale.udfprofile import profile_udf
         except ImportError:

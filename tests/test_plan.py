@@ -87,6 +87,30 @@ def test_shuffle_invariants(rows: int, nodes: int, concurrency: int, batch: int,
         assert "TOO_FEW_ROWS" not in p.warning_codes()
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=counts,
+    nodes=st.integers(1, 256),
+    cpus=st.integers(1, 64),
+    concurrency=st.integers(1, 2000),
+    batch=st.integers(1, 4096),
+    strategy=st.sampled_from(["shuffle", "streaming"]),
+)
+def test_tasks_hold_whole_batches(
+    rows: int, nodes: int, cpus: int, concurrency: int, batch: int, strategy: str
+) -> None:
+    # Rows per task are a whole number of UDF batches, so no call carries a task's leftover rows; a shuffle's
+    # task lever cuts partitions finer (never coarser) and leaves formula 1's partition count alone.
+    cluster = ClusterSpec(nodes=nodes, cpus_per_node=cpus)
+    p = plan(profile_numbers(rows, 100), cluster, concurrency=concurrency, batch_size=batch, strategy=strategy)
+    if p.into_batches is not None:
+        assert p.into_batches % p.batch_size == 0 and p.into_batches >= p.batch_size
+    if strategy == "shuffle":
+        assert p.partitions == recommended_partitions(rows, p.concurrency, p.min_rows_per_partition, 4)
+        if p.into_batches is not None:
+            assert p.into_batches < math.ceil(rows / p.partitions)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     rows=st.integers(1, 10**9),
@@ -281,7 +305,8 @@ def test_apply_shuffle_then_finer_tasks() -> None:
     import daft
 
     p = plan(profile_numbers(5_000, 40), ClusterSpec(nodes=2, cpus_per_node=2), batch_size=50)
-    assert p.partitions == 13 and p.into_batches == 313  # ceil(5,000 / (4 tasks × 4 CPUs))
+    # ceil(5,000 / (4 tasks × 4 CPUs)) = 313, rounded to whole 50-row batches
+    assert p.partitions == 13 and p.into_batches == 300
     df = p.apply(daft.from_pydict({"id": list(range(5_000))})).collect()
     sizes = _partition_sizes(df)
     # into_batches is best effort (Daft emits from 0.8 × T rows and may carry a remainder): the tasks are
@@ -329,7 +354,7 @@ def test_shuffle_task_lever_keeps_formula_partitions() -> None:
     cluster = ClusterSpec(nodes=4, cpus_per_node=4)
     p = plan(profile_numbers(38_400, 40), cluster, concurrency=8, batch_size=363)
     assert p.partitions == recommended_partitions(38_400, 8, 363 * 2, 4)  # formula 1, unchanged
-    assert p.into_batches == shuffle_task_rows(38_400, p.partitions, 363, 16) == 600
-    assert "into_batches(600)" in p.to_code()
+    assert p.into_batches == shuffle_task_rows(38_400, p.partitions, 363, 16) == 726  # 2 whole batches
+    assert "into_batches(726)" in p.to_code()
     seed = plan(profile_numbers(1_000_000, 40), cluster, concurrency=16, batch_size=64)
     assert seed.partitions == 977 and seed.into_batches is None

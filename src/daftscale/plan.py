@@ -143,13 +143,26 @@ def recommended_partitions(rows: int, concurrency: int, min_rows: int, batches_p
     return min(upper, max(require_positive_int(concurrency, "concurrency"), math.ceil(rows / (k * min_rows))))
 
 
+def whole_batches(rows: int, batch_size: int) -> int:
+    """``rows`` rounded to the nearest whole number of UDF batches (at least one).
+
+    A task of 600 rows with B = 363 makes calls of 363 and 237 rows: as many calls as 726 rows would,
+    each paying the fixed cost, with less work behind it. Whole batches keep every call at B.
+
+    >>> whole_batches(600, 363), whole_batches(6, 4), whole_batches(100, 64), whole_batches(10, 64)
+    (726, 8, 128, 64)
+    """
+    return max(1, math.floor(rows / batch_size + 0.5)) * batch_size
+
+
 def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: float | None) -> int | None:
     """Rows per task for ``into_batches`` after a shuffle, or ``None`` when the partitions are fine-grained.
 
-    ``max(B, ceil(R / (MIN_TASKS_PER_CPU × CPUs)))``, used only when that is smaller than a partition.
+    ``max(B, ceil(R / (MIN_TASKS_PER_CPU × CPUs)))`` in whole batches (:func:`whole_batches`), used
+    only when that is smaller than a partition.
 
-    >>> shuffle_task_rows(38_400, 16, 363, 16)     # 16 partitions of 2,400 rows → tasks of 600
-    600
+    >>> shuffle_task_rows(38_400, 16, 363, 16)     # 16 partitions of 2,400 rows → tasks of 2 × 363
+    726
     >>> shuffle_task_rows(1_000_000, 977, 64, 16) is None   # the seed's example: already fine-grained
     True
     >>> shuffle_task_rows(38_400, 16, 363, None) is None    # CPUs unknown: leave it to the partitions
@@ -157,7 +170,7 @@ def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: f
     """
     if not total_cpus:
         return None
-    task_rows = max(batch_size, math.ceil(rows / (MIN_TASKS_PER_CPU * total_cpus)))
+    task_rows = whole_batches(max(batch_size, math.ceil(rows / (MIN_TASKS_PER_CPU * total_cpus))), batch_size)
     return task_rows if task_rows < math.ceil(rows / partitions) else None
 
 
@@ -658,7 +671,8 @@ def plan(
             assert cluster.total_cpus is not None
             b.step(
                 f"Then df.into_batches({into_batches}): about {MIN_TASKS_PER_CPU} tasks per CPU "
-                f"(ceil({rows:,} / ({MIN_TASKS_PER_CPU} × {cluster.total_cpus:g} CPUs)), at least B), because on Ray "
+                f"(ceil({rows:,} / ({MIN_TASKS_PER_CPU} × {cluster.total_cpus:g} CPUs)) rounded to whole "
+                f"{batch}-row batches), because on Ray "
                 f"each batch is its own task and {partitions} partitions of ~{math.ceil(rows / partitions):,} rows "
                 "would delay the actors' first batches behind the work before the UDF."
             )
@@ -671,7 +685,8 @@ def plan(
         # and by about MIN_TASKS_PER_CPU tasks per CPU so small inputs still reach every node's actors.
         row_bytes = max(profile.bytes_per_row * inflation, 1.0)
         spread = math.ceil(rows / (MIN_TASKS_PER_CPU * cluster.total_cpus)) if cluster.total_cpus else m
-        into_batches = max(batch, min(m, int(partition_target // row_bytes), spread))
+        # Floored to whole batches (m = B × A already is one): the partition target is a memory bound.
+        into_batches = max(batch, min(m, int(partition_target // row_bytes), spread) // batch * batch)
         b.step(f"Keep partitions large: target {format_bytes(partition_target)} each ({partition_note}).")
         b.step(
             f"Apply df.into_batches({into_batches}) before the heavy UDF: each task streams "
