@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from typing import Any
@@ -91,10 +92,14 @@ def run_bench(
     bench = Bench(out_dir, concurrency=concurrency, task_slots=task_slots, log=log, tune_budget_s=tune_budget_s)
     for workload in workloads.values():
         bench.files(workload)
+    fixed: list[float] = []
     if warm_up:
         warm = time.time()
         bench.warm_up()
         log(f"warm-up queries (not measured): {time.time() - warm:.1f}s")
+        fixed = bench.fixed_start()
+        log(f"fixed start (a query with the actor pool and no work): {fixed} s")
+    fixed_start_s = statistics.median(fixed) if fixed else None
     rows = []
     reports: dict[str, dict[str, dict[str, Any]]] = {}
     order = schedule(workloads, configs, repeats)
@@ -124,9 +129,11 @@ def run_bench(
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "ideal_formula": "ideal_s = R × read.per_row_s / task_slots + R × model.per_row_s / concurrency",
             "tune_budget_s": tune_budget_s,
+            "fixed_start_s": fixed_start_s,
+            "fixed_start_all_s": fixed,
             "notes": bench.notes,
         },
-        "summary": summarize(rows),
+        "summary": summarize(rows, fixed_start_s),
         "runs": rows,
     }
 
@@ -162,7 +169,7 @@ def repredict(out_dir: str, log: Any = print) -> dict[str, Any]:
             with open(path) as handle:
                 reports.setdefault(row["workload"], {}).setdefault(row["config"], json.load(handle))
     predict_all(workloads, doc["runs"], reports, log)
-    doc["summary"] = summarize(doc["runs"])
+    doc["summary"] = summarize(doc["runs"], doc["meta"].get("fixed_start_s"))
     return doc
 
 

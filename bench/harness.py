@@ -91,7 +91,7 @@ def _count_partitions(df: Any) -> tuple[int, int]:
 
 def _measure(execute: Callable[[], tuple[int, int]], concurrency: int, build: Callable[[], Any]) -> dict[str, Any]:
     """Build under a collector, execute with memory sampled, return the measured figures."""
-    from daftscale.report import actor_starts, actor_utilization, pool_start_seconds
+    from daftscale.report import actor_utilization
     from daftscale.run import NodeMemorySampler
     from daftscale.udf import RayCollector, recording
 
@@ -111,14 +111,12 @@ def _measure(execute: Callable[[], tuple[int, int]], concurrency: int, build: Ca
         peaks = sampler.stop()
         sampler = None
         calls, _ = collector.snapshot()
-        ready = list(collector.ready)
     finally:
         if sampler is not None:
             sampler.stop()
         collector.close()
     relative = [{**c, "start": c["start"] - start, "end": c["end"] - start} for c in calls]
     utilization, span = actor_utilization(relative, concurrency)
-    starts = actor_starts(ready, start)
     result.update(
         wall_s=round(end - start, 3),
         peak_memory_bytes=max(peaks.values(), default=0),
@@ -129,8 +127,6 @@ def _measure(execute: Callable[[], tuple[int, int]], concurrency: int, build: Ca
         actors_used=len({c["actor"] for c in calls}),
         stage_span_s=round(span, 3),
         first_call_s=round(min((c["start"] for c in relative), default=0.0), 3),
-        actor_startup_s=round(max((a["end"] for a in starts), default=0.0), 3),
-        pool_start_s=round(pool_start_seconds(starts), 3),
     )
     return result
 
@@ -184,6 +180,28 @@ class Bench:
             self.notes.append(note)
         ds = raydata.build_raydata(tiny, files, self.concurrency, None)
         sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+
+    def fixed_start(self, repeats: int = 3) -> list[float]:
+        """Wall times of a query that does next to nothing with this actor pool: 64 rows, no UDF cost,
+        ``into_batches(8)`` so every actor gets a batch. What any configuration pays before its first
+        rows come through (query start, ``concurrency`` actor processes importing Python, Ray and Daft
+        on this machine's cores, the first batches); the bench measures it after the warm-up."""
+        import daft
+
+        from daftscale.udf import actor_udf
+
+        tiny = Workload(name="warm-up", title="warm-up", kind="light", file_rows=(64,), model=Costs(0.0, 0.0))
+        files = make_data(tiny, os.path.join(self.out_dir, "data", "warm-up"))
+        walls = []
+        for _ in range(repeats):
+            self.settle()
+            model = actor_udf(
+                SleepModel, _Sizing(8, self.concurrency), return_dtype=daft.DataType.int64(), init_args=model_args(tiny)
+            )
+            start = time.time()
+            _count_partitions(build_daft(tiny, files, lambda df: df.into_batches(8), model))
+            walls.append(round(time.time() - start, 3))
+        return walls
 
     def settle(self, timeout_s: float = 20.0) -> float:
         """Wait until the previous run's actors have given their CPUs back (Daft and Ray Data tear their
@@ -293,7 +311,6 @@ class Bench:
         from daftscale.errors import DaftscaleError
         from daftscale.pipeline import Pipeline
         from daftscale.plan import UdfResources
-        from daftscale.report import pool_start_seconds
         from daftscale.run import run
 
         prep_start = time.time()
@@ -363,8 +380,6 @@ class Bench:
             "actors_used": report.actors_used,
             "stage_span_s": report.stage_span_s,
             "first_call_s": round(min((c["start"] for c in report.udf_calls), default=0.0), 3),
-            "actor_startup_s": round(report.actor_startup_s, 3),
-            "pool_start_s": round(pool_start_seconds(report.actor_starts), 3),
             "batch_size": plan["batch_size"],
             "scaling_step": step,
             "plan_steps": plan["steps"],
@@ -418,7 +433,7 @@ def schedule(workloads: Iterable[str], configs: list[str], repeats: int) -> list
     return order
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) -> list[dict[str, Any]]:
     """One row per workload × config: the median wall time over repeats (failed repeats excluded),
     worst-case rows and memory, median utilisation; plus ratios to the ideal bound and to the best
     other configuration of the same workload."""
@@ -448,7 +463,6 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "scaling_step": runs[0].get("scaling_step"),
             "mean_batch_rows": runs[0].get("mean_batch_rows"),
             "first_call_s": round(statistics.median(r.get("first_call_s", 0.0) for r in use), 3),
-            "pool_start_s": round(statistics.median(r.get("pool_start_s", 0.0) for r in use), 3),
             "error": next((r["error"] for r in runs if r.get("error")), None),
             # The search runs once (later repeats hit its cache): its full cost is the largest.
             "tune_s": max((r.get("tune_s", 0.0) for r in runs), default=0.0),
@@ -461,11 +475,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             round(predicted / summary["wall_s"] - 1, 3) if predicted is not None and summary["wall_s"] else None
         )
         summary["vs_ideal"] = round(summary["wall_s"] / summary["ideal_s"], 2) if summary["ideal_s"] else None
-        # The same ratio without the actor pool's own start-up (its processes importing Python and Daft:
-        # a fixed cost per query that no plan changes, and about 5 s of 8 processes on 2 cores here);
-        # everything else a configuration does before its first call still counts against it.
-        after_start = statistics.median(r["wall_s"] - r.get("pool_start_s", 0.0) for r in use)
-        summary["vs_ideal_after_start"] = round(after_start / summary["ideal_s"], 2) if summary["ideal_s"] else None
+        # The same ratio after the fixed start of any query here (Bench.fixed_start: a query with this
+        # actor pool and next to no rows); what a configuration adds before its first call still counts.
+        if fixed_start_s is not None and summary["ideal_s"]:
+            summary["vs_ideal_after_start"] = round((summary["wall_s"] - fixed_start_s) / summary["ideal_s"], 2)
+        else:
+            summary["vs_ideal_after_start"] = None
         out.append(summary)
     for summary in out:
         # daftscale and daftscale-tuned are compared with what a user has without daftscale, not each other.

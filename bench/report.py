@@ -21,6 +21,10 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _seconds(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.2f} s"
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     lines = [
@@ -29,13 +33,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"Cluster {meta.get('cluster', '?')} (local Ray nodes × logical CPUs), {meta['concurrency']} UDF actors for "
         f"every configuration, {meta['repeats']} repeat(s), order interleaved; wall = median over repeats "
         f"(all repeats in `results.json`). `{meta['ideal_formula']}`. daftscale's `prep` (probe, profile, plan, "
-        "UDF profiling) is beside its wall time, not in it. `pool start` is the actor pool's own start-up (first "
-        "actor process created to last `__init__` done); `× ideal after start` is (wall − pool start) / ideal.",
+        "UDF profiling) is beside its wall time, not in it. `× ideal after start` is (wall − fixed start) / ideal, "
+        f"where the fixed start, {_seconds(meta.get('fixed_start_s'))}, is the median wall time of a query with "
+        "the same actor pool and next to no work, measured in this run.",
         "",
         "| workload | config | scaling step | UDF batch (mean rows/call) | wall s | predicted s | prep s | tune s "
-        "| pool start s | × ideal | × ideal after start | × best other | × daftscale | ideal s | rows in | rows out "
+        "| × ideal | × ideal after start | × best other | × daftscale | ideal s | rows in | rows out "
         "| peak MiB/node | actor util | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in sorted(doc["summary"], key=lambda s: (s["workload"], s["config"])):
         status = s["status"] if s["status"] == "ok" else f"**{s['status']}** ({s['failed']}/{s['repeats']})"
@@ -43,7 +48,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {s['workload']} | {s['config']} | {s['scaling_step']} | {batch} ({s['mean_batch_rows']}) "
             f"| {s['wall_s']:.2f} | {_predicted(s)} | {s['prep_s']:.2f} | {s.get('tune_s') or 0:.1f} "
-            f"| {s.get('pool_start_s') or 0:.2f} | {_ratio(s['vs_ideal'])} | {_ratio(s.get('vs_ideal_after_start'))} "
+            f"| {_ratio(s['vs_ideal'])} | {_ratio(s.get('vs_ideal_after_start'))} "
             f"| {s['vs_best_other'] if s['vs_best_other'] is not None else '-'} "
             f"| {s.get('vs_daftscale') if s.get('vs_daftscale') is not None else '-'} | {s['ideal_s']:.2f} "
             f"| {s['rows_in']} | {s['rows_out']} | {_mib(s['peak_memory_bytes'])} | {s['actor_utilization']:.2f} "

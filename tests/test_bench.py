@@ -31,7 +31,10 @@ def test_summary_marks_failures_and_ratios() -> None:
     by = {s["config"]: s for s in summarize(rows)}
     assert by["a"]["vs_best_other"] == 0.5 and by["b"]["vs_best_other"] == 2.0
     assert by["c"]["status"] == "oom" and by["c"]["vs_best_other"] is None
-    assert by["a"]["vs_ideal"] == 2.0
+    assert by["a"]["vs_ideal"] == 2.0 and by["a"]["vs_ideal_after_start"] is None
+    # After the run's measured fixed start (a query with the pool and no work), the same wall time.
+    after = {s["config"]: s for s in summarize(rows, fixed_start_s=0.5)}
+    assert after["a"]["vs_ideal_after_start"] == 1.5 and after["b"]["vs_ideal_after_start"] == 3.5
 
 
 @pytest.mark.ray
@@ -52,6 +55,12 @@ def test_tiny_workload_two_configs_end_to_end(tmp_path: object) -> None:
     assert {s["config"] for s in json.load(open(paths["json"]))["summary"]} == {"seed-recipe", "daftscale"}
     assert "| tiny | daftscale |" in open(paths["md"]).read()
     assert os.path.getsize(paths["png"]) > 0
+    # --repredict redoes the predictions from the saved reports without running anything.
+    from bench.__main__ import repredict
+
+    again = repredict(out, log=lambda _: None)
+    assert [r["wall_s"] for r in again["runs"]] == [r["wall_s"] for r in doc["runs"]]
+    assert any(r.get("predicted_wall_s") for r in again["runs"])
 
 
 def _sequential_report(p: object, fixed: float, per_row: float, wall_pad: float) -> dict[str, object]:

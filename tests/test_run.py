@@ -59,12 +59,13 @@ def test_rows_in_equal_rows_out(tmp_path, strategy: str) -> None:
     assert report.partitions >= 1 and report.nodes == 2
     assert 0 < report.actor_utilization <= 1
     assert set(report.node_peak_memory_bytes) and report.peak_memory_bytes > 0
-    # Every actor's start-up is recorded, and Daft makes its first call only once the whole pool is ready.
-    starts = report.actor_starts
-    assert {a["actor"] for a in starts} == {c["actor"] for c in report.udf_calls} and len(starts) == 2
-    assert all(0 <= a["spawned"] <= a["start"] <= a["end"] for a in starts)
-    assert report.actor_startup_s == max(a["end"] for a in starts)
-    assert min(c["start"] for c in report.udf_calls) >= report.actor_startup_s - 0.05
+    # Every actor that ran a call recorded its start-up, and built the model before its first call.
+    starts = {a["actor"]: a for a in report.actor_starts}
+    assert set(starts) == {c["actor"] for c in report.udf_calls} and len(starts) == 2
+    assert all(0 <= a["spawned"] <= a["start"] <= a["end"] for a in starts.values())
+    assert report.actor_startup_s == max(a["end"] for a in starts.values())
+    for call in report.udf_calls:
+        assert call["start"] >= starts[call["actor"]]["end"] - 1e-3
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["runner"] == "ray" and data["rows_out"] == 400
     assert len(data["actor_starts"]) == 2 and data["actor_startup_s"] > 0

@@ -122,20 +122,6 @@ def actor_starts(ready: list[dict[str, Any]], run_start: float) -> list[dict[str
     return out
 
 
-def pool_start_seconds(starts: list[dict[str, Any]]) -> float:
-    """How long the actor pool took to start: first actor process created to last ``__init__`` done.
-
-    A fixed cost per query (Python and Daft importing in every actor process, then the model load) that
-    no plan changes; time before it (planning, the first task reaching the UDF) is not included.
-
-    >>> pool_start_seconds([{"spawned": 0.5, "end": 5.0}, {"spawned": 1.5, "end": 5.2}])
-    4.7
-    """
-    if not starts:
-        return 0.0
-    return round(max(a["end"] for a in starts) - min(a["spawned"] for a in starts), 6)
-
-
 def throughput_curve(calls: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Cumulative rows through the UDF over time (seconds from run start), one point per finished call.
 
@@ -159,9 +145,11 @@ class RunReport:
     """Everything one run measured. Times are seconds; ``udf_calls`` times are relative to run start.
 
     ``wall_s`` is the query's execution (actor pool start-up included), ``plan_s`` the probe, profile
-    and planning before it. ``actor_startup_s`` is when the last UDF actor finished ``__init__`` (Daft
-    waits for the whole pool before its first call), ``actor_starts`` each actor's process start
-    (``spawned``) and ``__init__`` (``start``, ``end``), relative to run start like ``udf_calls``.
+    and planning before it. ``actor_starts`` has, per UDF actor that built the user's class, its process
+    start (``spawned``; Ray may hand an actor a worker process it started earlier) and the class's
+    ``__init__`` (``start``, ``end``), relative to run start like ``udf_calls``; ``actor_startup_s`` is
+    the last ``__init__``'s end. Daft builds the class on an actor's first batch, so an actor that never
+    gets one has no entry, and a late ``__init__`` can mean a late first batch as well as a slow load.
     ``actors`` is the pool size the plan asked Daft for and ``actors_used`` the actors that got at least
     one call; utilisation divides by ``actors``, so idle actors count.
     """
@@ -322,12 +310,14 @@ class RunReport:
 
     # -- rendering ---------------------------------------------------------------------------------
 
-    def _pool_start_text(self) -> str:
+    def _actor_start_text(self) -> str:
         if not self.actor_starts:
             return "not recorded"
+        spawned = [a["spawned"] for a in self.actor_starts]
+        built = [a["start"] for a in self.actor_starts]
         return (
-            f"{pool_start_seconds(self.actor_starts):.2f} s ({len(self.actor_starts)} actor processes; "
-            f"all ready {self.actor_startup_s:.2f} s into the run)"
+            f"{len(self.actor_starts)} processes started {min(spawned):.1f}–{max(spawned):.1f} s, "
+            f"model built {min(built):.1f}–{self.actor_startup_s:.1f} s into the run"
         )
 
     def summary(self) -> list[tuple[str, str]]:
@@ -351,7 +341,7 @@ class RunReport:
             ("partitions out", f"{self.partitions:,}"),
             ("UDF batches", f"{self.batches:,} over {self.stage_span_s:.2f} s"),
             ("actors used", f"{self.actors_used} of {self.actors}"),
-            ("actor pool start", self._pool_start_text()),
+            ("actor start-up", self._actor_start_text()),
             ("actor utilisation", f"{self.actor_utilization:.0%}"),
             ("peak memory (node)", format_bytes(self.peak_memory_bytes)),
         ]
@@ -510,9 +500,6 @@ def _throughput(plt: Any, report: RunReport) -> Any:
     if first > 0:
         # Labelled in the legend, not on the plot: a short span would put the text over the y-axis.
         ax.axvspan(0, first, color="0.9", label="before the first UDF call: scan, actor pool start-up")
-    if report.actor_startup_s > 0:
-        ax.axvline(report.actor_startup_s, color="0.5", linestyle=":", label="all actors ready")
-    if first > 0 or report.actor_startup_s > 0:
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("rows through the UDF (cumulative)")

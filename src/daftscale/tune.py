@@ -16,8 +16,7 @@ How a search goes (:func:`tune`):
    (:func:`daftscale.simulate.costs_from_report`), which then predicts every candidate on the full data
    and prunes those it predicts out of memory or much slower than the best (kept at most
    ``max_candidates``);
-4. successive halving: all survivors run on a small sample, the faster half (by rows/s, counted after the
-   actor pool's own start-up, which is the same for every candidate) on a sample
+4. successive halving: all survivors run on a small sample, the faster half (by rows/s) on a sample
    ``eta`` times bigger, and so on up to the whole ``sample`` fraction; the formula plan runs in every
    rung as the baseline, and a candidate must beat it by ``MIN_IMPROVEMENT`` on the last rung to win
    (smaller gains are within run-to-run noise);
@@ -51,7 +50,7 @@ from daftscale.errors import ConfigError, DaftscaleError, RunError
 from daftscale.pipeline import Pipeline, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.profile import DataProfile
-from daftscale.report import RunReport, atomic_write, pool_start_seconds
+from daftscale.report import RunReport, atomic_write
 
 try:  # the simulator prunes candidates; without it every candidate is measured
     from daftscale.simulate import costs_from_report, simulate
@@ -263,9 +262,6 @@ class Trial:
     sample_rows: int | None = None
     sample_partitions: int | None = None
     wall_s: float | None = None
-    # The actor pool's own start-up within wall_s: a fixed cost per query that no candidate changes, so
-    # rows_per_s leaves it out (on a sample it is often most of the wall time, and most of its noise).
-    pool_start_s: float | None = None
     rows_per_s: float | None = None
     utilization: float | None = None
     predicted_s: float | None = None
@@ -365,7 +361,6 @@ class TuneResult:
             ("rung", "right"),
             ("sample rows", "right"),
             ("wall_s", "right"),
-            ("pool start", "right"),
             ("rows/s", "right"),
             ("util", "right"),
             ("sim_s", "right"),
@@ -387,7 +382,6 @@ class TuneResult:
                 num(t.rung, "d"),
                 num(t.sample_rows, ","),
                 num(t.wall_s, ".2f"),
-                num(t.pool_start_s, ".2f"),
                 num(t.rows_per_s, ",.0f"),
                 num(t.utilization, ".0%"),
                 num(t.predicted_s, ".1f"),
@@ -846,9 +840,7 @@ class _Search:
                 "the pipeline must keep every row after plan.apply (no filters that depend on partitioning)"
             )
         trial.wall_s = report.wall_s
-        trial.pool_start_s = pool_start_seconds(report.actor_starts)
-        working = report.wall_s - trial.pool_start_s
-        trial.rows_per_s = report.rows_out / working if working > 0 else None
+        trial.rows_per_s = report.rows_out / report.wall_s if report.wall_s > 0 else None
         trial.utilization = report.actor_utilization
         self.trials.append(trial)
         self.say.say(
