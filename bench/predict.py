@@ -2,15 +2,19 @@
 
 Per workload, :func:`daftscale.simulate.costs_from_report` fits the costs from the ``daftscale`` run's
 report (the first repeat's); every Daft configuration of the workload is then written as a
-:class:`~daftscale.plan.ScalingPlan` on the same cluster (``dataclasses.replace`` on that run's plan) and
-simulated with those costs:
+:class:`~daftscale.plan.ScalingPlan` on the same cluster (``dataclasses.replace`` on that run's plan, so
+the UDF's declared memory and its profiled memory per row come along) and simulated with those costs.
+A configuration the simulator calls out of memory (a node over Ray's threshold, or one UDF batch over
+the actor's declared memory) is predicted as ``predicted_status`` ``"oom"`` with no wall time; one
+that fits as ``"ok"`` with ``predicted_wall_s``. The configurations:
 
 - ``daftscale`` / ``daftscale-tuned``: the plan each ran, as its report records it;
 - ``seed-recipe``: light data ``repartition(100)``, heavy data ``into_batches(64)``; UDF batch 64;
 - ``daft-default``: no scaling step: one task per scan task (one per input file); Daft's default UDF
-  batch is the whole morsel it is handed, taken as the mean rows per call the run measured (a property
-  of Daft, not a timing);
-- ``daft-dynamic-batching``: approximated as ``daft-default`` (its morsel-size search is not modelled);
+  batch is the whole morsel it is handed, a Parquet row group: ``row_group_rows`` when the caller knows
+  the files' row groups, else the mean rows per call the run measured (a property of Daft, not a timing);
+- ``daft-dynamic-batching``: as ``daft-default`` with the mean rows per call the run measured (its
+  morsel-size search is not modelled);
 - ``ray-data``: not predicted (another engine): ``None``.
 """
 
@@ -23,9 +27,14 @@ from typing import Any
 SEED_PARTITIONS = 100
 SEED_BATCH = 64
 
-# At most this much of a task's time beyond its UDF calls is per task (Ray scheduling, plan
-# serialisation); the rest is fitted per row (daftscale.simulate.DEFAULT_TASK_OVERHEAD_S).
+# Per-task cost charged at most when it is fitted from the UDF stage's span (reports without the measured
+# actor-pool start): that fit lands on the threshold where the tasks would starve the actors, not on what
+# they did, so it is bounded by Ray's typical per-task cost (daftscale.simulate.DEFAULT_TASK_OVERHEAD_S).
+# A report with the pool's start measures it instead.
 RAY_TASK_OVERHEAD_S = 0.05
+
+# The issue's fidelity target: predicted wall time within this share of the measured one.
+FIDELITY_TARGET = 0.20
 
 NOTES = {
     "daft-dynamic-batching": "approximated as daft-default: the morsel-size search is not modelled",
@@ -33,7 +42,16 @@ NOTES = {
 }
 
 
-def config_plan(config: str, base: Any, *, kind: str, files: int, rows: int, mean_batch_rows: float | None) -> Any:
+def config_plan(
+    config: str,
+    base: Any,
+    *,
+    kind: str,
+    files: int,
+    rows: int,
+    mean_batch_rows: float | None,
+    row_group_rows: int | None = None,
+) -> Any:
     """The plan a baseline configuration amounts to, on ``base``'s cluster and inputs; None if none."""
     common = {"partition_keys": (), "partition_bytes_target": None, "predicted": None}
     if config == "seed-recipe":
@@ -59,6 +77,9 @@ def config_plan(config: str, base: Any, *, kind: str, files: int, rows: int, mea
     if config in ("daft-default", "daft-dynamic-batching"):
         per_task = math.ceil(rows / max(1, files))
         batch = round(mean_batch_rows) if mean_batch_rows else per_task
+        if config == "daft-default" and row_group_rows:
+            # A task smaller than a row group sends its own rows: the simulator cuts each file's task.
+            batch = per_task = min(int(row_group_rows), rows)
         return replace(
             base,
             strategy="streaming",
@@ -72,30 +93,54 @@ def config_plan(config: str, base: Any, *, kind: str, files: int, rows: int, mea
 
 
 def attach(rows: list[dict[str, Any]], predictions: dict[str, dict[str, Any]]) -> None:
-    """Write ``predicted_wall_s`` and ``prediction_error`` (predicted / measured − 1) into each row."""
+    """Write the prediction into each row: ``predicted_wall_s``, ``predicted_status`` (``ok`` / ``oom``),
+    ``prediction_note``, ``prediction_error`` (predicted / measured − 1, where both ran to the end) and
+    ``prediction_ok``: the status is right and, for a finished run, the wall time within
+    ``FIDELITY_TARGET`` (a predicted OOM of a run that ran out of memory is right); None: not predicted."""
     for row in rows:
-        found = predictions.get(row["config"], {"predicted_wall_s": None, "prediction_note": None})
+        found = predictions.get(
+            row["config"], {"predicted_wall_s": None, "predicted_status": None, "prediction_note": None}
+        )
         row.update(found)
-        predicted, wall = found["predicted_wall_s"], row.get("wall_s")
-        row["prediction_error"] = round(predicted / wall - 1, 3) if predicted is not None and wall else None
+        predicted, wall, status = found["predicted_wall_s"], row.get("wall_s"), found.get("predicted_status")
+        ran = row.get("status") == "ok"
+        row["prediction_error"] = round(predicted / wall - 1, 3) if predicted is not None and wall and ran else None
+        if status is None:
+            row["prediction_ok"] = None
+        elif status == "oom" or row.get("status") == "oom":
+            row["prediction_ok"] = status == row.get("status")
+        elif row.get("status") == "ok":
+            error = row["prediction_error"]
+            row["prediction_ok"] = error is not None and abs(error) <= FIDELITY_TARGET
+        else:
+            row["prediction_ok"] = None  # the run failed for another reason: nothing to compare
 
 
 def predict_workload(
-    reports: dict[str, dict[str, Any]], rows: list[dict[str, Any]], *, kind: str, file_rows: list[int]
+    reports: dict[str, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    *,
+    kind: str,
+    file_rows: list[int],
+    row_group_rows: int | None = None,
+    pre_udf_seconds_per_row: float | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``{config: {"predicted_wall_s", "prediction_note"}}`` for the configurations in ``rows``, all
-    predicted with costs calibrated from ``reports["daftscale"]`` (the daftscale run's report dict);
+    """``{config: {"predicted_wall_s", "predicted_status", "prediction_note"}}`` for the configurations in
+    ``rows``, all predicted with costs calibrated from ``reports["daftscale"]`` (the daftscale run's report dict);
     ``reports`` holds the first report of each daftscale configuration; ``file_rows`` the rows of each
-    input file (tasks without a shuffle follow the files)."""
+    input file (tasks without a shuffle follow the files); ``row_group_rows`` the rows per Parquet row group
+    of the input files, when known (a scan's morsels, and so Daft's default UDF batch);
+    ``pre_udf_seconds_per_row`` a profile of the work the tasks do per row before the UDF (W1's read), which
+    a run report cannot show (see ``costs_from_report``)."""
     from daftscale.simulate import costs_from_report, plan_from_report, simulate
 
     report = reports["daftscale"]
-    # Ray's own cost per task is tens of milliseconds; what the report's tasks took beyond that is
-    # reading and the per-row read UDF, which scale with the rows a task gets.
-    costs = costs_from_report(report, max_task_overhead_s=RAY_TASK_OVERHEAD_S)
+    costs = costs_from_report(
+        report, max_task_overhead_s=RAY_TASK_OVERHEAD_S, pre_udf_seconds_per_row=pre_udf_seconds_per_row or 0.0
+    )
     base, cluster = plan_from_report(report)
-    inputs = {**base.inputs, "files": len(file_rows), "file_rows": list(file_rows)}
-    base = replace(base, inputs=inputs)
+    files = {"files": len(file_rows), "file_rows": list(file_rows)}
+    base = replace(base, inputs={**base.inputs, **files})
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         config = row["config"]
@@ -107,16 +152,37 @@ def predict_workload(
             own = reports.get(config)
             if own is not None:
                 plan, _ = plan_from_report(own)
-                plan = replace(plan, inputs={**plan.inputs, "files": len(file_rows), "file_rows": list(file_rows)})
+                plan = replace(plan, inputs={**plan.inputs, **files})
             else:
                 note = "not predicted: the run left no report"
         elif config != "ray-data":
             rows_in = int(base.inputs["rows"])
             batch = row.get("mean_batch_rows")
-            plan = config_plan(config, base, kind=kind, files=len(file_rows), rows=rows_in, mean_batch_rows=batch)
+            plan = config_plan(
+                config,
+                base,
+                kind=kind,
+                files=len(file_rows),
+                rows=rows_in,
+                mean_batch_rows=batch,
+                row_group_rows=row_group_rows,
+            )
         if plan is None:
-            out[config] = {"predicted_wall_s": None, "prediction_note": note}
+            out[config] = {"predicted_wall_s": None, "predicted_status": None, "prediction_note": note}
             continue
         result = simulate(plan, cluster, costs=costs)
-        out[config] = {"predicted_wall_s": round(result.makespan_s, 3), "prediction_note": note}
+        if result.oom:
+            # An out-of-memory run stops at its first failing batch: its wall time is not what is predicted.
+            oom_note = f"predicted OOM: {result.verdict}"
+            out[config] = {
+                "predicted_wall_s": None,
+                "predicted_status": "oom",
+                "prediction_note": f"{note}; {oom_note}" if note else oom_note,
+            }
+            continue
+        out[config] = {
+            "predicted_wall_s": round(result.makespan_s, 3),
+            "predicted_status": "ok",
+            "prediction_note": note,
+        }
     return out

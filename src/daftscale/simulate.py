@@ -13,11 +13,18 @@ The model, stage by stage:
    barrier; the shuffled data sits in each node's object store (spilling to disk above its size);
 3. UDF stage, event by event: tasks (the partitions, or the ``into_batches`` chunks) go to the
    least-loaded node and take one of its task slots (one per CPU); a task pays ``task_overhead_s``,
-   does its pre-UDF work row by row and sends batches of B rows to the actors on its own node (remote
-   ones when its node has none); the first free actor takes the next ready batch, which costs
+   then does its pre-UDF work morsel by morsel on its node's compute threads (one per CPU, shared by the
+   node's tasks; a task runs up to one morsel per CPU at once, as Daft's UDF operator does; a morsel is one
+   batch of B rows, since Daft bounds the morsels upstream of a UDF by its batch size); each batch goes to
+   the first free actor on its own node (remote ones when its node has none) and costs
    ``dispatch_s + seconds_per_batch + rows * seconds_per_row``; a task holds its slot until its last batch
    returns, and holds its materialised input in memory meanwhile;
 4. tail: collecting the result (``Costs.tail_s``).
+
+Memory has two verdicts, and ``oom`` is either: a node over Ray's memory threshold (tasks' inputs, calls in
+flight, shuffled data), and one UDF batch over its actor's own limit (batch rows × the UDF's memory per
+row, from its profile, against the declared UDF memory or a GPU UDF's GPU memory) — the second is how a
+model with a memory budget fails, on its first full batch.
 
 Approximated (each listed in ``SimulationResult.approximations`` when it applies):
 
@@ -26,25 +33,34 @@ Approximated (each listed in ``SimulationResult.approximations`` when it applies
   partial round is timed as if every node of the class had a task);
 - tasks of a stage are taken as equal-sized (partitions differ by at most one row; ``into_batches``
   chunks by their remainder), except without a shuffle when ``inputs["file_rows"]`` lists each input
-  file's rows: then each task has its file's rows (or its ``into_batches`` chunk of them);
+  file's rows: then each task has its file's rows (or its ``into_batches`` chunk of them), and every node
+  is simulated on its own (as long as the events fit the budget) so the largest file's node is seen;
+- pre-UDF work on the node's compute threads takes them fully: Python that holds the GIL would not run
+  in parallel;
+- a batch goes to the first free actor of its node; Daft binds each of a task's in-flight slots to one
+  actor (round robin), which can load some actors more than others; the calibration does not fit that
+  imbalance (it is left out of the fitted costs, see :func:`costs_from_report`);
 - a task with very many batches sends them in chunks of several calls (tail error under one chunk);
 - above an event budget the UDF stage is simulated for two prefixes of the task queue and its span
   extrapolated linearly (steady state); busy time and rows stay exact;
 - map tasks run in equal waves, the barrier is a hard one and the pre-shuffle merge is not modelled;
-- the scan before ``into_batches`` is folded into the tasks' pre-UDF work (no separate pipeline);
+- the scan before ``into_batches`` is folded into each task's pre-UDF work (no separate pipeline);
 - actors do not take task slots; CPU contention between tasks and actors is not modelled;
-- memory is the peak of running tasks' inputs, in-flight batches and actor memory, plus the node's share
-  of shuffled data held in the object store at once (conservative: as if both peaked together).
+- node memory is the peak of running tasks' inputs, in-flight batches (per actor one running on its
+  working memory, one queued holding its input) and actor memory, plus the node's share of shuffled data
+  held in the object store at once (conservative: as if both peaked together).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -155,7 +171,8 @@ class Costs:
         network_bytes_per_second: per node, for shuffled bytes and remote actor calls.
         remote_call_s: extra per call to an actor on another node.
         memory_per_row: decoded bytes per row in a task (None: the plan's bytes per row × inflation).
-        udf_memory_per_row: working bytes per row of a batch in an actor (None: ``memory_per_row``).
+        udf_memory_per_row: working bytes per row of a batch in an actor (None: the plan's UDF profile, else
+            ``memory_per_row``).
         actor_memory_bytes: resident memory of one actor besides its batches (the model).
         source: where the numbers came from ("defaults", "udf profile", "calibration ...", "options").
         assumed: names of the fields left at their defaults, stated as assumptions in the output.
@@ -244,6 +261,9 @@ class SimulationResult:
     ``utilization`` is defined as in the run report: summed actor busy time over actors × span of the
     UDF stage (first call to last return); ``utilization_of_makespan`` divides by the whole makespan.
     ``node_peak_memory_bytes`` has one entry per node class ({nodes, actors, tasks, peak_bytes}).
+    ``oom`` is true when a node exceeds Ray's memory threshold or when one UDF batch (``udf_batch_bytes``)
+    exceeds the actor's own limit (``udf_memory_bytes``: the declared UDF memory, or a GPU UDF's GPU
+    memory); ``actor_oom`` tells the second case, and ``verdict`` says which and what to change.
     """
 
     makespan_s: float
@@ -266,6 +286,9 @@ class SimulationResult:
     approximations: list[str]
     assumptions: list[str]
     costs: dict[str, Any]
+    actor_oom: bool = False
+    udf_batch_bytes: int = 0
+    udf_memory_bytes: int | None = None
     plan: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +306,7 @@ class SimulationResult:
             "utilization": round(self.utilization, 4),
             "peak_memory_bytes": self.peak_memory_bytes,
             "oom": self.oom,
+            "actor_oom": self.actor_oom,
             "bottleneck": self.bottleneck,
             "costs_source": self.costs.get("source"),
             "assumptions": list(self.assumptions),
@@ -321,11 +345,15 @@ class SimulationResult:
 @dataclass
 class _NodeClass:
     count: int  # identical nodes this representative stands for
-    slots: int
+    slots: int  # task slots, one per CPU; also the compute threads its tasks' pre-UDF work shares
     actors: int
     remote_s: float = 0.0  # mean extra per call for calls that go to another node
+    # Morsels one task works on at once before the UDF: Daft's UDF operator runs as many as the worker
+    # has compute threads (one per CPU of its node; see udf.rs get_optimal_allocation).
+    task_threads: int = 1
     free_slots: int = 0
     actor_free: list[float] = field(default_factory=list)
+    thread_free: list[float] = field(default_factory=list)
     running_bytes: float = 0.0
     peak_bytes: float = 0.0
     tasks: float = 0.0  # real tasks run by the nodes of this class, summed
@@ -341,6 +369,7 @@ class _Stage:
     overhead_s: float  # per task, before its first row
     pre_s_per_row: float  # per row inside the task before the UDF
     mem_per_row: float  # resident bytes per row of a running task's input
+    udf_mem_per_row: float  # working bytes per row of a batch inside an actor
     materialised: bool  # the task's whole input is in memory (else a streaming window)
     sizes: list[int] | None = None  # rows of each task in queue order, when known (else equal tasks)
 
@@ -380,32 +409,76 @@ def _chunks(rows: int, batch_size: int) -> list[tuple[int, int]]:
     return out
 
 
+class _Task:
+    """One running task (or ``weight`` identical ones, one per node of a class) in the UDF stage."""
+
+    __slots__ = ("armed", "chunks", "ends", "held", "issued", "last", "morsels", "prepared", "rows", "sent", "weight")
+
+    def __init__(
+        self, plan: tuple[list[tuple[int, int]], list[int], list[int]], now: float, weight: float, held: float
+    ) -> None:
+        self.chunks, self.ends, self.morsels = plan  # (calls, rows) per send, rows sent after each, morsel rows
+        self.rows = self.ends[-1]
+        self.issued = 0  # morsels handed to a compute thread
+        self.prepared = 0  # rows through the pre-UDF work
+        self.sent = 0  # chunks sent to actors
+        self.armed = False  # a send event is queued
+        self.last = now  # when the last call sent so far returns
+        self.weight = weight
+        self.held = held
+
+    def can_send(self) -> bool:
+        return self.sent < len(self.chunks) and (self.prepared >= self.rows or self.ends[self.sent] <= self.prepared)
+
+
 def _run_stage(
     classes: list[_NodeClass], stage: _Stage, costs: Costs, t0: float, *, task_limit: int | None = None
 ) -> _StageRun:
-    """Event-driven UDF stage over representative nodes; tasks pulled from one queue, least-loaded first."""
+    """Event-driven UDF stage over representative nodes; tasks pulled from one queue, least-loaded first.
+
+    A task does its pre-UDF work morsel (batch) by morsel on the node's compute threads, up to
+    ``task_threads`` morsels at a time, first come first served among the node's tasks; a batch goes to the
+    first free actor once its morsel is through.
+    """
     total_tasks = stage.tasks if task_limit is None else min(task_limit, stage.tasks)
     for c in classes:
         c.free_slots = c.slots
         c.actor_free = [t0] * c.actors
         heapq.heapify(c.actor_free)
+        c.thread_free = [t0] * c.slots
         c.running_bytes = c.peak_bytes = c.tasks = 0.0
-    inflight_bytes = [
-        c.actors * 2 * stage.batch_size * (costs.udf_memory_per_row or stage.mem_per_row)
-        + c.actors * costs.actor_memory_bytes
-        for c in classes
-    ]
+    # Two calls in flight per actor: one running on its working memory, one queued holding its input.
+    per_actor = stage.batch_size * (stage.udf_mem_per_row + stage.mem_per_row) + costs.actor_memory_bytes
+    inflight_bytes = [c.actors * per_actor for c in classes]
     next_task = 0
     seq = 0
-    events: list[tuple[float, int, int, int, list[Any] | None]] = []  # (time, seq, kind, class, task)
+    # (time, seq, kind, class, task): kind 0 the task sends its next batch, 1 its last call returned,
+    # 2 it is through its overhead and starts on its rows, 3 one of its morsels is through the pre-UDF work.
+    events: list[tuple[float, int, int, int, _Task, int]] = []  # ..., rows of a morsel (kind 3)
     intervals: list[tuple[float, float, float]] = []
     first_start = math.inf
     end = t0
-    chunk_cache: dict[int, list[tuple[int, int]]] = {}
+    plans: dict[int, tuple[list[tuple[int, int]], list[int], list[int]]] = {}
     spr, fixed = costs.seconds_per_row, costs.dispatch_s + costs.seconds_per_batch
+    pre = stage.pre_s_per_row
+
+    def push(when: float, kind: int, ci: int, task: _Task, rows: int = 0) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (when, seq, kind, ci, task, rows))
+
+    def task_plan(rows: int) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        found = plans.get(rows)
+        if found is None:
+            chunks = _chunks(rows, stage.batch_size)
+            ends = list(itertools.accumulate(r for _, r in chunks))
+            # Daft propagates the UDF's strict batch size upstream as the operators' morsel bound
+            # (pipeline.rs combine_requirements): the pre-UDF work runs on morsels of one batch.
+            found = plans[rows] = (chunks, ends, [r for _, r in chunks])
+        return found
 
     def start_task(ci: int, now: float) -> bool:
-        nonlocal next_task, seq
+        nonlocal next_task
         c = classes[ci]
         if next_task >= total_tasks or c.free_slots <= 0:
             return False
@@ -413,20 +486,28 @@ def _run_stage(
         mean_rows = stage.task_rows(next_task, take)
         next_task += take
         rows = max(1, round(mean_rows))
-        chunks = chunk_cache.get(rows)
-        if chunks is None:
-            chunks = chunk_cache[rows] = _chunks(rows, stage.batch_size)
         c.free_slots -= 1
         c.tasks += take
         held = stage.mem_per_row * (rows if stage.materialised else min(rows, 2 * max(1, c.actors) * stage.batch_size))
         c.running_bytes += held
         c.peak_bytes = max(c.peak_bytes, c.running_bytes)
-        # task: [chunks, next index, ready time of the next chunk, last return, weight, bytes held]
-        ready = now + stage.overhead_s + chunks[0][1] * stage.pre_s_per_row
-        task: list[Any] = [chunks, 0, ready, now, take, held]
-        seq += 1
-        heapq.heappush(events, (ready, seq, 0, ci, task))
+        push(now + stage.overhead_s, 2, ci, _Task(task_plan(rows), now, take, held))
         return True
+
+    def prepare(ci: int, task: _Task, now: float) -> None:
+        """The task's next morsel on the node's earliest free compute thread."""
+        rows = task.morsels[task.issued]
+        task.issued += 1
+        threads = classes[ci].thread_free
+        done = max(heapq.heappop(threads), now) + rows * pre
+        heapq.heappush(threads, done)
+        push(done, 3, ci, task, rows)
+
+    def arm(ci: int, task: _Task, now: float) -> None:
+        # One send event per task at a time: the tasks of a node take turns at the actors.
+        if not task.armed and task.can_send():
+            task.armed = True
+            push(now, 0, ci, task)
 
     # Initial placement: least-loaded means round-robin over nodes, one slot at a time.
     for _ in range(max(c.slots for c in classes)):
@@ -434,32 +515,42 @@ def _run_stage(
             start_task(ci, t0)
 
     while events:
-        now, _, kind, ci, task = heapq.heappop(events)
+        now, _, kind, ci, task, morsel = heapq.heappop(events)
         c = classes[ci]
         if kind == 1:  # task done: free its slot, take the next task
             c.free_slots += 1
-            c.running_bytes -= task[5]  # type: ignore[index]
+            c.running_bytes -= task.held
             end = max(end, now)
             start_task(ci, now)
             continue
-        assert task is not None
-        chunks, index = task[0], task[1]
-        calls, rows = chunks[index]
+        if kind == 2:  # through its overhead: start on as many morsels as the task may run at once
+            if pre > 0:
+                for _ in range(min(c.task_threads, len(task.morsels))):
+                    prepare(ci, task, now)
+            else:
+                task.prepared = task.rows
+                arm(ci, task, now)
+            continue
+        if kind == 3:  # a morsel is through: its thread takes the task's next one
+            task.prepared += morsel
+            if task.issued < len(task.morsels):
+                prepare(ci, task, now)
+            arm(ci, task, now)
+            continue
+        task.armed = False
+        calls, rows = task.chunks[task.sent]
+        task.sent += 1
         free = heapq.heappop(c.actor_free)
         begin = max(now, free)
         finish = begin + calls * (fixed + c.remote_s) + rows * spr
         heapq.heappush(c.actor_free, finish)
         first_start = min(first_start, begin)
-        intervals.append((begin, finish, task[4]))
-        task[3] = max(task[3], finish)
-        index += 1
-        task[1] = index
-        seq += 1
-        if index < len(chunks):
-            task[2] = now + chunks[index][1] * stage.pre_s_per_row
-            heapq.heappush(events, (task[2], seq, 0, ci, task))
+        intervals.append((begin, finish, task.weight))
+        task.last = max(task.last, finish)
+        if task.sent == len(task.chunks):
+            push(task.last, 1, ci, task)
         else:
-            heapq.heappush(events, (task[3], seq, 1, ci, task))
+            arm(ci, task, now)
     for c, extra in zip(classes, inflight_bytes, strict=True):
         c.peak_bytes += extra
     return _StageRun(
@@ -476,16 +567,17 @@ def _node_classes(
         # simulate the cluster as one pool of every slot and actor, remote calls paying the network.
         remote_share = (nodes - actors) / nodes
         remote_s = remote_share * (costs.remote_call_s + batch_bytes / costs.network_bytes_per_second)
-        return [_NodeClass(count=1, slots=slots * nodes, actors=actors, remote_s=remote_s)], (
+        pooled = _NodeClass(count=1, slots=slots * nodes, actors=actors, remote_s=remote_s, task_threads=slots)
+        return [pooled], (
             f"{nodes - actors} of {nodes} nodes have no actor: the cluster is simulated as one pool of "
             f"{slots * nodes} slots and {actors} actors, {remote_share:.0%} of calls paying a remote hop"
         )
     low, high_nodes = divmod(actors, nodes)
     classes = []
     if high_nodes:
-        classes.append(_NodeClass(count=high_nodes, slots=slots, actors=low + 1))
+        classes.append(_NodeClass(count=high_nodes, slots=slots, actors=low + 1, task_threads=slots))
     if nodes - high_nodes:
-        classes.append(_NodeClass(count=nodes - high_nodes, slots=slots, actors=low))
+        classes.append(_NodeClass(count=nodes - high_nodes, slots=slots, actors=low, task_threads=slots))
     return classes, None
 
 
@@ -656,6 +748,18 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
     classes, pooled = _node_classes(nodes, slots, actors, costs, batch_bytes)
     if pooled:
         approximations.append(pooled)
+    if sizes and len(set(sizes)) > 1 and any(c.count > 1 for c in classes):
+        # A class's nodes would each take the mean of the next tasks' rows, losing what uneven files are
+        # about (the largest file's node finishes last): simulate every node when the events allow.
+        chunk_events = sum(math.ceil(size / batch) for size in sizes)
+        if chunk_events <= EVENT_BUDGET:
+            classes = [replace(c, count=1) for c in classes for _ in range(c.count)]
+    if pre_per_row > 0 and tasks < nodes * slots:
+        approximations.append(
+            "pre-UDF work of a task runs on up to one morsel (batch) per CPU of its node at once, as Daft's UDF "
+            "operator does (Python work that holds the GIL would not)"
+        )
+    udf_mem_per_row = _udf_memory_per_row(plan, costs, mem_per_row)
     stage = _Stage(
         tasks=tasks,
         rows=rows,
@@ -663,6 +767,7 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
         overhead_s=costs.task_overhead_s + fetch_per_task,
         pre_s_per_row=pre_per_row,
         mem_per_row=mem_per_row,
+        udf_mem_per_row=udf_mem_per_row,
         materialised=materialised,
         sizes=sizes,
     )
@@ -745,6 +850,28 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
     if spilled:
         verdict += f"; {format_bytes(spilled)} of shuffled data spills to disk (object store full)"
 
+    # One actor: a call holds its whole batch at once, and the batch is at most its task's rows.
+    largest_batch = min(batch, max(sizes) if sizes else math.ceil(rows / tasks))
+    udf_batch_bytes = largest_batch * udf_mem_per_row
+    udf_budget, udf_budget_why = _udf_memory_budget(plan, cluster)
+    actor_oom = bool(udf_budget and udf_batch_bytes > udf_budget)
+    if actor_oom:
+        assert udf_budget is not None
+        fits = int(udf_budget // udf_mem_per_row)
+        actor_verdict = (
+            f"a UDF batch of {largest_batch:,} rows × {format_bytes(udf_mem_per_row)} needs "
+            f"{format_bytes(udf_batch_bytes)} in one actor, over its {format_bytes(udf_budget)} ({udf_budget_why}): "
+            f"the UDF runs out of memory on its first full batch; use a batch of at most {fits:,} rows "
+            "or give the actors more memory"
+        )
+        verdict = actor_verdict + ("; and " + verdict if oom else "")
+        oom = True
+    elif udf_budget and udf_mem_per_row:
+        verdict += (
+            f"; a UDF batch of {largest_batch:,} rows needs {format_bytes(udf_batch_bytes)} of the actor's "
+            f"{format_bytes(udf_budget)} ({udf_budget_why})"
+        )
+
     stages = {
         "startup": round(startup, 6),
         "shuffle": round(shuffle_s, 6),
@@ -789,6 +916,9 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
         approximations=approximations,
         assumptions=assumptions,
         costs=costs.to_dict(),
+        actor_oom=actor_oom,
+        udf_batch_bytes=int(udf_batch_bytes),
+        udf_memory_bytes=udf_budget,
         plan={
             "strategy": plan.strategy,
             "partitions": plan.partitions,
@@ -798,6 +928,28 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
             "nodes": nodes,
         },
     )
+
+
+def _udf_memory_per_row(plan: ScalingPlan, costs: Costs, mem_per_row: float) -> float:
+    """Working bytes per row of a UDF batch: the costs' figure, else the plan's UDF profile (what the
+    planner sized the batch with), else the task's decoded bytes per row."""
+    if costs.udf_memory_per_row is not None:
+        return costs.udf_memory_per_row
+    profiled = (plan.udf_profile or {}).get("memory_per_row_bytes")
+    return float(profiled) if profiled else mem_per_row
+
+
+def _udf_memory_budget(plan: ScalingPlan, cluster: ClusterSpec) -> tuple[int | None, str]:
+    """A hard per-actor memory limit, if the plan or the cluster gives one: the declared UDF memory, else
+    a GPU UDF's share of GPU memory. A CPU actor without a declared budget shares its node's memory,
+    which the node verdict covers."""
+    declared = (plan.inputs or {}).get("udf_memory")
+    if declared:
+        return int(declared), f"--udf-memory {format_bytes(int(declared))}"
+    if plan.udf_gpus > 0 and cluster.gpu_memory_per_gpu:
+        budget = int(cluster.gpu_memory_per_gpu * plan.udf_gpus)
+        return budget, f"{plan.udf_gpus:g} × {format_bytes(cluster.gpu_memory_per_gpu)} GPU memory"
+    return None, "none declared"
 
 
 def _bottleneck(
@@ -919,22 +1071,84 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     return mean_y - b * mean_x, b
 
 
+def _measured_pool_start(data: dict[str, Any], first_call: float) -> float | None:
+    """When the actor pool was ready, if the report shows it; else None.
+
+    ``actor_startup_s`` is when the last actor's ``__init__`` ended. Daft calls nothing before its pool is
+    ready, so when that is before the first call it is the pool's start; an ``__init__`` after the first
+    call was an actor built on its own first batch, and then the report does not show the pool's start.
+    """
+    value = data.get("actor_startup_s")
+    if not data.get("actor_starts") or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if 0 < value <= first_call else None
+
+
+def _fit_task_overhead(
+    measure: Callable[[Costs], float], target: float, costs: Costs, *, cap: float | None, what: str
+) -> tuple[Costs, list[str]]:
+    """``costs`` with the per-task overhead for which ``measure`` (which grows with it) reaches ``target``,
+    at most ``cap``; ``what`` names the measured quantity in the notes."""
+    if measure(costs) >= target:
+        return costs, []
+
+    def with_overhead(value: float) -> Costs:
+        return replace(costs, task_overhead_s=value)
+
+    high = max(target, 1e-3)
+    if measure(with_overhead(high)) < target:
+        # Every task started in the first wave: a per-task cost cannot stretch it.
+        fitted = cap or 0.0
+        return with_overhead(fitted), [
+            f"{what} is longer than per-task overhead can explain (one wave of tasks): {fitted:g} s per task, "
+            "the rest not fitted"
+        ]
+    low = 0.0
+    for _ in range(30):  # bisection: the smallest overhead whose measure reaches the target
+        mid = (low + high) / 2
+        if measure(with_overhead(mid)) < target:
+            low = mid
+        else:
+            high = mid
+    if cap is None or high <= cap:
+        return with_overhead(high), []
+    return with_overhead(cap), [
+        f"{what}: tasks would take {high:.3f} s each to explain it, {cap:g} s charged; the rest is not fitted: "
+        "while the actors are busy the span does not move until the tasks are slow enough to starve them, so "
+        "what it would take is that threshold, not what the tasks did (the measured actor start-up, "
+        "actor_startup_s, gives the per-task cost directly)"
+    ]
+
+
 def costs_from_report(
-    report: str | os.PathLike[str] | dict[str, Any], *, max_task_overhead_s: float | None = None
+    report: str | os.PathLike[str] | dict[str, Any],
+    *,
+    max_task_overhead_s: float | None = None,
+    pre_udf_seconds_per_row: float = 0.0,
 ) -> Costs:
     """Fit the costs of a workload from one run report (``report.json`` or its dict).
 
-    Equal tasks cannot tell a fixed per-task cost from per-row work inside the task. By default all of it
-    is per task; with ``max_task_overhead_s`` at most that much is, and the rest is fitted as pre-UDF
-    work per row (use it when the tasks read, decode or transform their rows before the UDF, and other
-    plans change the rows per task).
-
     - UDF per-call and per-row cost: least squares of call duration on rows over ``udf_calls`` (calls
       queued on one actor are counted from when the previous one returned);
-    - dispatch per call: the median gap between back-to-back calls on one actor;
-    - per-task overhead: the value for which the simulated UDF stage of the report's own plan spans
-      what was measured (bisection);
-    - start-up: the time to the first call beyond what the model explains; tail: wall time after the last.
+    - dispatch per call: the mean gap between back-to-back calls on one actor (the mean, not the median:
+      what the actors lose is the sum over calls, and the gaps are skewed by a few slow ones);
+    - start-up: the measured actor-pool start (``actor_startup_s``, when it is before the first call: Daft
+      starts the pool after any shuffle and runs no call before every actor is ready) less the simulated
+      shuffle; else the time to the first call beyond what the model explains;
+    - per-task overhead: from the lead between the pool being ready and the first call when the report
+      measured the pool (one task's start, scan and first batch before its first call, with nothing else in
+      the way); else the value for which the simulated UDF stage of the report's own plan spans what was
+      measured (bisection), at most ``max_task_overhead_s`` when given;
+    - tail: wall time after the last call.
+
+    Pre-UDF work per row (a read or decode inside the tasks) is not fitted: with equal tasks neither the
+    lead nor the span tells it from per-task cost. The lead is one task's latency plus its first batch's
+    work (in the bench, tasks with a 0.5 ms/row read showed no longer a lead than tasks with none), and
+    while the actors are busy the span does not move until the tasks are slow enough to starve them, so a
+    fit lands on that threshold whatever the tasks did (in the bench's runs about the UDF's own cost per
+    row, for workloads with no pre-UDF step at all). Give it from a profile of that step
+    (``pre_udf_seconds_per_row``): the per-task cost and start-up are then fitted net of it. The per-task
+    cost from a span has the same threshold, which is what ``max_task_overhead_s`` bounds.
 
     Examples:
         >>> report = {"wall_s": 3.0, "nodes": 1, "partitions": 1, "actors": 1, "udf_calls": [
@@ -994,7 +1208,7 @@ def costs_from_report(
             )
     median_d = statistics.median(durations)
     back_to_back = [g for g in gaps if g <= _BACK_TO_BACK_SHARE * median_d]
-    dispatch = statistics.median(back_to_back) if back_to_back else 0.0
+    dispatch = statistics.fmean(back_to_back) if back_to_back else 0.0
     costs = Costs(
         seconds_per_row=seconds_per_row,
         seconds_per_batch=seconds_per_batch,
@@ -1002,6 +1216,7 @@ def costs_from_report(
         task_overhead_s=0.0,
         startup_s=0.0,
         tail_s=0.0,
+        pre_udf_seconds_per_row=pre_udf_seconds_per_row,
         source=source,
         assumed=(),
     )
@@ -1011,68 +1226,39 @@ def costs_from_report(
     last = max(c[2] for c in calls)
     wall = float(data.get("wall_s") or last)
     tail = max(0.0, wall - last)
+    pool = _measured_pool_start(data, min(c[1] for c in calls))
+    if pool is not None:
+        notes.append(f"actor pool measured ready at {pool:.3f} s, first call {first - pool:.3f} s later")
+    elif data.get("actor_starts"):
+        notes.append("an actor's __init__ ended after the first call: the pool's start is not seen")
     plan = _report_plan(data, mean_rows)
     if plan is None:
         notes.append("the report carries no plan: task overhead and start-up taken from wall time only")
+        if pool is not None and pool <= first:
+            return replace(costs, startup_s=pool, task_overhead_s=first - pool, tail_s=tail, notes=tuple(notes))
         return replace(costs, startup_s=first, tail_s=tail, notes=tuple(notes))
     cluster = _report_cluster(data, plan)
-    measured_span = last - first
 
-    def span(candidate: Costs) -> float:
-        result = _simulate(plan, cluster, candidate)
-        return result.makespan_s - result.stages["tail"] - result.first_call_s
+    if pool is not None:
 
-    def solve(make: Any, high: float) -> float:
-        """Smallest value in [0, high] whose simulated span reaches the measured one (span grows with it)."""
-        low = 0.0
-        for _ in range(30):
-            mid = (low + high) / 2
-            if span(make(mid)) < measured_span:
-                low = mid
-            else:
-                high = mid
-        return high
+        def lead(candidate: Costs) -> float:
+            result = _simulate(plan, cluster, candidate)
+            return result.first_call_s - result.stages["startup"] - result.stages["shuffle"]
 
-    overhead, pre_per_row = 0.0, 0.0
-    with_overhead = lambda value: replace(costs, task_overhead_s=value)  # noqa: E731
-    if span(costs) < measured_span:
-        high = max(measured_span, 1e-3)
-        if span(with_overhead(high)) >= measured_span:
-            overhead = solve(with_overhead, high)
-            cap = max_task_overhead_s
-            if cap is not None and overhead > cap:
-                # Equal tasks cannot tell a per-task cost from per-row work inside the task, but the
-                # difference decides how other task sizes fare: beyond the cap, what the tasks took is
-                # taken to grow with their rows (reading, decoding, a pre-UDF function), charged per row.
-                base = replace(costs, task_overhead_s=cap)
-                with_pre_on_base = lambda value: replace(base, pre_udf_seconds_per_row=value)  # noqa: E731
-                rows_per_task = max(1.0, float(plan.inputs["rows"]) / max(1, _simulate(plan, cluster, base).tasks))
-                pre_high = 4 * overhead / rows_per_task
-                if span(with_pre_on_base(pre_high)) >= measured_span:
-                    pre_per_row = solve(with_pre_on_base, pre_high)
-                    notes.append(
-                        f"tasks took {overhead:.3f} s each beyond their calls: {cap:g} s charged per task, "
-                        f"the rest as pre-UDF work of {pre_per_row * 1e3:.3f} ms per row"
-                    )
-                    overhead = cap
-        else:
-            # Every task started in the first wave, so per-task overhead cannot stretch the stage: the
-            # actors waited on the tasks' own work before the UDF, which is charged per row.
-            rows_per_task = max(1.0, float(plan.inputs["rows"]) / max(1, plan.partitions or 1))
-            with_pre = lambda value: replace(costs, pre_udf_seconds_per_row=value)  # noqa: E731
-            high = 4 * measured_span / rows_per_task
-            if span(with_pre(high)) >= measured_span:
-                pre_per_row = solve(with_pre, high)
-                notes.append(
-                    f"actors waited for the tasks (one wave, no task overhead to fit): pre-UDF work fitted as "
-                    f"{pre_per_row * 1e3:.3f} ms per row"
-                )
-            else:
-                notes.append("the UDF stage spans longer than the model can explain from this report")
-    fitted = replace(costs, task_overhead_s=overhead, pre_udf_seconds_per_row=pre_per_row)
-    # Start-up: whatever precedes the first call beyond the simulated shuffle and first task.
-    startup = max(0.0, first - _simulate(plan, cluster, fitted).first_call_s)
-    return replace(fitted, startup_s=startup, tail_s=tail, notes=tuple(notes))
+        fitted, found = _fit_task_overhead(lead, max(0.0, first - pool), costs, cap=None, what="the lead")
+        startup = max(0.0, pool - _simulate(plan, cluster, fitted).stages["shuffle"])
+    else:
+
+        def span(candidate: Costs) -> float:
+            result = _simulate(plan, cluster, candidate)
+            return result.makespan_s - result.stages["tail"] - result.first_call_s
+
+        fitted, found = _fit_task_overhead(
+            span, last - first, costs, cap=max_task_overhead_s, what="the UDF stage's span"
+        )
+        # Start-up: whatever precedes the first call beyond the simulated shuffle and first task.
+        startup = max(0.0, first - _simulate(plan, cluster, fitted).first_call_s)
+    return replace(fitted, startup_s=startup, tail_s=tail, notes=tuple(notes + found))
 
 
 def plan_from_report(report: str | os.PathLike[str] | dict[str, Any]) -> tuple[ScalingPlan, ClusterSpec]:
@@ -1095,7 +1281,12 @@ def _report_plan(data: dict[str, Any], mean_rows: float) -> ScalingPlan | None:
         return None
     # Simulate what actually ran: the report's partitions and actors override the plan's.
     changes: dict[str, Any] = {}
-    if isinstance(data.get("partitions"), int) and data["partitions"] > 0 and plan.strategy == "shuffle":
+    if (
+        isinstance(data.get("partitions"), int)
+        and data["partitions"] > 0
+        and plan.strategy == "shuffle"
+        and not plan.into_batches
+    ):
         changes["partitions"] = data["partitions"]
         changes["partition_op"] = plan.partition_op or "into_partitions"
     if isinstance(data.get("actors"), int) and data["actors"] > 0:
