@@ -148,8 +148,17 @@ def predict_all(
             continue
         mine = [r for r in rows if r["workload"] == name]
         workload = workloads[name]
+        # The read step's cost is not in a run report (the UDF calls are): the daftscale rows carry its profile.
+        read = next((r["read_seconds_per_row"] for r in mine if r.get("read_seconds_per_row")), None)
         try:
-            predictions = predict_workload(found, mine, kind=workload.kind, file_rows=list(workload.file_rows))
+            predictions = predict_workload(
+                found,
+                mine,
+                kind=workload.kind,
+                file_rows=list(workload.file_rows),
+                row_group_rows=workload.row_group_rows,
+                pre_udf_seconds_per_row=read,
+            )
         except Exception as exc:  # a prediction that fails is reported, never fatal to the bench
             log(f"{name}: no prediction ({type(exc).__name__}: {exc})")
             continue

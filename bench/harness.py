@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import raydata
-from bench.workloads import Costs, SleepModel, Workload, build_daft, make_data, model_args, sample_values
+from bench.predict import FIDELITY_TARGET
+from bench.workloads import (
+    Costs,
+    SleepModel,
+    Workload,
+    build_daft,
+    make_data,
+    model_args,
+    profile_read,
+    sample_values,
+)
 
 CONFIGS = ("daft-default", "seed-recipe", "daft-dynamic-batching", "ray-data", "daftscale", "daftscale-tuned")
 
@@ -315,6 +325,7 @@ class Bench:
 
         prep_start = time.time()
         udf_profile = self.udf_profile(workload)
+        read_profile = profile_read(workload)
         profile_s = time.time() - prep_start
 
         def build(plan: Any) -> Any:
@@ -383,6 +394,8 @@ class Bench:
             "batch_size": plan["batch_size"],
             "scaling_step": step,
             "plan_steps": plan["steps"],
+            # The per-row read's profile (W1), for the simulator's predictions: a run report times only UDF calls.
+            "read_seconds_per_row": read_profile,
             "plan_warnings": [w["code"] for w in plan["warnings"]],
             # The whole run report, for calibrating the simulator (run_bench takes it out of the row).
             "_report": report.to_dict(),
@@ -468,12 +481,21 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
             "tune_s": max((r.get("tune_s", 0.0) for r in runs), default=0.0),
             # The simulator's prediction (bench.predict), the same for every repeat; None: not predicted.
             "predicted_wall_s": runs[0].get("predicted_wall_s"),
+            "predicted_status": runs[0].get("predicted_status"),
             "prediction_note": runs[0].get("prediction_note"),
         }
         predicted = summary["predicted_wall_s"]
         summary["prediction_error"] = (
             round(predicted / summary["wall_s"] - 1, 3) if predicted is not None and summary["wall_s"] else None
         )
+        # Right when a predicted OOM really ran out of memory, or a finished run's time is within the target.
+        if summary["predicted_status"] == "oom":
+            summary["prediction_ok"] = summary["status"] == "oom"
+        elif summary["prediction_error"] is not None:
+            within = abs(summary["prediction_error"]) <= FIDELITY_TARGET
+            summary["prediction_ok"] = within and summary["status"] == "ok"
+        else:
+            summary["prediction_ok"] = None
         summary["vs_ideal"] = round(summary["wall_s"] / summary["ideal_s"], 2) if summary["ideal_s"] else None
         # The same ratio after the fixed start of any query here (Bench.fixed_start: a query with this
         # actor pool and next to no rows); what a configuration adds before its first call still counts.

@@ -11,6 +11,8 @@ def _mib(size: float) -> str:
 
 def _predicted(s: dict[str, Any]) -> str:
     """Predicted wall time and its error, e.g. ``9.10 (+12%)``; ``-`` where not predicted."""
+    if s.get("predicted_status") == "oom":
+        return "oom"
     if s.get("predicted_wall_s") is None:
         return "-"
     error = s.get("prediction_error")

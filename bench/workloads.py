@@ -23,6 +23,9 @@ from typing import Any
 
 MIB = 1 << 20
 
+# Rows per Parquet row group in the bench's files: Daft's scan morsel, and so its default UDF batch.
+ROW_GROUP_ROWS = 8192
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -50,6 +53,11 @@ class Workload:
     @property
     def rows(self) -> int:
         return sum(self.file_rows)
+
+    @property
+    def row_group_rows(self) -> int:
+        """Rows per row group of the largest file (:func:`make_data` writes groups of ``ROW_GROUP_ROWS``)."""
+        return min(max(self.file_rows), ROW_GROUP_ROWS)
 
     @property
     def column(self) -> str:
@@ -169,6 +177,22 @@ class SleepModel:
         return [len(v) if v is not None else 0 for v in values]
 
 
+def profile_read(workload: Workload, rows: int = 64, repeats: int = 3) -> float | None:
+    """Seconds per row of the workload's per-row read, timed on ``rows`` rows (the best of ``repeats``), as a
+    user would time their read step; ``None`` when the workload has none."""
+    if workload.read is None:
+        return None
+    read = heavy_read(workload.read.per_row_s)
+    values = sample_values(replace(workload, read=None), rows)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for value in values:
+            read(value)
+        best = min(best, (time.perf_counter() - start) / rows)
+    return best
+
+
 def heavy_read(per_row_s: float) -> Callable[[str], str]:
     """The per-row "heavy read" of W1 (fetching the file behind a path): sleeps, returns a payload."""
 
@@ -208,7 +232,7 @@ def make_data(workload: Workload, directory: str, *, seed: int = 0) -> list[str]
             )
         table = pa.table({"id": ids, workload.column: column})
         tmp = path + ".tmp"
-        pq.write_table(table, tmp, row_group_size=max(1, min(rows, 8192)))
+        pq.write_table(table, tmp, row_group_size=max(1, min(rows, ROW_GROUP_ROWS)))
         os.replace(tmp, path)
         start += rows
     with open(marker, "w") as handle:
