@@ -122,6 +122,11 @@ def actor_starts(ready: list[dict[str, Any]], run_start: float) -> list[dict[str
     return out
 
 
+def _span(low: float, high: float) -> str:
+    """``"1.2–3.4 s"``, or ``"1.2 s"`` when both round alike."""
+    return f"{low:.1f} s" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f} s"
+
+
 def throughput_curve(calls: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Cumulative rows through the UDF over time (seconds from run start), one point per finished call.
 
@@ -313,11 +318,18 @@ class RunReport:
     def _actor_start_text(self) -> str:
         if not self.actor_starts:
             return "not recorded"
-        spawned = [a["spawned"] for a in self.actor_starts]
-        built = [a["start"] for a in self.actor_starts]
+        # A spawn time of 0 was clipped: Ray handed the actor a worker process it had started before the run.
+        during = [a["spawned"] for a in self.actor_starts if a["spawned"] > 0]
+        earlier = len(self.actor_starts) - len(during)
+        parts = []
+        if during:
+            parts.append(f"{len(during)} started at {_span(min(during), max(during))}")
+        if earlier:
+            parts.append(f"{earlier} reused from before the run")
+        built = min(a["start"] for a in self.actor_starts)
         return (
-            f"{len(self.actor_starts)} processes started {min(spawned):.1f}–{max(spawned):.1f} s, "
-            f"model built {min(built):.1f}–{self.actor_startup_s:.1f} s into the run"
+            f"{len(self.actor_starts)} processes ({', '.join(parts)}); "
+            f"model built at {_span(built, self.actor_startup_s)} into the run"
         )
 
     def summary(self) -> list[tuple[str, str]]:
