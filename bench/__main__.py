@@ -221,7 +221,17 @@ def write_outputs(doc: dict[str, Any], out_dir: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.repredict:
-        doc = repredict(args.out)
+        try:
+            doc = repredict(args.out)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A missing, partial or foreign results.json is bad input: one line, exit 2, no traceback.
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            print(
+                f"python -m bench: error: cannot re-predict from {args.out} ({why}): pass --out with the "
+                "directory of a finished bench run (it holds results.json and reports/)",
+                file=sys.stderr,
+            )
+            return 2
         paths = write_outputs(doc, args.out)
         print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
         return 0

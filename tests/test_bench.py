@@ -109,3 +109,23 @@ def test_predictions_from_one_report() -> None:
     doc = {"meta": {"concurrency": 1, "repeats": 1, "ideal_formula": "-"}, "summary": summary}
     text = render_markdown(doc)
     assert "predicted s" in text and "| - |" in text
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"meta": {}}'])
+def test_repredict_bad_directory_is_one_line_exit_2(tmp_path, content: str | None) -> None:
+    import subprocess
+    import sys
+
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--repredict", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot re-predict" in lines[0] and "--out" in lines[0]
+    assert "Traceback" not in proc.stderr
