@@ -1,0 +1,1 @@
+"""One-off probes that find where time goes (not benchmarks, not tests)."""
