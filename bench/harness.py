@@ -174,16 +174,8 @@ class Bench:
         """One tiny Daft query with an actor UDF and one tiny Ray Data pipeline, not measured: the first
         query on a fresh cluster starts Daft's per-node workers and Ray's worker processes, a one-time
         cost that would otherwise land on whichever configuration happens to run first."""
-        import daft
-
-        from daftscale.udf import actor_udf
-
-        tiny = Workload(name="warm-up", title="warm-up", kind="light", file_rows=(64,), model=Costs(0.0, 0.0))
-        files = make_data(tiny, os.path.join(self.out_dir, "data", "warm-up"))
-        model = actor_udf(
-            SleepModel, _Sizing(8, self.concurrency), return_dtype=daft.DataType.int64(), init_args=model_args(tiny)
-        )
-        _count_partitions(build_daft(tiny, files, lambda df: df.into_batches(8), model))
+        tiny, files = self._tiny_data()
+        _count_partitions(self._tiny_query())
         raydata.quiet()
         note = raydata.path_column_check(os.path.join(self.out_dir, "data", "path-check"))
         if note:
@@ -196,22 +188,30 @@ class Bench:
         ``into_batches(8)`` so every actor gets a batch. What any configuration pays before its first
         rows come through (query start, ``concurrency`` actor processes importing Python, Ray and Daft
         on this machine's cores, the first batches); the bench measures it after the warm-up."""
+        walls = []
+        for _ in range(repeats):
+            self.settle()
+            query = self._tiny_query()
+            start = time.time()
+            _count_partitions(query)
+            walls.append(round(time.time() - start, 3))
+        return walls
+
+    def _tiny_data(self) -> tuple[Workload, list[str]]:
+        tiny = Workload(name="warm-up", title="warm-up", kind="light", file_rows=(64,), model=Costs(0.0, 0.0))
+        return tiny, make_data(tiny, os.path.join(self.out_dir, "data", "warm-up"))
+
+    def _tiny_query(self) -> Any:
+        """64 rows in ``into_batches(8)`` tasks through a zero-cost model on the full actor pool."""
         import daft
 
         from daftscale.udf import actor_udf
 
-        tiny = Workload(name="warm-up", title="warm-up", kind="light", file_rows=(64,), model=Costs(0.0, 0.0))
-        files = make_data(tiny, os.path.join(self.out_dir, "data", "warm-up"))
-        walls = []
-        for _ in range(repeats):
-            self.settle()
-            model = actor_udf(
-                SleepModel, _Sizing(8, self.concurrency), return_dtype=daft.DataType.int64(), init_args=model_args(tiny)
-            )
-            start = time.time()
-            _count_partitions(build_daft(tiny, files, lambda df: df.into_batches(8), model))
-            walls.append(round(time.time() - start, 3))
-        return walls
+        tiny, files = self._tiny_data()
+        model = actor_udf(
+            SleepModel, _Sizing(8, self.concurrency), return_dtype=daft.DataType.int64(), init_args=model_args(tiny)
+        )
+        return build_daft(tiny, files, lambda df: df.into_batches(8), model)
 
     def settle(self, timeout_s: float = 20.0) -> float:
         """Wait until the previous run's actors have given their CPUs back (Daft and Ray Data tear their

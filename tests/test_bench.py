@@ -63,6 +63,14 @@ def test_tiny_workload_two_configs_end_to_end(tmp_path: object) -> None:
     assert any(r.get("predicted_wall_s") for r in again["runs"])
 
 
+@pytest.mark.ray
+def test_fixed_start_times_a_no_work_query(tmp_path: object) -> None:
+    from bench.harness import Bench
+
+    walls = Bench(str(tmp_path), concurrency=2, task_slots=4, log=lambda _: None).fixed_start(repeats=2)
+    assert len(walls) == 2 and all(0 < w < 120 for w in walls)
+
+
 def _sequential_report(p: object, fixed: float, per_row: float, wall_pad: float) -> dict[str, object]:
     """A run report of ``p`` on one actor: its calls back to back from 1 s on."""
     rows_total, batch = p.inputs["rows"], p.batch_size  # type: ignore[attr-defined]
