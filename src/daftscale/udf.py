@@ -114,7 +114,8 @@ class _Recorder:
         self._emit(self._call_event("end", key, start, end, rows), wait=True)
 
     def ready(self, start: float, end: float) -> None:
-        """The actor finished ``__init__`` (the user's model load): Daft starts no call before all are ready."""
+        """The actor built the user's class (its model load). Daft does this on the actor's first batch, so
+        the time also says when that batch arrived; ``spawned`` is when the actor's process was created."""
         event = {"event": "ready", "actor": self.actor, "node": self.node, "pid": self.pid, "udf": self.udf_name}
         self._emit({**event, "start": start, "end": end, "spawned": _process_start(start)}, wait=True)
 
