@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import raydata
-from bench.predict import FIDELITY_TARGET
+from bench.predict import judge
 from bench.workloads import (
     Costs,
     SleepModel,
@@ -484,18 +484,9 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
             "predicted_status": runs[0].get("predicted_status"),
             "prediction_note": runs[0].get("prediction_note"),
         }
-        predicted = summary["predicted_wall_s"]
-        summary["prediction_error"] = (
-            round(predicted / summary["wall_s"] - 1, 3) if predicted is not None and summary["wall_s"] else None
+        summary["prediction_error"], summary["prediction_ok"] = judge(
+            summary["predicted_wall_s"], summary["predicted_status"], summary["wall_s"], summary["status"]
         )
-        # Right when a predicted OOM really ran out of memory, or a finished run's time is within the target.
-        if summary["predicted_status"] == "oom":
-            summary["prediction_ok"] = summary["status"] == "oom"
-        elif summary["prediction_error"] is not None:
-            within = abs(summary["prediction_error"]) <= FIDELITY_TARGET
-            summary["prediction_ok"] = within and summary["status"] == "ok"
-        else:
-            summary["prediction_ok"] = None
         summary["vs_ideal"] = round(summary["wall_s"] / summary["ideal_s"], 2) if summary["ideal_s"] else None
         # The same ratio after the fixed start of any query here (Bench.fixed_start: a query with this
         # actor pool and next to no rows); what a configuration adds before its first call still counts.

@@ -92,28 +92,40 @@ def config_plan(
     return None
 
 
+def judge(
+    predicted_wall_s: float | None, predicted_status: str | None, wall_s: float | None, status: str | None
+) -> tuple[float | None, bool | None]:
+    """``(prediction_error, prediction_ok)`` of one prediction against what ran.
+
+    The error is predicted / measured − 1 where both ran to the end. The prediction is right when its
+    status is (a predicted OOM of a run that ran out of memory), and for a finished run when the error is
+    within ``FIDELITY_TARGET``; None when nothing was predicted or the run failed for another reason.
+
+    >>> judge(11.0, "ok", 10.0, "ok"), judge(13.0, "ok", 10.0, "ok"), judge(None, "oom", 5.0, "oom")
+    ((0.1, True), (0.3, False), (None, True))
+    """
+    ran = status == "ok"
+    error = round(predicted_wall_s / wall_s - 1, 3) if predicted_wall_s is not None and wall_s and ran else None
+    if predicted_status is None:
+        return error, None
+    if predicted_status == "oom" or status == "oom":
+        return error, predicted_status == status
+    if ran:
+        return error, error is not None and abs(error) <= FIDELITY_TARGET
+    return error, None  # the run failed for another reason: nothing to compare
+
+
 def attach(rows: list[dict[str, Any]], predictions: dict[str, dict[str, Any]]) -> None:
     """Write the prediction into each row: ``predicted_wall_s``, ``predicted_status`` (``ok`` / ``oom``),
-    ``prediction_note``, ``prediction_error`` (predicted / measured − 1, where both ran to the end) and
-    ``prediction_ok``: the status is right and, for a finished run, the wall time within
-    ``FIDELITY_TARGET`` (a predicted OOM of a run that ran out of memory is right); None: not predicted."""
+    ``prediction_note``, and :func:`judge`'s ``prediction_error`` and ``prediction_ok``."""
     for row in rows:
         found = predictions.get(
             row["config"], {"predicted_wall_s": None, "predicted_status": None, "prediction_note": None}
         )
         row.update(found)
-        predicted, wall, status = found["predicted_wall_s"], row.get("wall_s"), found.get("predicted_status")
-        ran = row.get("status") == "ok"
-        row["prediction_error"] = round(predicted / wall - 1, 3) if predicted is not None and wall and ran else None
-        if status is None:
-            row["prediction_ok"] = None
-        elif status == "oom" or row.get("status") == "oom":
-            row["prediction_ok"] = status == row.get("status")
-        elif row.get("status") == "ok":
-            error = row["prediction_error"]
-            row["prediction_ok"] = error is not None and abs(error) <= FIDELITY_TARGET
-        else:
-            row["prediction_ok"] = None  # the run failed for another reason: nothing to compare
+        row["prediction_error"], row["prediction_ok"] = judge(
+            found["predicted_wall_s"], found.get("predicted_status"), row.get("wall_s"), row.get("status")
+        )
 
 
 def predict_workload(

@@ -32,6 +32,16 @@ def test_summary_marks_failures_and_ratios() -> None:
     assert by["a"]["vs_best_other"] == 0.5 and by["b"]["vs_best_other"] == 2.0
     assert by["c"]["status"] == "oom" and by["c"]["vs_best_other"] is None
     assert by["a"]["vs_ideal"] == 2.0 and by["a"]["vs_ideal_after_start"] is None
+    # The summary judges predictions as the rows do (bench.predict.judge).
+    predicted = [
+        {**rows[0], "predicted_wall_s": 2.2, "predicted_status": "ok"},
+        {**rows[1], "predicted_wall_s": 6.0, "predicted_status": "ok"},
+        {**rows[2], "predicted_wall_s": None, "predicted_status": "oom"},
+    ]
+    judged = {s["config"]: s for s in summarize(predicted)}
+    assert (judged["a"]["prediction_error"], judged["a"]["prediction_ok"]) == (0.1, True)
+    assert (judged["b"]["prediction_error"], judged["b"]["prediction_ok"]) == (0.5, False)
+    assert (judged["c"]["prediction_error"], judged["c"]["prediction_ok"]) == (None, True)
     # After the run's measured fixed start (a query with the pool and no work), the same wall time.
     after = {s["config"]: s for s in summarize(rows, fixed_start_s=0.5)}
     assert after["a"]["vs_ideal_after_start"] == 1.5 and after["b"]["vs_ideal_after_start"] == 3.5
