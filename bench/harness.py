@@ -159,7 +159,7 @@ class Bench:
         self.task_slots = task_slots
         self.log = log
         self._files: dict[str, list[str]] = {}
-        self._udf_profiles: dict[str, Any] = {}
+        self._profiles: dict[str, tuple[Any, float | None]] = {}
         self.notes: list[str] = []
         # Tuning results are cached per bench run only: a cache left by an earlier run may come from
         # another planner.
@@ -324,8 +324,7 @@ class Bench:
         from daftscale.run import run
 
         prep_start = time.time()
-        udf_profile = self.udf_profile(workload)
-        read_profile = profile_read(workload)
+        udf_profile, read_profile = self.profiles(workload)
         profile_s = time.time() - prep_start
 
         def build(plan: Any) -> Any:
@@ -402,15 +401,16 @@ class Bench:
             **tuning,
         }
 
-    def udf_profile(self, workload: Workload) -> Any:
-        """The model UDF profiled on a small sample, as a daftscale user would (None if unavailable).
+    def profiles(self, workload: Workload) -> tuple[Any, float | None]:
+        """The model UDF profiled on a small sample (None if unavailable) and the read step's seconds per
+        row (None without one), as a daftscale user would measure them.
 
         Once per workload and bench run: a user profiles a model once and keeps the numbers, and a
         re-measured profile (never equal to the last) would give the tuner's cache a new key every repeat.
         """
-        if workload.name not in self._udf_profiles:
-            self._udf_profiles[workload.name] = self._profile_udf(workload)
-        return self._udf_profiles[workload.name]
+        if workload.name not in self._profiles:
+            self._profiles[workload.name] = (self._profile_udf(workload), profile_read(workload))
+        return self._profiles[workload.name]
 
     def _profile_udf(self, workload: Workload) -> Any:
         try:
