@@ -159,11 +159,15 @@ def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: f
     """Rows per task for ``into_batches`` after a shuffle, or ``None`` when the partitions are fine-grained.
 
     ``max(B, ceil(R / (MIN_TASKS_PER_CPU × CPUs)))`` in whole batches (:func:`whole_batches`), used
-    only when that is smaller than a partition.
+    only when a partition holds at least two such tasks: Daft's ``into_batches(T)`` is best effort (it
+    emits from 0.8·T rows), and has been seen to pass a partition only a little over T on whole, so a
+    lever that barely undercuts the partition buys nothing dependable.
 
     >>> shuffle_task_rows(38_400, 16, 363, 16)     # 16 partitions of 2,400 rows → tasks of 2 × 363
     726
     >>> shuffle_task_rows(1_000_000, 977, 64, 16) is None   # the seed's example: already fine-grained
+    True
+    >>> shuffle_task_rows(5_000, 13, 50, 4) is None         # 385-row partitions, tasks of 300: not two
     True
     >>> shuffle_task_rows(38_400, 16, 363, None) is None    # CPUs unknown: leave it to the partitions
     True
@@ -171,7 +175,7 @@ def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: f
     if not total_cpus:
         return None
     task_rows = whole_batches(max(batch_size, math.ceil(rows / (MIN_TASKS_PER_CPU * total_cpus))), batch_size)
-    return task_rows if task_rows < math.ceil(rows / partitions) else None
+    return task_rows if 2 * task_rows <= math.ceil(rows / partitions) else None
 
 
 def memory_bounded_batch_size(budget_bytes: float, bytes_per_row: float) -> int | None:
