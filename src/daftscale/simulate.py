@@ -1074,9 +1074,10 @@ def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
 def _measured_pool_start(data: dict[str, Any], first_call: float) -> float | None:
     """When the actor pool was ready, if the report shows it; else None.
 
-    ``actor_startup_s`` is when the last actor's ``__init__`` ended. Daft calls nothing before its pool is
-    ready, so when that is before the first call it is the pool's start; an ``__init__`` after the first
-    call was an actor built on its own first batch, and then the report does not show the pool's start.
+    ``actor_startup_s`` is when the last actor's ``__init__`` ended. Daft builds an actor's class when
+    work first reaches it; when every ``__init__`` ended before the first call (as in the bench's daftscale
+    runs), the pool was ready by then and that is taken as its start. A later ``__init__`` was an actor
+    built on its own first batch, and then the report does not show the pool's start.
     """
     value = data.get("actor_startup_s")
     if not data.get("actor_starts") or not isinstance(value, (int, float)) or not math.isfinite(value):
