@@ -14,6 +14,7 @@ from daftscale.plan import (
     PLAN_INPUT_KEYS,
     PLAN_JSON_KEYS,
     actors_per_node,
+    balanced_batch_size,
     max_partitions,
     memory_bounded_batch_size,
     min_rows_per_partition,
@@ -164,6 +165,22 @@ def test_overhead_bound_is_the_smallest_batch_meeting_the_target(fixed: float, p
         assert share(b - 1) > target - 1e-6
 
 
+@settings(max_examples=200, deadline=None)
+@given(fixed=st.floats(1e-4, 5), per_row=st.floats(1e-6, 1), rows_per_actor=st.integers(1, 10**8))
+def test_balanced_batch_minimises_overhead_plus_tail(fixed: float, per_row: float, rows_per_actor: int) -> None:
+    b = balanced_batch_size(fixed, per_row, rows_per_actor)
+
+    def stage_cost(n: float) -> float:  # per-call overhead over the stage + half the last call
+        return rows_per_actor * fixed / n + (fixed + n * per_row) / 2
+
+    assert b >= 1
+    # The rule rounds the continuous optimum up, so b or b - 1 is the best whole batch: nothing further away beats it.
+    nearest = min(stage_cost(b), stage_cost(b - 1) if b > 1 else math.inf)
+    for other in (b + 1, 2 * b, max(1, b // 2), max(1, b - 2)):
+        if other not in (b, b - 1):
+            assert nearest <= stage_cost(other) * (1 + 1e-9)
+
+
 def test_memory_bound() -> None:
     assert memory_bounded_batch_size(8 << 30, 3 << 20) == int((8 << 30) * BATCH_MEMORY_FRACTION // (3 << 20))
     assert memory_bounded_batch_size(100, 0) is None
@@ -202,9 +219,13 @@ def test_gpu_batch_bound_uses_gpu_memory() -> None:
 
 def test_udf_profile_chooses_batch_from_fixed_vs_per_row_cost() -> None:
     udf_profile = UdfProfile(seconds_per_row=0.0005, seconds_per_batch=0.020)
+    # 62,500 rows per actor: the balance rule's sqrt(2 × 62,500 × 20 ms / 0.5 ms) beats the overhead target's 360.
     p = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, udf_profile=udf_profile)
-    assert p.batch_size == 360
+    assert p.batch_size == balanced_batch_size(0.020, 0.0005, 1_000_000 / 16) == 2237
     assert udf_profile.overhead_share(p.batch_size) <= 0.10
+    # 1,000 rows per actor: the balance rule wants 283, under the overhead target's 360, which stays.
+    short = plan(profile_numbers(16_000, 100), SEED_CLUSTER, concurrency=16, udf_profile=udf_profile)
+    assert short.batch_size == 360
     small = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, batch_size=8, udf_profile=udf_profile)
     assert "BATCH_OVERHEAD_DOMINATES" in small.warning_codes()
     tiny = plan(profile_numbers(1000, 100), SEED_CLUSTER, concurrency=16, udf_profile=udf_profile)

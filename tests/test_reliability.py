@@ -378,7 +378,8 @@ def _processes_of(session: str) -> list[int]:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
-    path = _pipeline(tmp_path, rows=2000, batch=10, sleep=0.05)
+    # 600 calls of 50 ms on 2 actors: 15 s of work, so the run is still going when SIGINT comes at ~8 s.
+    path = _pipeline(tmp_path, rows=6000, batch=10, sleep=0.05)
     before = _ray_sessions()
     proc = subprocess.Popen(
         [*DAFTSCALE, "run", path, "--local-cluster", "2x1", "--report", str(tmp_path / "rep"), "--no-progress"],

@@ -11,6 +11,7 @@ import pytest
 
 import daftscale
 from daftscale import ConfigError, ProfileError, UdfProfile, profile_udf
+from daftscale.plan import balanced_batch_size, overhead_bounded_batch_size
 from daftscale.udfprofile import fit_batch_costs
 
 
@@ -106,8 +107,14 @@ def test_the_profile_feeds_the_planner_batch_size() -> None:
     scaling = daftscale.plan(
         daftscale.profile_numbers(100_000, 100), daftscale.ClusterSpec(nodes=2, cpus_per_node=4), udf_profile=p
     )
-    # 20 ms fixed vs 0.5 ms/row: B ≥ 360 keeps the fixed cost under 10 % (DAFT_NOTES' probe).
-    assert 300 <= scaling.batch_size <= 420
+    # 20 ms fixed vs 0.5 ms/row: B ≥ 360 keeps the fixed cost under 10 % (DAFT_NOTES' probe), and with
+    # 12,500 rows per actor the balance rule raises it to sqrt(2 × 12,500 × 20 / 0.5) = 1,000.
+    rows_per_actor = 100_000 / scaling.concurrency
+    assert scaling.batch_size == max(
+        overhead_bounded_batch_size(p.seconds_per_batch, p.seconds_per_row),
+        balanced_batch_size(p.seconds_per_batch, p.seconds_per_row, rows_per_actor),
+    )
+    assert 850 <= scaling.batch_size <= 1150
     assert scaling.udf_profile == p.to_dict()
 
 
