@@ -15,33 +15,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from bench.harness import Bench, _count_partitions, _measure, _Sizing, register_by_value, start_cluster
-from bench.workloads import QUICK_SCALE, WORKLOADS, Costs, SleepModel, Workload, build_daft, model_args
-
-
-def _run(
-    bench: Bench, workload: Workload, files: list[str], scale: Callable[[Any], Any], config: dict[str, Any]
-) -> dict[str, Any]:
-    import daft
-
-    from daftscale.udf import actor_udf
-
-    def build(_sink: Any) -> Any:
-        model = actor_udf(
-            SleepModel,
-            _Sizing(91, bench.concurrency),
-            return_dtype=daft.DataType.int64(),
-            init_args=model_args(workload),
-            name="Model",
-        )
-        return build_daft(workload, files, scale, model)
-
-    def execute(df: Any) -> tuple[int, int]:
-        with daft.execution_config_ctx(**config):
-            return _count_partitions(df)
-
-    bench.settle()
-    return _measure(execute, bench.concurrency, build)
+from bench.harness import Bench, register_by_value, start_cluster
+from bench.probes.common import run_case
+from bench.workloads import QUICK_SCALE, WORKLOADS, Costs, Workload
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         ("real model, into_batches(364)", w2, lambda df: df.into_batches(364), {}, False),
         ("real model, into_batches(728)", w2, lambda df: df.into_batches(728), {}, False),
     ]
+    # B = 91: the overhead target's batch for W2's model (the planner's before the balance rule).
     with start_cluster(4, 4):
         register_by_value()
         bench = Bench(args.out, concurrency=8, task_slots=16)
@@ -71,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         files = bench.files(w2)
         for repeat in range(args.repeats):
             for name, workload, scale, config, first_only in cases:
-                m = _run(bench, workload, files[:1] if first_only else files, scale, config)
+                m = run_case(bench, workload, files[:1] if first_only else files, scale, 91, config)
                 print(
                     f"[{repeat}] {name:52s} wall {m['wall_s']:6.2f} s  first call {m['first_call_s']:5.2f} s  "
                     f"calls' span {m['stage_span_s']:5.2f} s  util {m['actor_utilization']:.2f}",
