@@ -3,11 +3,38 @@ on the bench's cluster under an execution config, and measure it as the benchmar
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.harness import Bench, _count_partitions, _measure, _Sizing
+from bench.harness import Bench, _count_partitions, _measure, _Sizing, register_by_value, start_cluster
 from bench.workloads import SleepModel, Workload, build_daft, model_args
+
+NODES, CPUS_PER_NODE, CONCURRENCY = 4, 4, 8  # the benchmark's cluster and actor pool
+
+
+def parse_args(module_doc: str, prog: str, argv: list[str] | None, *, default_scale: float) -> argparse.Namespace:
+    """``--scale`` (times W2's quick size), ``--repeats`` and ``--out``, the options every W2 probe takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=module_doc.splitlines()[0])
+    parser.add_argument(
+        "--scale", type=float, default=default_scale, help=f"times W2's quick size (default {default_scale:g})"
+    )
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "out"))
+    os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def bench_cluster(out: str) -> Iterator[Bench]:
+    """The benchmark's local cluster, warmed up as the benchmark does, for the probe's runs."""
+    with start_cluster(NODES, CPUS_PER_NODE):
+        register_by_value()
+        bench = Bench(out, concurrency=CONCURRENCY, task_slots=NODES * CPUS_PER_NODE)
+        bench.warm_up()
+        yield bench
 
 
 def run_case(

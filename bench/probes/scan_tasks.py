@@ -10,12 +10,9 @@ A probe, not the benchmark (``python -m bench`` is that).
 
 from __future__ import annotations
 
-import argparse
-import os
 from typing import Any
 
-from bench.harness import Bench, register_by_value, start_cluster
-from bench.probes.common import describe, run_case
+from bench.probes.common import CONCURRENCY, CPUS_PER_NODE, NODES, bench_cluster, describe, parse_args, run_case
 from bench.workloads import QUICK_SCALE, WORKLOADS
 from daftscale.plan import balanced_batch_size, overhead_bounded_batch_size
 
@@ -31,14 +28,9 @@ def _split(max_bytes: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.probes.scan_tasks", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="times W2's quick size (default 1)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "out"))
-    args = parser.parse_args(argv)
-    os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
+    args = parse_args(__doc__, "python -m bench.probes.scan_tasks", argv, default_scale=1.0)
     w2 = WORKLOADS["W2"].scaled(QUICK_SCALE["W2"] * args.scale)
-    concurrency, nodes = 8, 4
+    concurrency, nodes = CONCURRENCY, NODES
     fixed, per_row = w2.model.fixed_s, w2.model.per_row_s
     batch = max(overhead_bounded_batch_size(fixed, per_row), balanced_batch_size(fixed, per_row, w2.rows / concurrency))
     task_rows = batch * concurrency // nodes
@@ -48,12 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         "split/merge toward 64 MiB (min 16 MiB)": _split(64 * MIB),
         "split/merge toward 16 MiB (min 4 MiB)": _split(16 * MIB),
     }
-    with start_cluster(nodes, 4):
-        register_by_value()
-        bench = Bench(args.out, concurrency=concurrency, task_slots=16)
-        bench.warm_up()
+    with bench_cluster(args.out) as bench:
         files = bench.files(w2)
-        ideal = w2.ideal_s(concurrency, 16)
+        ideal = w2.ideal_s(concurrency, NODES * CPUS_PER_NODE)
         print(f"W2 × {args.scale:g}: {w2.rows:,} rows, B = {batch}, into_batches({task_rows}), ideal {ideal:.1f} s")
         for repeat in range(args.repeats):
             for name, config in cases.items():
