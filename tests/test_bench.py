@@ -147,3 +147,17 @@ def test_repredict_bad_directory_is_one_line_exit_2(tmp_path, content: str | Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot re-predict" in lines[0] and "--out" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--scale", "0"], "--scale must be above 0, got 0"), (["--repeats", "0"], "--repeats must be at least 1")],
+)
+def test_probe_options_bad_input_is_one_line_exit_2(capsys, argv: list[str], message: str) -> None:
+    from bench.probes.common import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args("Probe.", "probe", argv, default_scale=8.0)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert parse_args("Probe.", "probe", [], default_scale=8.0).scale == 8.0

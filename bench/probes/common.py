@@ -23,8 +23,13 @@ def parse_args(module_doc: str, prog: str, argv: list[str] | None, *, default_sc
     )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "out"))
+    args = parser.parse_args(argv)
+    if not args.scale > 0:
+        parser.error(f"--scale must be above 0, got {args.scale:g}: e.g. {default_scale:g}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}: e.g. 2")
     os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
-    return parser.parse_args(argv)
+    return args
 
 
 @contextlib.contextmanager
