@@ -70,6 +70,13 @@ STATUS_ROWS = "failed: rows lost"
 # Resident memory per node
 
 
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _tree_rss(root_pid: int, *, include_root: bool) -> int:
     """Resident bytes of a process's descendants (and itself): RSS, so shared pages count once per process."""
     import psutil
@@ -218,8 +225,11 @@ def runtime(
                 cluster_mod.parse_local_cluster(local_cluster) if isinstance(local_cluster, str) else local_cluster
             )
             started = stack.enter_context(cluster_mod.local_cluster(nodes, cpus))
-            # Daft's UDF actors and workers start with their own loopback cluster connection.
-            os.environ.setdefault("RAY_ADDRESS", started.address)
+            # Daft's UDF actors and workers start with their own loopback cluster connection. Set for this run
+            # only: a value left over (from an earlier run in this process) would point them at a dead cluster.
+            previous_address = os.environ.get("RAY_ADDRESS")
+            os.environ["RAY_ADDRESS"] = started.address
+            stack.callback(_restore_env, "RAY_ADDRESS", previous_address)
         elif not ray.is_initialized():
             address = cluster_mod.check_ray_address(ray_address or "auto")
             try:
