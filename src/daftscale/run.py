@@ -70,13 +70,6 @@ STATUS_ROWS = "failed: rows lost"
 # Resident memory per node
 
 
-def _restore_env(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-
-
 def _tree_rss(root_pid: int, *, include_root: bool) -> int:
     """Resident bytes of a process's descendants (and itself): RSS, so shared pages count once per process."""
     import psutil
@@ -185,6 +178,13 @@ class NodeMemorySampler:
 
 # ---------------------------------------------------------------------------------------------------
 # Runtimes
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 @contextlib.contextmanager
