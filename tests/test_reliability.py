@@ -41,6 +41,16 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 DAFTSCALE = [sys.executable, "-m", "daftscale.cli"]
 
+# The CLI as a terminal user starts it, with Ctrl-C's default action. A shell's background job (`make
+# test &`, some CI runners) starts with SIGINT ignored, children inherit that, and Python then leaves it
+# ignored: the run would rightly carry on through the signal.
+DAFTSCALE_WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from daftscale.cli import main; sys.exit(main(sys.argv[1:]))",
+]
+
 PIPELINE = """
     import time
     import daft, daftscale
@@ -382,7 +392,16 @@ def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
     path = _pipeline(tmp_path, rows=6000, batch=10, sleep=0.05)
     before = _ray_sessions()
     proc = subprocess.Popen(
-        [*DAFTSCALE, "run", path, "--local-cluster", "2x1", "--report", str(tmp_path / "rep"), "--no-progress"],
+        [
+            *DAFTSCALE_WITH_CTRL_C,
+            "run",
+            path,
+            "--local-cluster",
+            "2x1",
+            "--report",
+            str(tmp_path / "rep"),
+            "--no-progress",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
