@@ -316,29 +316,15 @@ class Bench:
         return measured
 
     def _daftscale(self, workload: Workload, files: list[str], *, tuned: bool = False) -> dict[str, Any]:
-        import daft
 
         from daftscale.errors import DaftscaleError
-        from daftscale.pipeline import Pipeline
-        from daftscale.plan import UdfResources
         from daftscale.run import run
 
         prep_start = time.time()
         udf_profile, read_profile = self.profiles(workload)
         profile_s = time.time() - prep_start
-
-        def build(plan: Any) -> Any:
-            model = plan.udf(
-                SleepModel, return_dtype=daft.DataType.int64(), init_args=model_args(workload), name="Model"
-            )
-            return build_daft(workload, files, plan.apply, model)
-
-        kwargs: dict[str, Any] = {"concurrency": self.concurrency}
-        if workload.udf_memory:
-            kwargs["udf"] = UdfResources.of(memory=workload.udf_memory)
-        if udf_profile is not None:
-            kwargs["udf_profile"] = udf_profile
-        pipe = Pipeline(build, name=f"bench-{workload.name}")
+        kwargs = self.planner_kwargs(workload, udf_profile)
+        pipe = daftscale_pipeline(workload, files)
         tuning: dict[str, Any] = {}
         try:
             if tuned:
@@ -400,6 +386,18 @@ class Bench:
             "_report": report.to_dict(),
             **tuning,
         }
+
+    def planner_kwargs(self, workload: Workload, udf_profile: Any) -> dict[str, Any]:
+        """What the ``daftscale`` configurations tell the planner: the actor pool, the UDF's declared memory
+        (W4) and, when given, the UDF profile."""
+        from daftscale.plan import UdfResources
+
+        kwargs: dict[str, Any] = {"concurrency": self.concurrency}
+        if workload.udf_memory:
+            kwargs["udf"] = UdfResources.of(memory=workload.udf_memory)
+        if udf_profile is not None:
+            kwargs["udf_profile"] = udf_profile
+        return kwargs
 
     def profiles(self, workload: Workload) -> tuple[Any, float | None]:
         """The model UDF profiled on a small sample (None if unavailable) and the read step's seconds per
@@ -516,6 +514,19 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
             else None
         )
     return out
+
+
+def daftscale_pipeline(workload: Workload, files: list[str]) -> Any:
+    """The workload as a daftscale pipeline: ``read → plan.apply(df) → plan.udf(model)``."""
+    import daft
+
+    from daftscale.pipeline import Pipeline
+
+    def build(plan: Any) -> Any:
+        model = plan.udf(SleepModel, return_dtype=daft.DataType.int64(), init_args=model_args(workload), name="Model")
+        return build_daft(workload, files, plan.apply, model)
+
+    return Pipeline(build, name=f"bench-{workload.name}")
 
 
 def start_cluster(nodes: int, cpus: int) -> contextlib.AbstractContextManager[Any]:

@@ -158,8 +158,9 @@ PIPELINE = """
         return df.with_column("y", model(df["id"]))
 """
 
-# Batch 8 (the pipeline's, so the formula's) against batch 64; partitions fixed: one clear difference.
-SEARCH = {"sample": 0.5, "batch_multiples": (1, 8), "partition_multiples": (1,)}
+# Batch 8 (the pipeline's, so the formula's) against batch 64; partitions fixed: one clear difference. The
+# candidate planned from measured costs is left out here (it has its own test below).
+SEARCH = {"sample": 0.5, "batch_multiples": (1, 8), "partition_multiples": (1,), "measured_costs": False}
 
 
 @pytest.fixture
@@ -212,12 +213,38 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
     cli_out = tmp_path / "cli.json"
     code = main(
         ["tune", pipeline_file, "--runner", "ray", "--sample", "0.5", "--batch-multiples", "1,8",
-         "--partition-multiples", "1", "--cache-dir", str(cache), "--out", str(cli_out), "--no-progress"]
+         "--partition-multiples", "1", "--no-measured-costs", "--cache-dir", str(cache), "--out", str(cli_out),
+         "--no-progress"]
     )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "cached" in captured.out and "B×8" in captured.out and "tuned plan" in captured.out
     assert ScalingPlan.from_json(cli_out.read_text()).batch_size == 64
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_costs_measured_by_the_trials_plan_a_batch_beyond_the_grid(pipeline_file: str, tmp_path: Path) -> None:
+    # The pipeline declares batch 8 and no UDF profile, so the formula plan knows nothing of the model's
+    # 50 ms per call. The grid reaches batch 32 only; the first rung's calls (batches of 8 and 32, whose
+    # per-row parts differ by 2.4 ms) give the fit the planner needs, and its plan, a batch of hundreds,
+    # joins the search and wins it clearly.
+    search = {"sample": 0.5, "batch_multiples": (1, 4), "partition_multiples": (1,)}
+    result = tune(pipeline_file, runner="ray", cache_dir=tmp_path, progress=False, **search)
+
+    tried = [(t.candidate, t.batch_size, t.rung, t.wall_s, t.error, t.note) for t in result.trials]
+    fitted = next(n for n in result.notes if n.startswith("measured costs:"))
+    assert "ms per call" in fitted, fitted
+    per_call_ms = float(fitted.split("calls: ")[1].split(" ms per call")[0])
+    assert 30 <= per_call_ms <= 90, fitted  # the model sleeps 50 ms per call
+    measured = [t for t in result.trials if t.candidate == "measured costs" and t.measured]
+    assert measured and measured[0].batch_size > 32 * 4, tried
+    assert measured[0].sample_rows == 2048, "it runs on the same sample as the rung's other candidates"
+    assert result.best.batch_size == measured[0].batch_size, tried
+    assert result.speedup is not None and result.speedup > 1.2, tried
+    assert "UDF costs fitted over the trials'" in result.best.explain()
+    report = run(pipeline_file, runner="ray", plan=result.best, progress=False)
+    assert report.rows_out == report.rows_in == 4096
 
 
 @pytest.mark.ray

@@ -15,12 +15,19 @@ from bench.workloads import SleepModel, Workload, build_daft, model_args
 NODES, CPUS_PER_NODE, CONCURRENCY = 4, 4, 8  # the benchmark's cluster and actor pool
 
 
-def parse_args(module_doc: str, prog: str, argv: list[str] | None, *, default_scale: float) -> argparse.Namespace:
-    """``--scale`` (times W2's quick size), ``--repeats`` and ``--out``, the options every W2 probe takes."""
+def parse_args(
+    module_doc: str, prog: str, argv: list[str] | None, *, default_scale: float, workloads: str | None = None
+) -> argparse.Namespace:
+    """``--scale`` (times the quick size), ``--repeats`` and ``--out``, the options every probe takes, and
+    ``--workloads`` (a comma-separated list, parsed into ``args.workloads``) for probes given a default."""
+    from bench.workloads import WORKLOADS
+
     parser = argparse.ArgumentParser(prog=prog, description=module_doc.splitlines()[0])
     parser.add_argument(
-        "--scale", type=float, default=default_scale, help=f"times W2's quick size (default {default_scale:g})"
+        "--scale", type=float, default=default_scale, help=f"times the quick size (default {default_scale:g})"
     )
+    if workloads is not None:
+        parser.add_argument("--workloads", default=workloads, help=f"comma-separated (default {workloads})")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "out"))
     args = parser.parse_args(argv)
@@ -28,6 +35,15 @@ def parse_args(module_doc: str, prog: str, argv: list[str] | None, *, default_sc
         parser.error(f"--scale must be above 0, got {args.scale:g}: e.g. {default_scale:g}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}: e.g. 2")
+    if workloads is not None:
+        names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
+        unknown = [n for n in names if n not in WORKLOADS]
+        if not names or unknown:
+            parser.error(
+                f"--workloads {args.workloads!r}: unknown {', '.join(unknown) or 'empty'}: "
+                f"choose from {', '.join(WORKLOADS)}"
+            )
+        args.workloads = names
     os.environ.setdefault("DAFT_PROGRESS_BAR", "0")
     return args
 
@@ -71,6 +87,31 @@ def run_case(
 
     bench.settle()
     return _measure(execute, bench.concurrency, build)
+
+
+def workload_at(bench: Bench, name: str, scale: float) -> tuple[Workload, Any, Any]:
+    """Workload ``name`` at ``scale`` × its quick size with its files written, as a daftscale pipeline, and its
+    UDF profile (as the benchmark's ``daftscale`` configuration measures it)."""
+    from bench.harness import daftscale_pipeline
+    from bench.workloads import QUICK_SCALE, WORKLOADS
+
+    workload = WORKLOADS[name].scaled(QUICK_SCALE[name] * scale)
+    pipe = daftscale_pipeline(workload, bench.files(workload))
+    udf_profile, _ = bench.profiles(workload)
+    return workload, pipe, udf_profile
+
+
+def print_walls(title: str, columns: list[str], rows: dict[str, tuple[list[str], list[float]]], base: str) -> None:
+    """A markdown table: per row its cells, every wall time and the median's ratio to row ``base``'s."""
+    import statistics
+
+    reference = statistics.median(rows[base][1])
+    print(f"\n| {title} | {' | '.join(columns)} | wall s (each) | median × {base} |")
+    print("|---|" + "---|" * len(columns) + "---|---:|")
+    for name, (cells, walls) in rows.items():
+        each = ", ".join(f"{w:.2f}" for w in walls)
+        print(f"| {name} | {' | '.join(cells)} | {each} | {statistics.median(walls) / reference:.2f} |")
+    print(flush=True)
 
 
 def describe(m: dict[str, Any], ideal_s: float | None = None) -> str:

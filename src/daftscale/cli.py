@@ -418,6 +418,11 @@ def simulate_command(
 @click.option("--partition-multiples", metavar="M,M,...", help="Multiples of its partitions (0.25,0.5,1,2,4).")
 @click.option("--cache-dir", metavar="DIR", help="Result cache (default $DAFTSCALE_CACHE_DIR or ~/.cache/daftscale).")
 @click.option("--no-cache", is_flag=True, help="Search again even if a cached result exists.")
+@click.option(
+    "--no-measured-costs",
+    is_flag=True,
+    help="Leave out the candidate planned from the UDF costs the first trials measured.",
+)
 @click.option("--no-progress", is_flag=True, help="No per-trial lines.")
 @plan_options
 def tune_command(
@@ -433,6 +438,7 @@ def tune_command(
     partition_multiples: str | None,
     cache_dir: str | None,
     no_cache: bool,
+    no_measured_costs: bool,
     no_progress: bool,
     **params: Any,
 ) -> None:
@@ -455,6 +461,7 @@ def tune_command(
         progress=not no_progress,
         batch_multiples=parse_multiples(batch_multiples, "--batch-multiples") or DEFAULT_MULTIPLES,
         partition_multiples=parse_multiples(partition_multiples, "--partition-multiples") or DEFAULT_MULTIPLES,
+        measured_costs=not no_measured_costs,
         **_explicit_planner_kwargs(params),
     )
     console = Console(width=max(Console().width, 120))

@@ -16,11 +16,21 @@ How a search goes (:func:`tune`):
    (:func:`daftscale.simulate.costs_from_report`), which then predicts every candidate on the full data
    and prunes those it predicts out of memory or much slower than the best (kept at most
    ``max_candidates``);
-4. successive halving: all survivors run on a small sample, the faster half (by rows/s) on a sample
-   ``eta`` times bigger, and so on up to the whole ``sample`` fraction; the formula plan runs in every
-   rung as the baseline, and a candidate must beat it by ``MIN_IMPROVEMENT`` on the last rung to win
-   (smaller gains are within run-to-run noise);
-5. the winner is the full-data plan with the winning numbers; its steps say it was tuned, from what,
+4. successive halving: all survivors run on a small sample, the faster half on a sample ``eta`` times
+   bigger, and so on up to the whole ``sample`` fraction; the formula plan runs in every rung as the
+   baseline, and a candidate must beat it by ``MIN_IMPROVEMENT`` on the last rung to win (smaller gains
+   are within run-to-run noise). "Faster" is the wall time each trial predicts for the full data
+   (:func:`extrapolated_wall_s`: the sample's wall time plus the rows it did not run, at its actors'
+   steady rate), not the sample's rows/s: a sample run is mostly the query's fixed start (seconds on a
+   small cluster), which would hide the differences in the UDF stage that the candidates are about, and
+   would penalise a big batch's tail, which weighs less on the full data;
+5. measured costs: when the formula plan was made without a UDF profile (the pipeline declared a batch
+   size, or none), the first rung's runs have called the UDF at several batch sizes; the per-call and
+   per-row costs fitted over all those calls give the planner the profile it lacked, and the plan it then
+   makes joins the search as the candidate ``measured costs`` (run on the first rung's sample at once,
+   then halved like the rest). This is how a search finds a batch size outside the grid's two octaves;
+   ``measured_costs=False`` leaves it out;
+6. the winner is the full-data plan with the winning numbers; its steps say it was tuned, from what,
    and by how much it beat the formula plan on the sample.
 
 Sampling: a trial runs the pipeline with a plan whose ``apply(df)`` first takes ``df.limit(n)`` of the
@@ -39,6 +49,7 @@ import inspect
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -57,7 +68,7 @@ try:  # the simulator prunes candidates; without it every candidate is measured
 except ImportError:  # pragma: no cover - only while simulate.py is not in the tree
     costs_from_report = simulate = None  # type: ignore[assignment]
 
-TUNE_FORMAT_VERSION = 2
+TUNE_FORMAT_VERSION = 4
 
 # Multiples of the formula's numbers tried each way: two octaves either side covers the error of the
 # formulas' assumptions (K = 4 batches per task, a guessed per-call cost) without a wide grid.
@@ -81,8 +92,8 @@ DEFAULT_MAX_CANDIDATES = 8
 # enough for the model's error (it calibrates from one run) to keep the close calls for measurement.
 PRUNE_SLOWER_THAN = 1.5
 
-# A candidate must beat the formula plan's rows/s by this much on the last rung to replace it: run-to-run
-# noise of short runs on a shared machine is several percent.
+# A candidate must beat the formula plan's predicted full-data time by this much on the last rung to replace it:
+# run-to-run noise of short runs on a shared machine is several percent.
 MIN_IMPROVEMENT = 0.05
 
 # How long the native-runner subprocess that looks up the cache before a local cluster starts may take.
@@ -250,6 +261,39 @@ def sample_partitions(partitions: int, rows: int, sample_rows: int, concurrency:
 # Results
 
 
+def extrapolated_wall_s(
+    calls: Sequence[dict[str, Any]], wall_s: float, sample_rows: int, full_rows: int, concurrency: int
+) -> float | None:
+    """Wall time on ``full_rows`` rows predicted from a run on ``sample_rows`` of them.
+
+    The rows the sample did not run are added at the actors' steady rate: each actor's rows over the span
+    from its first call's start to its last call's end (so the gaps between its calls count, and the wait
+    before its first call and after its last do not), averaged over the actors that ran and times
+    ``concurrency`` (a sample too small to reach every actor still predicts a full pool). The query's start,
+    its ramp and its tail are taken as they were in the sample. ``None`` without a call to rate.
+
+    >>> calls = [{"actor": a, "start": 1.0 + 0.1 * i, "end": 1.1 + 0.1 * i, "rows": 10} for a in "xy" for i in (0, 1)]
+    >>> extrapolated_wall_s(calls, wall_s=2.0, sample_rows=40, full_rows=440, concurrency=2)  # 2 × 100 rows/s
+    4.0
+    """
+    if full_rows <= sample_rows:
+        return wall_s
+    spans: dict[str, list[float]] = {}
+    for call in calls:
+        start, end, rows = float(call["start"]), float(call["end"]), float(call.get("rows") or 0)
+        span = spans.setdefault(str(call["actor"]), [start, end, 0.0])
+        span[0], span[1], span[2] = min(span[0], start), max(span[1], end), span[2] + rows
+    rates = [rows / (end - start) for start, end, rows in spans.values() if end > start and rows > 0]
+    if not rates:
+        return None
+    return round(wall_s + (full_rows - sample_rows) / (statistics.fmean(rates) * max(concurrency, 1)), 4)
+
+
+def _faster(trial: Trial) -> float:
+    """Sort key and speed of a trial: the inverse of its predicted full-data time (0 when unknown)."""
+    return 1.0 / trial.full_s if trial.full_s else 0.0
+
+
 @dataclass
 class Trial:
     """One candidate on one rung: measured (``wall_s`` set), pruned by the simulator, or failed."""
@@ -263,6 +307,8 @@ class Trial:
     sample_partitions: int | None = None
     wall_s: float | None = None
     rows_per_s: float | None = None
+    # Wall time predicted for all the data from this sample run (extrapolated_wall_s): what trials are ranked by.
+    full_s: float | None = None
     utilization: float | None = None
     predicted_s: float | None = None
     predicted_oom: bool = False
@@ -341,12 +387,12 @@ class TuneResult:
         head = "cached: " if self.cached else ""
         if self.improved:
             return (
-                f"{head}tuned plan: {what}, batch size {b.batch_size} — {self.speedup:.2f}× the formula plan's "
-                f"rows/s on a {self.sample_rows:,}-row sample"
+                f"{head}tuned plan: {what}, batch size {b.batch_size} — {self.speedup:.2f}× as fast as the formula "
+                f"plan on all {self.rows:,} rows, extrapolated from a {self.sample_rows:,}-row sample"
             )
         return (
-            f"{head}the formula plan stays: no candidate beat its rows/s by {MIN_IMPROVEMENT:.0%} on a "
-            f"{self.sample_rows:,}-row sample — {what}, batch size {b.batch_size}"
+            f"{head}the formula plan stays: no candidate beat its time by {MIN_IMPROVEMENT:.0%} (all {self.rows:,} "
+            f"rows, extrapolated from a {self.sample_rows:,}-row sample) — {what}, batch size {b.batch_size}"
         )
 
     def table(self) -> Any:
@@ -362,6 +408,7 @@ class TuneResult:
             ("sample rows", "right"),
             ("wall_s", "right"),
             ("rows/s", "right"),
+            ("full_s", "right"),
             ("util", "right"),
             ("sim_s", "right"),
             ("pruned", "left"),
@@ -383,6 +430,7 @@ class TuneResult:
                 num(t.sample_rows, ","),
                 num(t.wall_s, ".2f"),
                 num(t.rows_per_s, ",.0f"),
+                num(t.full_s, ".1f"),
                 num(t.utilization, ".0%"),
                 num(t.predicted_s, ".1f"),
                 "simulator" if t.pruned else "",
@@ -571,6 +619,7 @@ def tune(
     partition_multiples: Sequence[float] = DEFAULT_MULTIPLES,
     eta: int = DEFAULT_ETA,
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    measured_costs: bool = True,
     **planner_kwargs: Any,
 ) -> TuneResult:
     """Search partitions × batch size around the formula plan on a sample; return (and save) the best plan.
@@ -590,6 +639,8 @@ def tune(
         batch_multiples, partition_multiples: the grid around the formula's batch size and partitions
             (``into_batches`` for streaming plans).
         eta: successive halving keeps 1/eta per rung; max_candidates: most candidates measured.
+        measured_costs: add the formula plan made with the UDF costs fitted from the first rung's runs
+            (only when the planner had no UDF profile).
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
     from daftscale.run import resolve_runner
@@ -612,7 +663,14 @@ def tune(
     hit = None
     if use_cache and local_cluster is not None and os.path.isfile(str(pipeline_or_path)):
         settings = _settings(
-            kwargs, runner, float(sample), batch_multiples, partition_multiples, int(eta), int(max_candidates)
+            kwargs,
+            runner,
+            float(sample),
+            batch_multiples,
+            partition_multiples,
+            int(eta),
+            int(max_candidates),
+            bool(measured_costs),
         )
         hit = _cached_before_start(os.fspath(pipeline_or_path), pipe, local_cluster, settings, cache_dir, budget_s)
         if hit is not None:
@@ -638,6 +696,7 @@ def tune(
                 partition_multiples=partition_multiples,
                 eta=int(eta),
                 max_candidates=int(max_candidates),
+                measured_costs=bool(measured_costs),
             )
     if out_path is not None:
         _check_out(out_path, overwrite)  # again: the file may have appeared while the search ran
@@ -655,6 +714,7 @@ def _settings(
     partition_multiples: tuple[float, ...],
     eta: int,
     max_candidates: int,
+    measured_costs: bool = True,
 ) -> dict[str, Any]:
     """The search settings that change its result, for the cache key (the budget only limits it)."""
     return {
@@ -664,6 +724,7 @@ def _settings(
         "partition_multiples": partition_multiples,
         "eta": eta,
         "max_candidates": max_candidates,
+        "measured_costs": measured_costs,
         "runner": runner,
     }
 
@@ -735,13 +796,16 @@ def _search(
     partition_multiples: tuple[float, ...],
     eta: int,
     max_candidates: int,
+    measured_costs: bool = True,
 ) -> TuneResult:
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
 
     data = profile_dataframe(probe(pipe).scaling_input)
     formula = make_plan(data, cluster, **kwargs)
-    settings = _settings(kwargs, runner, sample, batch_multiples, partition_multiples, eta, max_candidates)
+    settings = _settings(
+        kwargs, runner, sample, batch_multiples, partition_multiples, eta, max_candidates, measured_costs
+    )
     key = cache_key(pipe, data, cluster, settings)
     path = os.path.join(cache_dir(cache_root), f"{key}.json")
     if use_cache:
@@ -750,7 +814,9 @@ def _search(
             say.say(f"[bold]cached[/bold]: tune result for these inputs from {path}")
             return hit
 
-    search = _Search(pipe, runner, cluster, kwargs, data, formula, say, budget_s=budget_s, started=started)
+    search = _Search(
+        pipe, runner, cluster, kwargs, data, formula, say, budget_s=budget_s, started=started, fit_costs=measured_costs
+    )
     result = search.run(sample, batch_multiples, partition_multiples, eta, max_candidates)
     result.cache_path = path
     if search.stopped_by_budget:
@@ -777,8 +843,12 @@ class _Search:
         *,
         budget_s: float,
         started: float,
+        fit_costs: bool = True,
     ) -> None:
         self.pipe, self.runner, self.cluster, self.kwargs = pipe, runner, cluster, kwargs
+        # Costs are fitted only where the planner had none: with a UDF profile the formula already used them.
+        self.fit_costs = fit_costs and kwargs.get("udf_profile") is None
+        self.calls: list[dict[str, Any]] = []  # every measured trial's UDF calls, for that fit
         self.data, self.formula, self.say = data, formula, say
         self.budget_s, self.started = budget_s, started
         self.trials: list[Trial] = []
@@ -839,13 +909,17 @@ class _Search:
                 f"trial {cand.name} returned {report.rows_out:,} rows for a {sampled.sample_rows:,}-row sample: "
                 "the pipeline must keep every row after plan.apply (no filters that depend on partitioning)"
             )
+        self.calls.extend(report.udf_calls)
         trial.wall_s = report.wall_s
         trial.rows_per_s = report.rows_out / report.wall_s if report.wall_s > 0 else None
+        trial.full_s = extrapolated_wall_s(
+            report.udf_calls, report.wall_s, sampled.sample_rows, self.data.rows, full.concurrency
+        )
         trial.utilization = report.actor_utilization
         self.trials.append(trial)
         self.say.say(
             f"  rung {rung} · {cand.name:<12} partitions {sampled.partitions or '-'!s:>5} batch {cand.batch_size:>5} "
-            f"on {sampled.sample_rows:,} rows: {report.wall_s:.2f} s, {trial.rows_per_s or 0:,.0f} rows/s, "
+            f"on {sampled.sample_rows:,} rows: {report.wall_s:.2f} s ({trial.full_s or 0:.1f} s on all rows), "
             f"utilisation {report.actor_utilization:.0%}"
         )
         self.last_report = replace(report, rows_in=sampled.sample_rows)
@@ -970,24 +1044,90 @@ class _Search:
                 self.stopped_by_budget = True
                 self.notes.append(f"budget of {self.budget_s:g} s reached during rung {index}: best so far wins")
                 break
+            if index == 0 and self.fit_costs:
+                extra = self.measured_costs_candidate(grid)
+                if extra is not None:
+                    if self.out_of_time(rung.rows):
+                        self.notes.append(f"no time left to run the {extra.name} candidate")
+                    else:
+                        results[index][extra.name] = self.measure(extra, index, rung.rows)
+                        alive = [*alive, extra]
             if index + 1 < len(schedule):
                 keep = schedule[index + 1].candidates
                 ranked = sorted(
-                    (t for t in results[index].values() if t.rows_per_s),
-                    key=lambda t: -(t.rows_per_s or 0),
+                    (t for t in results[index].values() if t.full_s),
+                    key=lambda t: -_faster(t),
                 )
                 names = {t.candidate for t in ranked[:keep]} | {formula_cand.name}
                 alive = [c for c in alive if c.name in names]
         return self._finish(results, grid, sample_rows)
 
+    def measured_costs_candidate(self, grid: list[Candidate]) -> Candidate | None:
+        """The formula plan made with the UDF costs fitted over the calls measured so far, as a new candidate.
+
+        Appended to ``grid`` (so a confirmation run finds it) unless its numbers are already there. The
+        user's declared batch size is dropped for it: the batch size is what the fit is for.
+        """
+        from daftscale.plan import plan as make_plan
+        from daftscale.profile import UdfProfile
+        from daftscale.report import fit_udf_cost
+
+        fit = fit_udf_cost(self.calls)
+        if fit is None or fit["seconds_per_row"] <= 0:
+            self.notes.append("measured costs: the UDF calls so far do not separate per-call from per-row cost")
+            return None
+        profile = UdfProfile(
+            seconds_per_row=fit["seconds_per_row"],
+            seconds_per_batch=fit["seconds_per_batch"],
+            rows_sampled=sum(int(c["rows"]) for c in self.calls),
+            batches=len(self.calls),
+        )
+        kwargs = {k: v for k, v in self.kwargs.items() if k != "batch_size"}
+        measured = make_plan(self.data, self.cluster, **kwargs, udf_profile=profile)
+        fitted = (
+            f"UDF costs fitted over the trials' {len(self.calls):,} calls: "
+            f"{profile.seconds_per_batch * 1e3:.1f} ms per call + {profile.seconds_per_row * 1e3:.3f} ms per row"
+        )
+        formula = self.formula
+        if measured.strategy != formula.strategy:
+            self.notes.append(f"measured costs: {fitted}; they change the strategy, which the tuner keeps")
+            return None
+        shuffle = formula.strategy == "shuffle"
+        numbers = (
+            measured.batch_size,
+            measured.partitions if shuffle else None,
+            None if shuffle else measured.into_batches,
+        )
+        same = next((c for c in grid if (c.batch_size, c.partitions, c.into_batches) == numbers), None)
+        if same is not None:
+            self.notes.append(f"measured costs: {fitted}; the planner then gives {same.name}'s numbers")
+            return None
+        task, formula_task = (
+            (measured.partitions, formula.partitions) if shuffle else (measured.into_batches, formula.into_batches)
+        )
+        cand = Candidate(
+            "measured costs",
+            measured.batch_size,
+            numbers[1],
+            numbers[2],
+            batch_multiple=measured.batch_size / formula.batch_size,
+            task_multiple=(task or 1) / (formula_task or 1),
+        )
+        self.plans[cand.name] = replace(
+            measured, steps=(*measured.steps, f"Tuner candidate: the formula plan with the {fitted}.")
+        )
+        grid.append(cand)
+        self.notes.append(f"measured costs: {fitted}; candidate {_describe(measured)}")
+        return cand
+
     def _finish(self, results: dict[int, dict[str, Trial]], grid: list[Candidate], sample_rows: int) -> TuneResult:
         # The last rung in which the formula plan ran decides (the formula runs first in every rung).
-        last = max(i for i, r in results.items() if "formula" in r and r["formula"].rows_per_s)
+        last = max(i for i, r in results.items() if "formula" in r and r["formula"].full_s)
         rung = results[last]
-        base = rung["formula"].rows_per_s or 0.0
-        measured = [t for t in rung.values() if t.rows_per_s]
-        winner = max(measured, key=lambda t: t.rows_per_s or 0.0)
-        speedup = (winner.rows_per_s or 0.0) / base if base else None
+        base = _faster(rung["formula"])
+        measured = [t for t in rung.values() if t.full_s]
+        winner = max(measured, key=_faster)
+        speedup = _faster(winner) / base if base else None
         if winner.candidate != "formula" and (speedup or 0) < 1 + MIN_IMPROVEMENT:
             self.notes.append(f"best challenger {winner.candidate} got {speedup or 0:.2f}× the formula: within noise")
             winner = rung["formula"]
@@ -1017,8 +1157,8 @@ class _Search:
         replace the formula plan: the challenger has to win the repeat as well, and by MIN_IMPROVEMENT
         over the two runs together. Without time for the repeat, the single-run result stands.
         """
-        base = formula.rows_per_s or 0.0
-        single = (winner.rows_per_s or 0.0) / base if base else 0.0
+        base = _faster(formula)
+        single = _faster(winner) / base if base else 0.0
         if self.out_of_time(2 * winner.sample_rows):
             self.notes.append("no time left to repeat the winning run: decided on one run each")
             return winner, single
@@ -1026,10 +1166,11 @@ class _Search:
         again_winner = self.measure(by_name[winner.candidate], rung, winner.sample_rows)
         again_formula = self.measure(by_name[formula.candidate], rung, winner.sample_rows)
         again_winner.note = again_formula.note = "confirmation"
-        challenger = (winner.rows_per_s or 0.0) + (again_winner.rows_per_s or 0.0)
-        baseline = base + (again_formula.rows_per_s or 0.0)
-        speedup = challenger / baseline if baseline else 0.0
-        if (again_winner.rows_per_s or 0.0) <= (again_formula.rows_per_s or 0.0) or speedup < 1 + MIN_IMPROVEMENT:
+        # Over both runs of each: the formula's total predicted time over the challenger's.
+        challenger = (winner.full_s or math.inf) + (again_winner.full_s or math.inf)
+        baseline = (formula.full_s or math.inf) + (again_formula.full_s or math.inf)
+        speedup = baseline / challenger if math.isfinite(challenger) and math.isfinite(baseline) else 0.0
+        if _faster(again_winner) <= _faster(again_formula) or speedup < 1 + MIN_IMPROVEMENT:
             self.notes.append(
                 f"{winner.candidate} won once ({single:.2f}×) but not the repeat ({speedup:.2f}× over both): "
                 "the formula plan stays"
@@ -1066,12 +1207,12 @@ def _tuned_plan(
     if winner.candidate == "formula":
         verdict = (
             f"No candidate beat the formula plan by {MIN_IMPROVEMENT:.0%} on the {winner.sample_rows:,}-row sample "
-            f"({baseline.rows_per_s or 0:,.0f} rows/s): the formula plan is kept."
+            f"(it predicted {baseline.full_s or 0:.1f} s on all the data): the formula plan is kept."
         )
     else:
         verdict = (
-            f"The winner, {_describe(chosen)} ({winner.candidate}), ran at {winner.rows_per_s or 0:,.0f} rows/s "
-            f"against the formula plan's {baseline.rows_per_s or 0:,.0f} rows/s on the {winner.sample_rows:,}-row "
+            f"The winner, {_describe(chosen)} ({winner.candidate}), predicted {winner.full_s or 0:.1f} s on all the "
+            f"data against the formula plan's {baseline.full_s or 0:.1f} s from runs on the {winner.sample_rows:,}-row "
             f"sample: {speedup:.2f}× ({(speedup - 1):+.0%}) over this and a repeated run of each."
         )
     tuned = {
@@ -1080,6 +1221,8 @@ def _tuned_plan(
         "sample_rows": winner.sample_rows,
         "rows_per_s": winner.rows_per_s,
         "formula_rows_per_s": baseline.rows_per_s,
+        "full_s": winner.full_s,
+        "formula_full_s": baseline.full_s,
         "speedup": round(speedup, 4),
     }
     return replace(
@@ -1101,6 +1244,7 @@ __all__ = [
     "TuneResult",
     "cache_key",
     "candidate_grid",
+    "extrapolated_wall_s",
     "halving_schedule",
     "parse_multiples",
     "sample_partitions",
