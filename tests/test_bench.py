@@ -151,13 +151,20 @@ def test_repredict_bad_directory_is_one_line_exit_2(tmp_path, content: str | Non
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["--scale", "0"], "--scale must be above 0, got 0"), (["--repeats", "0"], "--repeats must be at least 1")],
+    [
+        (["--scale", "0"], "--scale must be above 0, got 0"),
+        (["--repeats", "0"], "--repeats must be at least 1"),
+        (["--workloads", "W1,W9"], "--workloads 'W1,W9': unknown W9: choose from W1, W2, W3, W4"),
+        (["--workloads", ","], "unknown empty"),
+    ],
 )
 def test_probe_options_bad_input_is_one_line_exit_2(capsys, argv: list[str], message: str) -> None:
     from bench.probes.common import parse_args
 
     with pytest.raises(SystemExit) as exit_info:
-        parse_args("Probe.", "probe", argv, default_scale=8.0)
+        parse_args("Probe.", "probe", argv, default_scale=8.0, workloads="W1")
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert parse_args("Probe.", "probe", [], default_scale=8.0).scale == 8.0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    good = parse_args("Probe.", "probe", ["--workloads", "w2, W1"], default_scale=8.0, workloads="W1")
+    assert good.scale == 8.0 and good.workloads == ["W2", "W1"]

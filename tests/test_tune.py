@@ -26,6 +26,7 @@ from daftscale.tune import (
     TuneResult,
     cache_key,
     candidate_grid,
+    extrapolated_wall_s,
     halving_schedule,
     parse_multiples,
     sample_partitions,
@@ -103,6 +104,35 @@ def test_sample_partitions_bounds(p, rows, frac, c) -> None:
     got = sample_partitions(p, rows, n, c)
     assert 1 <= got <= n
     assert got >= min(p, c, n)
+
+
+@given(
+    actors=st.integers(1, 8),
+    calls=st.integers(1, 20),
+    rows=st.integers(1, 500),
+    seconds=st.floats(0.001, 2.0),
+    gap=st.floats(0.0, 0.5),
+    wall=st.floats(0.1, 100.0),
+    extra=st.integers(0, 10**6),
+    concurrency=st.integers(1, 16),
+)
+def test_extrapolation_adds_the_missing_rows_at_the_steady_rate(
+    actors, calls, rows, seconds, gap, wall, extra, concurrency
+) -> None:
+    # Each actor runs `calls` calls of `rows` rows, `seconds` each, `gap` apart: its steady rate is exact.
+    trace = [
+        {"actor": f"a{a}", "start": 1.0 + i * (seconds + gap), "end": 1.0 + i * (seconds + gap) + seconds, "rows": rows}
+        for a in range(actors)
+        for i in range(calls)
+    ]
+    sample = actors * calls * rows
+    rate = calls * rows / (calls * seconds + (calls - 1) * gap)
+    got = extrapolated_wall_s(trace, wall, sample, sample + extra, concurrency)
+    assert got is not None and got >= wall - 1e-3
+    assert got == pytest.approx(wall + extra / (rate * concurrency), rel=1e-3, abs=1e-3)
+    # A sample as big as the data predicts its own wall time; no calls, no prediction.
+    assert extrapolated_wall_s(trace, wall, sample, sample, concurrency) == wall
+    assert extrapolated_wall_s([], wall, sample, sample + 1, concurrency) is None
 
 
 def test_parse_multiples_rejects_nonsense() -> None:
