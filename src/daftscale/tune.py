@@ -97,6 +97,9 @@ PRUNE_SLOWER_THAN = 1.5
 # run-to-run noise of short runs on a shared machine is several percent.
 MIN_IMPROVEMENT = 0.05
 
+# Runs a win needs before it is trusted: the winner and the formula plan once more each (see _Search._confirm).
+CONFIRMATION_RUNS = 2
+
 # How long the native-runner subprocess that looks up the cache before a local cluster starts may take.
 CACHE_PROBE_TIMEOUT_S = 120.0
 
@@ -632,7 +635,8 @@ def tune(
         pipeline_or_path: a :class:`~daftscale.pipeline.Pipeline` or the path of a pipeline file.
         runner, ray_address, local_cluster: where trials run, as for :func:`daftscale.run.run`.
         sample: fraction of the rows at the scaling step the last rung runs on (0 < sample ≤ 1).
-        budget_s: wall-clock budget; past it no new trial starts and the best measured so far wins.
+        budget_s: wall-clock budget; a trial starts only if it, and the two runs that confirm a win, fit
+            in it; when one does not, the search stops and the best measured so far wins if it is confirmed.
         out: write the winning plan there (atomically); an existing file needs ``overwrite``.
         cache_dir: where results are cached (default ``$DAFTSCALE_CACHE_DIR/tune`` or
             ``~/.cache/daftscale/tune``); ``use_cache=False`` searches again (and refreshes the entry).
@@ -862,13 +866,18 @@ class _Search:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def out_of_time(self, rows: int) -> bool:
-        """Would a trial on ``rows`` rows end past the budget? (Estimated from the last trial.)"""
+    def out_of_time(self, rows: int, then: int = 0) -> bool:
+        """Would a trial on ``rows`` rows, and ``then`` more of the same size, end past the budget?
+
+        Estimated from the last trial. The search's trials pass ``then=CONFIRMATION_RUNS`` so that the
+        repeat a win needs still fits: a search that spends the whole budget exploring ends with one-run
+        wins it cannot trust (:meth:`_confirm`), so it might as well not have explored.
+        """
         elapsed = time.monotonic() - self.started
         if self.last_trial_s is None:
             return elapsed >= self.budget_s
         last_rows, last_s = self.last_trial_s
-        return elapsed + last_s * max(1.0, rows / max(last_rows, 1)) > self.budget_s
+        return elapsed + (1 + then) * last_s * max(1.0, rows / max(last_rows, 1)) > self.budget_s
 
     def measure(self, cand: Candidate, rung: int, rows: int) -> Trial:
         from daftscale.run import _run_on
@@ -1037,7 +1046,7 @@ class _Search:
                 if index == 0 and cand.is_formula and first.sample_rows == rung.rows:
                     results[index][cand.name] = first
                     continue
-                if self.out_of_time(rung.rows) and (index > 0 or not cand.is_formula):
+                if self.out_of_time(rung.rows, then=CONFIRMATION_RUNS) and (index > 0 or not cand.is_formula):
                     stopped = True
                     break
                 results[index][cand.name] = self.measure(cand, index, rung.rows)
@@ -1048,7 +1057,7 @@ class _Search:
             if index == 0 and self.fit_costs:
                 extra = self.measured_costs_candidate(grid)
                 if extra is not None:
-                    if self.out_of_time(rung.rows):
+                    if self.out_of_time(rung.rows, then=CONFIRMATION_RUNS):
                         self.notes.append(f"no time left to run the {extra.name} candidate")
                     else:
                         results[index][extra.name] = self.measure(extra, index, rung.rows)
@@ -1162,7 +1171,7 @@ class _Search:
         """
         base = _faster(formula)
         single = _faster(winner) / base if base else 0.0
-        if self.out_of_time(2 * winner.sample_rows):
+        if self.out_of_time(winner.sample_rows, then=CONFIRMATION_RUNS - 1):
             self.notes.append(
                 f"{winner.candidate} won its one run ({single:.2f}×) but there was no time left to repeat it: "
                 "the formula plan stays"
