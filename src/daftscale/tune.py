@@ -28,9 +28,9 @@ How a search goes (:func:`tune`):
 5. measured costs: when the formula plan was made without a UDF profile (the pipeline declared a batch
    size, or none), the first rung's runs have called the UDF at several batch sizes; the per-call and
    per-row costs fitted over all those calls give the planner the profile it lacked, and the plan it then
-   makes joins the search as the candidate ``measured costs`` (run on the first rung's sample at once,
-   then halved like the rest). This is how a search finds a batch size outside the grid's two octaves;
-   ``measured_costs=False`` leaves it out;
+   makes joins the search as the candidate ``measured costs`` (run on the first rung's sample as soon
+   as two batch sizes have run there, then halved like the rest). This is how a search finds a batch
+   size outside the grid's two octaves; ``measured_costs=False`` leaves it out;
 6. the winner is the full-data plan with the winning numbers; its steps say it was tuned, from what,
    and by how much it beat the formula plan on the sample.
 
@@ -1050,18 +1050,23 @@ class _Search:
                     stopped = True
                     break
                 results[index][cand.name] = self.measure(cand, index, rung.rows)
+                if index == 0 and self.fit_costs and len({t.batch_size for t in self.trials if t.measured}) >= 2:
+                    # As soon as the calls can separate the two costs: on a tight budget the rung may end
+                    # before its last candidate, and this one is the likeliest to matter.
+                    self.fit_costs = False
+                    extra = self.measured_costs_candidate(grid)
+                    if extra is not None:
+                        if self.out_of_time(rung.rows, then=CONFIRMATION_RUNS):
+                            self.notes.append(f"no time left to run the {extra.name} candidate")
+                        else:
+                            results[index][extra.name] = self.measure(extra, index, rung.rows)
+                            alive = [*alive, extra]
             if stopped:
                 self.stopped_by_budget = True
                 self.notes.append(f"budget of {self.budget_s:g} s reached during rung {index}: best so far wins")
                 break
             if index == 0 and self.fit_costs:
-                extra = self.measured_costs_candidate(grid)
-                if extra is not None:
-                    if self.out_of_time(rung.rows, then=CONFIRMATION_RUNS):
-                        self.notes.append(f"no time left to run the {extra.name} candidate")
-                    else:
-                        results[index][extra.name] = self.measure(extra, index, rung.rows)
-                        alive = [*alive, extra]
+                self.notes.append("measured costs: the first rung ran one batch size only, so no cost fit")
             if index + 1 < len(schedule):
                 keep = schedule[index + 1].candidates
                 ranked = sorted(
