@@ -135,6 +135,27 @@ def test_extrapolation_adds_the_missing_rows_at_the_steady_rate(
     assert extrapolated_wall_s([], wall, sample, sample + 1, concurrency) is None
 
 
+def test_a_win_in_an_earlier_rung_counts_as_the_repeat() -> None:
+    from daftscale.tune import Trial, _Search
+
+    def rung(formula_s: float, challenger_s: float) -> dict[str, Trial]:
+        return {
+            "formula": Trial("formula", 8, 4, None, full_s=formula_s),
+            "B×4 P×1": Trial("B×4 P×1", 32, 4, None, full_s=challenger_s),
+        }
+
+    search = object.__new__(_Search)  # only its notes are used: no cluster, no pipeline
+    search.notes = []
+    # Won both rungs by ≥ 5 %: taken, at the formula's total time over the challenger's.
+    assert search._won_earlier("B×4 P×1", {0: rung(12.0, 10.0), 1: rung(11.0, 9.0)}, 1) == pytest.approx(23 / 19)
+    assert "2 of the 2 rungs" in search.notes[-1]
+    # Won only the last rung, or ran in one rung only: a repeat is still needed.
+    assert search._won_earlier("B×4 P×1", {0: rung(10.0, 10.2), 1: rung(11.0, 9.0)}, 1) is None
+    assert search._won_earlier("B×4 P×1", {0: rung(11.0, 9.0)}, 0) is None
+    # Won earlier but not the deciding rung: no.
+    assert search._won_earlier("B×4 P×1", {0: rung(12.0, 10.0), 1: rung(10.0, 10.0)}, 1) is None
+
+
 def test_parse_multiples_rejects_nonsense() -> None:
     assert parse_multiples(None) is None
     for bad in ("", "a,b", "0,1", "-1"):
