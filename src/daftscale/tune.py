@@ -18,8 +18,9 @@ How a search goes (:func:`tune`):
    ``max_candidates``);
 4. successive halving: all survivors run on a small sample, the faster half on a sample ``eta`` times
    bigger, and so on up to the whole ``sample`` fraction; the formula plan runs in every rung as the
-   baseline, and a candidate must beat it by ``MIN_IMPROVEMENT`` on the last rung, and again when both
-   are run once more, to win (smaller gains, or one run's, are within run-to-run noise). "Faster" is
+   baseline, and a candidate must beat it by ``MIN_IMPROVEMENT`` on the last rung, and again in an
+   earlier rung or when both are run once more, to win (smaller gains, or one run's, are within
+   run-to-run noise). "Faster" is
    the wall time each trial predicts for the full data (:func:`extrapolated_wall_s`: the sample's wall
    time plus the rows it did not run, at its actors' steady rate), not the sample's rows/s: a sample
    run is mostly the query's fixed start (seconds on a small cluster), which would hide the differences
