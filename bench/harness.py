@@ -316,7 +316,6 @@ class Bench:
         return measured
 
     def _daftscale(self, workload: Workload, files: list[str], *, tuned: bool = False) -> dict[str, Any]:
-
         from daftscale.errors import DaftscaleError
         from daftscale.run import run
 

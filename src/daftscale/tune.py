@@ -852,8 +852,9 @@ class _Search:
         fit_costs: bool = True,
     ) -> None:
         self.pipe, self.runner, self.cluster, self.kwargs = pipe, runner, cluster, kwargs
-        # Costs are fitted only where the planner had none: with a UDF profile the formula already used them.
-        self.fit_costs = fit_costs and kwargs.get("udf_profile") is None
+        # True until the search's one cost fit is made. Only where the planner had no costs: with a UDF profile
+        # the formula already used them.
+        self.fit_pending = fit_costs and kwargs.get("udf_profile") is None
         self.calls: list[dict[str, Any]] = []  # every measured trial's UDF calls, for that fit
         self.data, self.formula, self.say = data, formula, say
         self.budget_s, self.started = budget_s, started
@@ -1051,22 +1052,13 @@ class _Search:
                     stopped = True
                     break
                 results[index][cand.name] = self.measure(cand, index, rung.rows)
-                if index == 0 and self.fit_costs and len({t.batch_size for t in self.trials if t.measured}) >= 2:
-                    # As soon as the calls can separate the two costs: on a tight budget the rung may end
-                    # before its last candidate, and this one is the likeliest to matter.
-                    self.fit_costs = False
-                    extra = self.measured_costs_candidate(grid)
-                    if extra is not None:
-                        if self.out_of_time(rung.rows, then=CONFIRMATION_RUNS):
-                            self.notes.append(f"no time left to run the {extra.name} candidate")
-                        else:
-                            results[index][extra.name] = self.measure(extra, index, rung.rows)
-                            alive = [*alive, extra]
+                if index == 0 and (extra := self.run_measured_costs(grid, results[index], rung.rows)):
+                    alive = [*alive, extra]
             if stopped:
                 self.stopped_by_budget = True
                 self.notes.append(f"budget of {self.budget_s:g} s reached during rung {index}: best so far wins")
                 break
-            if index == 0 and self.fit_costs:
+            if index == 0 and self.fit_pending:
                 self.notes.append("measured costs: the first rung ran one batch size only, so no cost fit")
             if index + 1 < len(schedule):
                 keep = schedule[index + 1].candidates
@@ -1077,6 +1069,24 @@ class _Search:
                 names = {t.candidate for t in ranked[:keep]} | {formula_cand.name}
                 alive = [c for c in alive if c.name in names]
         return self._finish(results, grid, sample_rows)
+
+    def run_measured_costs(self, grid: list[Candidate], first_rung: dict[str, Trial], rows: int) -> Candidate | None:
+        """Once the first rung has run two batch sizes, make the measured-costs candidate and run it there.
+
+        As soon as the calls can separate the two costs, not after the rung: on a tight budget the rung may
+        end before its last candidate, and this one is the likeliest to matter.
+        """
+        if not self.fit_pending or len({t.batch_size for t in self.trials if t.measured}) < 2:
+            return None
+        self.fit_pending = False
+        extra = self.measured_costs_candidate(grid)
+        if extra is None:
+            return None
+        if self.out_of_time(rows, then=CONFIRMATION_RUNS):
+            self.notes.append(f"no time left to run the {extra.name} candidate")
+            return None
+        first_rung[extra.name] = self.measure(extra, 0, rows)
+        return extra
 
     def measured_costs_candidate(self, grid: list[Candidate]) -> Candidate | None:
         """The formula plan made with the UDF costs fitted over the calls measured so far, as a new candidate.
@@ -1118,16 +1128,12 @@ class _Search:
         if same is not None:
             self.notes.append(f"measured costs: {fitted}; the planner then gives {same.name}'s numbers")
             return None
-        task, formula_task = (
-            (measured.partitions, formula.partitions) if shuffle else (measured.into_batches, formula.into_batches)
-        )
+        formula_task = formula.partitions if shuffle else formula.into_batches
         cand = Candidate(
             "measured costs",
-            measured.batch_size,
-            numbers[1],
-            numbers[2],
+            *numbers,
             batch_multiple=measured.batch_size / formula.batch_size,
-            task_multiple=(task or 1) / (formula_task or 1),
+            task_multiple=(numbers[1] or numbers[2] or 1) / (formula_task or 1),
         )
         self.plans[cand.name] = replace(
             measured, steps=(*measured.steps, f"Tuner candidate: the formula plan with the {fitted}.")
