@@ -233,6 +233,12 @@ def render_plan(result: Any) -> None:
 )
 @click.option("--force-plan", is_flag=True, help="Run a --plan file made for another cluster shape anyway.")
 @click.option("--max-memory", metavar="SIZE", help="Stop the run if any node's resident memory passes SIZE, e.g. 8GiB.")
+@click.option(
+    "--stall-timeout",
+    metavar="SECONDS",
+    help="Stop the run when no UDF call starts or finishes for max(SECONDS, 5 x the longest call) "
+    "(default 60; 0 turns the watchdog off).",
+)
 @plan_options
 def run_command(
     pipeline_path: str,
@@ -247,6 +253,7 @@ def run_command(
     check_rows: bool | None,
     force_plan: bool,
     max_memory: str | None,
+    stall_timeout: str | None,
     **params: Any,
 ) -> None:
     """Plan and run PIPELINE (a pipeline .py file), measure it, and print the summary."""
@@ -275,6 +282,7 @@ def run_command(
         check_rows=check_rows,
         force_plan=force_plan,
         max_memory=max_memory,
+        stall_timeout=stall_timeout,
         **kwargs,
     )
     render_run(report, report_dir)

@@ -48,6 +48,16 @@ MIN_SENSIBLE_BATCH_SIZE = 8
 # How long to wait for a Ray address to answer before saying it is unreachable (SPEC: within 30 s).
 RAY_CONNECT_TIMEOUT_S = 20.0
 
+# The stall watchdog's floor: no run is called stalled sooner than this after its last progress (a UDF
+# call started, finished or an actor became ready). A minute is well above the per-call times daftscale
+# plans for (milliseconds to seconds) and far below the minutes a hung GPU run otherwise sits silent.
+DEFAULT_STALL_TIMEOUT_S = 60.0
+
+# The watchdog's limit is this many times the longest UDF call seen so far (and, before any call has
+# finished, this many times the floor): a model whose calls take a minute is not stalled after one
+# minute of silence, and a first call that loads weights or compiles kernels gets room to do so.
+STALL_CALL_FACTOR = 5.0
+
 _UNITS = {
     "": 1,
     "b": 1,

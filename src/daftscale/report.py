@@ -189,6 +189,9 @@ class RunReport:
     udf_errors: list[str] = field(default_factory=list)
     actor_startup_s: float = 0.0
     actor_starts: list[dict[str, Any]] = field(default_factory=list)
+    # Set when the stall watchdog stopped the run (status "failed: stalled"): its limit, the silence that
+    # tripped it, and what each actor was doing (in a call since when, on how many rows, or idle).
+    stall: dict[str, Any] | None = None
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -362,6 +365,18 @@ class RunReport:
             rows.append(("rows failed (null)", f"{self.rows_failed:,}: {first}"))
         if self.status != "ok":
             rows.insert(0, ("status", self.status))
+        if self.stall:
+            busy = [a for a in self.stall.get("actors", []) if a.get("state") == "in a call"]
+            idle, limit = self.stall.get("idle_s", 0), self.stall.get("limit_s", 0)
+            rows.insert(
+                1,
+                (
+                    "stall",
+                    f"{idle:.0f} s without progress (limit {limit:.0f} s); "
+                    f"{len(busy)} of {self.stall.get('actors_reported', 0)} reporting actors in a call "
+                    f"({self.stall.get('actors_planned', 0)} planned)",
+                ),
+            )
         if self.udf_profile:
             rows.append(
                 (

@@ -21,12 +21,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from daftscale.cluster import ClusterSpec
-from daftscale.config import format_bytes, parse_memory, require_positive_int
+from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes, parse_memory, require_positive_int
 from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
+from daftscale.gpu import prepare_driver_cuda
 from daftscale.pipeline import Pipeline, build_with, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.report import RunReport
 from daftscale.udf import ON_ERROR_CHOICES, make_collector, recording
+from daftscale.watchdog import STATUS_STALLED, StallWatch, combine, resolve_stall_timeout, stop_stalled_query
 
 # How often resident memory is sampled: fine enough to catch a batch's peak (batches take tens of
 # milliseconds to seconds), coarse enough that walking the process tree costs under 1 % of a core.
@@ -40,6 +42,10 @@ RUNNERS = ("native", "ray")
 # How long a stopped query (memory budget) gets to wind down before the run returns anyway; what is
 # left is torn down with the runtime (a local cluster is shut down, the native runner dies with us).
 STOP_GRACE_S = 15.0
+
+# How long a stalled query gets to fail once its UDF workers are stopped: it errors out within a second
+# when they were processes; a UDF stuck in a thread of this process never ends, so waiting longer is waste.
+STALL_GRACE_S = 5.0
 
 # Logical-plan operators that keep every row (Daft 0.7 names, from ``pretty_print(simple=True)``).
 # When only these follow the scaling step, rows out must equal rows in, so the run checks it by
@@ -425,6 +431,7 @@ def run(
     check_rows: bool | None = None,
     force_plan: bool = False,
     max_memory: str | int | None = None,
+    stall_timeout: float | None = None,
     **planner_kwargs: Any,
 ) -> RunReport:
     """Plan (unless a plan is given), run and measure a pipeline; write the report if ``report_dir``.
@@ -454,12 +461,19 @@ def run(
         max_memory: memory budget per node (``"8GiB"``): if any node's resident memory passes it, the
             query is stopped, what daftscale started is shut down, a partial report (status "stopped:
             memory budget") is written and a ``RunError`` raised.
+        stall_timeout: the stall watchdog's floor in seconds (default 60; 0 turns it off). A run whose
+            UDF calls stop starting and finishing for longer than ``max(floor, 5 × the longest call)``
+            (``5 × floor`` before any call finished) is stopped: its UDF workers are terminated, a
+            partial report (status "failed: stalled", each actor's state in ``stall``) is written and
+            a ``RunError`` raised. A UDF that Daft runs in a thread of this process cannot be
+            stopped: it stays blocked until the process exits (the CLI exits anyway).
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
     runner = resolve_runner(runner, ray_address, local_cluster)
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one")
     budget = None if max_memory is None else parse_memory(max_memory, name="max_memory")
+    stall_floor = resolve_stall_timeout(stall_timeout)
     # Counts are checked here, before a cluster starts or a pipeline loads, not only when the planner runs.
     for key in ("concurrency", "batch_size", "batches_per_task"):
         if planner_kwargs.get(key) is not None:
@@ -490,6 +504,7 @@ def run(
                 on_error=on_error,
                 check_rows=check_rows,
                 max_memory=budget,
+                stall_timeout=stall_floor,
             )
         except _RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
@@ -515,6 +530,7 @@ def _run_on(
     on_error: str | None = None,
     check_rows: bool | None = None,
     max_memory: int | None = None,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
 ) -> RunReport:
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
@@ -534,22 +550,28 @@ def _run_on(
     sampler: NodeMemorySampler | None = None
     execution: _Execution | None = None
     try:
-        with recording(sink):
+        with recording(sink) as instrumented:
             df = build_with(pipe, chosen)
         if check_rows is None:
             check_rows = _rows_checkable(scaling.scaling_input, df)
         sampler = NodeMemorySampler(runner)
         run_start = time.time()
+        prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
         execution = _Execution(df, chosen.execution_config)
         execution.start()
-        watch = _memory_watch(sampler, max_memory) if max_memory else None
+        stall = _stall_watch(collector, stall_timeout, instrumented, chosen, execution)
+        watch = combine(_memory_watch(sampler, max_memory) if max_memory else None, stall)
         reason = _wait_with_progress(
             execution, collector, rows_in, chosen.concurrency, progress=progress, console=console, watch=watch
         )
+        stalled = stall is not None and stall.fired
         if reason is not None:
             # Stop the query and give it a moment to wind down; the runtime's teardown does the rest.
             execution.stop_requested.set()
-            execution.join(STOP_GRACE_S)
+            if stalled:
+                # A stuck UDF never returns to Daft, so the query cannot stop between partitions: end its workers.
+                reason += f" ({stop_stalled_query(runner)})"
+            execution.join(STALL_GRACE_S if stalled else STOP_GRACE_S)
         end = execution.finished_at or time.time()
         node_memory = sampler.stop()
         sampler = None
@@ -591,7 +613,9 @@ def _run_on(
         ready=ready,
     )
     if reason is not None:
-        report.status = STATUS_MEMORY
+        report.status = STATUS_STALLED if stalled else STATUS_MEMORY
+        if stalled:
+            report.stall = stall.state()  # type: ignore[union-attr]
         raise _RunStopped(report, f"{reason}: stopped the run after {execution.rows:,} of {rows_in:,} rows")
     if check_rows and report.rows_out != report.rows_in:
         report.status = STATUS_ROWS
@@ -641,6 +665,22 @@ def _memory_watch(sampler: NodeMemorySampler, budget: int) -> Any:
         )
 
     return check
+
+
+def _stall_watch(
+    collector: Any, floor_s: float | None, instrumented: list[str], plan: ScalingPlan, execution: _Execution
+) -> StallWatch | None:
+    """The stall watchdog for this run, when it is on and some UDF reports its calls (only they show progress)."""
+    if floor_s is None or not instrumented:
+        return None
+    return StallWatch(
+        collector,
+        floor_s,
+        started=time.time(),
+        concurrency=plan.concurrency,
+        rows_out=lambda: execution.rows,
+        gpus=plan.udf_gpus,
+    )
 
 
 def _count(df: Any) -> int:

@@ -48,6 +48,9 @@ RAY_NAMESPACE = "daftscale"
 RECORD_ACK_TIMEOUT_S = 10.0
 
 _sink: dict[str, Any] | None = None
+# Names of the instrumented UDFs built inside the current ``recording`` block (driver side only): the
+# run arms its stall watchdog only when some UDF will report calls.
+_built: list[str] | None = None
 
 
 def current_sink() -> dict[str, Any] | None:
@@ -56,14 +59,20 @@ def current_sink() -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def recording(sink: dict[str, Any] | None) -> Iterator[None]:
-    """Make UDFs built inside the block record to ``sink`` (a collector's :attr:`sink` spec)."""
-    global _sink
+def recording(sink: dict[str, Any] | None) -> Iterator[list[str]]:
+    """Make UDFs built inside the block record to ``sink`` (a collector's :attr:`sink` spec).
+
+    Yields the list of the instrumented UDFs' names built inside the block.
+    """
+    global _sink, _built
+    built: list[str] = []
     previous, _sink = _sink, sink
+    previous_built, _built = _built, built
     try:
-        yield
+        yield built
     finally:
         _sink = previous
+        _built = previous_built
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,6 +194,8 @@ def actor_udf(
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one of those")
     label = name or cls.__name__
+    if _built is not None and sink is not None:
+        _built.append(label)
     args, kwargs = tuple(init_args), dict(init_kwargs or {})
 
     def __init__(self: Any) -> None:
