@@ -7,8 +7,9 @@ than :func:`stall_limit` without progress while the query is still running. That
 stuck in a call (a lock, a wedged GPU), an actor whose ``__init__`` never returns, and actors that
 loaded but never get a batch.
 
-The limit adapts to the calls seen so far: ``max(floor, factor × longest call)``, and before any
-call has finished ``factor × floor`` (a first call may load weights or compile kernels). The floor is
+The limit adapts to the calls seen so far: ``max(floor, factor × longest call)``, and until a call
+has finished and every planned actor is ready, at least ``factor × floor`` (a first call may load
+weights or compile kernels, and batches may wait for an actor that is still starting). The floor is
 ``--stall-timeout`` (default :data:`~daftscale.config.DEFAULT_STALL_TIMEOUT_S`).
 
 :func:`stop_stalled_query` ends the stuck query honestly: on Daft's native runner it terminates
@@ -178,6 +179,10 @@ class StallWatch:
         self._records = (calls, running)
         ready, failed = list(self.collector.ready), list(self.collector.failed)
         self.limit_s = stall_limit(self.floor_s, [float(c["end"]) - float(c["start"]) for c in calls])
+        if len(ready) < self.concurrency:
+            # Actors are still starting (Daft starts each on its first batch, and batches may wait for it):
+            # keep the start-up allowance until every planned actor is ready.
+            self.limit_s = max(self.limit_s, stall_limit(self.floor_s, []))
         self.idle_s = now - last_progress(self._rows_moved_at, calls, running, ready, failed)
         if self.idle_s <= self.limit_s:
             return None
