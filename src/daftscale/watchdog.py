@@ -163,6 +163,7 @@ class StallWatch:
         self._rows_seen = 0
         self._rows_moved_at = started
         self.fired = False
+        self._fired_at: float | None = None
         self.limit_s = stall_limit(floor_s, [])
         self.idle_s = 0.0
         self._records: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
@@ -187,6 +188,7 @@ class StallWatch:
         if self.idle_s <= self.limit_s:
             return None
         self.fired = True
+        self._fired_at = now
         return self.message(len(ready))
 
     def message(self, ready: int) -> str:
@@ -209,7 +211,8 @@ class StallWatch:
         """The report's ``stall`` field: the limit, the silence that tripped it, and each actor's state."""
         calls, running = self._records
         ready = list(getattr(self.collector, "ready", []))
-        actors = actor_states(calls, running, ready, self._clock(), self.started)
+        now = self._fired_at if self._fired_at is not None else self._clock()
+        actors = actor_states(calls, running, ready, now, self.started)
         return {
             "limit_s": round(self.limit_s, 3),
             "idle_s": round(self.idle_s, 3),
@@ -281,15 +284,19 @@ def _kill_ray_udf_actors() -> str:
     """
     try:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        from ray.util.state import list_actors
 
-        job = ray.get_runtime_context().get_job_id()
-        actors = list_actors(
-            filters=[("class_name", "=", "UDFActor"), ("state", "=", "ALIVE"), ("job_id", "=", job)],
-            raise_on_missing_output=False,
-        )
-    except Exception as exc:  # the state API may be unavailable on a joined cluster
+        # The GCS actor table (Ray's developer API): unlike ray.util.state it needs no dashboard, which a
+        # local cluster started without one lacks.
+        from ray._private.state import actors as actor_table
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        table = actor_table(job_id=ray.get_runtime_context().job_id, actor_state_name="ALIVE")
+        targets = [
+            (info["Address"]["NodeID"], int(info["Pid"]))
+            for info in table.values()
+            if info.get("ActorClassName") == "UDFActor" and info.get("Pid")
+        ]
+    except Exception as exc:  # a joined cluster may refuse: say so rather than fail the report
         return f"could not list the query's Ray actors ({type(exc).__name__}): kill its UDFActor actors by hand"
 
     @ray.remote(num_cpus=0)
@@ -303,14 +310,13 @@ def _kill_ray_udf_actors() -> str:
         return True
 
     refs = []
-    for actor in actors:
-        if actor.pid and actor.node_id:
-            strategy = NodeAffinitySchedulingStrategy(node_id=actor.node_id, soft=False)
-            refs.append(kill_pid.options(scheduling_strategy=strategy).remote(int(actor.pid)))
+    for node, pid in targets:
+        strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+        refs.append(kill_pid.options(scheduling_strategy=strategy).remote(pid))
     killed = 0
     with contextlib.suppress(Exception):
         killed = sum(bool(ok) for ok in ray.get(refs, timeout=30))
-    return f"killed {killed} of {len(actors)} Daft UDF actor{'s' if len(actors) != 1 else ''} on Ray"
+    return f"killed {killed} of {len(targets)} Daft UDF actor{'s' if len(targets) != 1 else ''} on Ray"
 
 
 __all__ = [
