@@ -9,7 +9,7 @@ Everything is made here, nothing is downloaded: on first run the example writes 
 synthetic 128×128 RGB images (default 1,000; seeded noise over colour gradients, PNG-encoded) into a
 Parquet file under ``examples/images/data/``, and the classifier is a small CNN with seeded random
 weights (a stand-in for your model: swap in a real checkpoint in ``Classifier.__init__``). On a
-machine with CUDA the model runs on the GPU; see ``gpu_run.sh``.
+machine with CUDA the model runs on the GPU (``--udf-gpus 1``); ``python -m bench.gpu`` measures GPU runs.
 """
 
 from __future__ import annotations
