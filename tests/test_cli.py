@@ -128,3 +128,21 @@ def test_plan_discovers_a_running_cluster_in_a_new_process(ray_cluster) -> None:
     data = json.loads(proc.stdout)
     assert data["inputs"]["nodes"] == 2 and data["inputs"]["cpus_per_node"] == 2
     assert data["concurrency"] == 4  # 2 nodes × 2 CPUs at 1 CPU per actor
+
+
+@pytest.mark.parametrize("value", ["soon", "-3"])
+def test_run_bad_stall_timeout_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # Checked before the pipeline file is even read (it does not exist here).
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "pipe.py"), f"--stall-timeout={value}")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"daftscale: error: --stall-timeout must be a number of seconds, got {value!r}: "
+        "pass e.g. 120, or 0 to turn the watchdog off"
+    ]
+
+
+def test_run_help_lists_the_stall_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "--help")
+    assert code == 0 and "--stall-timeout SECONDS" in out and "0 turns the watchdog off" in " ".join(out.split())
