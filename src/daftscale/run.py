@@ -357,8 +357,12 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"[:400]
 
 
-class _RunStopped(Exception):
-    """A run that did not finish as planned: carries the partial report to write and the one-line reason."""
+class _RunStopped(RunError):
+    """A run that did not finish as planned: carries the partial report to write and the one-line reason.
+
+    A ``RunError``, so a caller of ``_run_on`` other than :func:`run` (the tuner's trials) sees a
+    stalled or short run as the run's failure, in one line.
+    """
 
     def __init__(self, report: RunReport, message: str) -> None:
         super().__init__(message)
