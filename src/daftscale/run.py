@@ -558,9 +558,9 @@ def _run_on(
             df = build_with(pipe, chosen)
         if check_rows is None:
             check_rows = _rows_checkable(scaling.scaling_input, df)
+        prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
         sampler = NodeMemorySampler(runner)
         run_start = time.time()
-        prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
         execution = _Execution(df, chosen.execution_config)
         execution.start()
         stall = _stall_watch(collector, stall_timeout, instrumented, chosen, execution)
