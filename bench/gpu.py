@@ -433,6 +433,8 @@ def check_environment(args: argparse.Namespace) -> str | None:
     """The one-line reason this machine cannot run the benchmark as asked, or ``None``."""
     if importlib.util.find_spec("daft") is None:
         return "Daft is not installed: pip install daft (the benchmark runs on Daft's native runner)"
+    if importlib.util.find_spec("psutil") is None:
+        return "psutil is not installed: pip install psutil (daftscale reads this machine's memory with it)"
     if importlib.util.find_spec("torch") is None:
         return "torch is not installed: install a CUDA build of torch (and torchvision)"
     if not args.tiny and importlib.util.find_spec("torchvision") is None:
