@@ -17,13 +17,18 @@ import textwrap
 import time
 import uuid
 
+import daft
 import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daftscale.cluster import ClusterSpec
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, STALL_CALL_FACTOR
 from daftscale.errors import ConfigError
+from daftscale.plan import plan
+from daftscale.profile import profile_numbers
+from daftscale.udf import actor_udf, recording
 from daftscale.watchdog import StallWatch, actor_states, combine, resolve_stall_timeout, stall_limit
 
 DAFTSCALE = [sys.executable, "-m", "daftscale.cli"]
@@ -202,6 +207,23 @@ def test_combine_first_reason_wins() -> None:
     assert combine(None, None) is None
     check = combine(None, lambda: None, lambda: "second", lambda: "third")
     assert check is not None and check() == "second"
+
+
+class _Model:
+    def __call__(self, ids: list[int]) -> list[int]:
+        return ids
+
+
+def test_recording_names_the_instrumented_udfs_it_built() -> None:
+    # The run arms the watchdog only when some UDF will report calls; building one is the sign.
+    small = plan(profile_numbers(100, 8), ClusterSpec(nodes=1, cpus_per_node=2), concurrency=1, batch_size=10)
+    with recording({"kind": "none"}) as built:
+        assert built == []
+        actor_udf(_Model, small, return_dtype=daft.DataType.int64(), name="scorer")
+    assert built == ["scorer"]
+    with recording(None) as outside:  # no sink: nothing is recorded, so nothing to watch
+        actor_udf(_Model, small, return_dtype=daft.DataType.int64())
+    assert outside == []
 
 
 # ---------------------------------------------------------------------------------------------------
