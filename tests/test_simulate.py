@@ -478,3 +478,61 @@ def test_a_udf_batch_over_the_actor_memory_is_an_oom() -> None:
     # A task smaller than the batch sends a smaller batch.
     small_tasks = replace(_memory_plan(64), strategy="shuffle", partitions=400, partition_op="repartition")
     assert not simulate(small_tasks, costs=UDF).actor_oom
+
+
+def test_delivered_fragments_multiply_the_calls_and_their_cost() -> None:
+    # 1 node, 1 CPU, 1 actor: the actor's busy time is every call's fixed cost plus every row's.
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1)
+    p = plan(profile_numbers(6_400, 100), cluster, concurrency=1, batch_size=64)
+    fragmented = Costs(seconds_per_row=5e-4, seconds_per_batch=0.02, delivered_rows_per_call=4.7)
+    full = simulate(p, costs=replace(fragmented, delivered_rows_per_call=None))
+    frag = simulate(p, costs=fragmented)
+    # Counted here, not by the simulator: each task's rows in calls of at most 4.7 rows (mean).
+    assert full.tasks == frag.tasks
+    base, extra = divmod(6_400, frag.tasks)
+    expected_calls = extra * math.ceil((base + 1) / 4.7) + (frag.tasks - extra) * math.ceil(base / 4.7)
+    assert frag.batches == expected_calls
+    assert full.batches == extra * math.ceil((base + 1) / 64) + (frag.tasks - extra) * math.ceil(base / 64)
+    per_call = fragmented.dispatch_s + fragmented.seconds_per_batch
+    assert frag.busy_s == pytest.approx(expected_calls * per_call + 6_400 * 5e-4, rel=1e-9)
+    # One actor does all the work: the makespan grows by (at least) the extra calls' fixed cost.
+    assert frag.makespan_s - full.makespan_s >= 0.99 * (expected_calls - full.batches) * per_call
+    assert any("fragments" in a for a in frag.approximations)
+    # A fragment size at or above B is a full batch.
+    assert simulate(p, costs=replace(fragmented, delivered_rows_per_call=500.0)).batches == full.batches
+    with pytest.raises(ConfigError, match="delivered_rows_per_call"):
+        Costs(delivered_rows_per_call=0.0)
+
+
+def test_calibration_fills_delivered_rows_from_fragmented_calls() -> None:
+    # A run of B=64 whose calls carried 3 to 7 rows (a join's fragments): hand-written records, not the
+    # simulator's schedule, 2,000 rows in 400 calls back to back on one actor.
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1)
+    p = plan(profile_numbers(2_000, 100), cluster, concurrency=1, batch_size=64)
+    calls, t = [], 1.0
+    for i in range(400):
+        rows = 3 + (i % 5)  # 3..7, mean 5
+        calls.append({"actor": "a", "node": "n", "start": t, "end": t + 0.01 + 0.001 * rows, "rows": rows})
+        t += 0.01 + 0.001 * rows + 0.002
+    report = {
+        "runner": "ray",
+        "nodes": 1,
+        "wall_s": t + 0.3,
+        "rows_in": 2_000,
+        "rows_out": 2_000,
+        "actors": 1,
+        "plan": p.to_dict(),
+        "udf_calls": calls,
+        "cluster": p.cluster,
+    }
+    fitted = costs_from_report(report)
+    assert fitted.delivered_rows_per_call == pytest.approx(5.0)
+    assert any("fragments" in n for n in fitted.notes)
+    predicted = simulate(p, costs=fitted)
+    assert predicted.batches == pytest.approx(400, rel=0.05)
+    # The same costs at another batch size still get fragments: the upstream pieces do not grow with B.
+    assert simulate(replace(p, batch_size=256), costs=fitted).batches == pytest.approx(400, rel=0.05)
+    # A run of full batches leaves the field unset.
+    truth = Costs(seconds_per_row=0.001, seconds_per_batch=0.01, dispatch_s=0.002, task_overhead_s=0.1)
+    small = plan(profile_numbers(900, 100), cluster, concurrency=1, batch_size=50)
+    assert costs_from_report(_report_from_schedule(small, truth)).delivered_rows_per_call is None
