@@ -388,8 +388,11 @@ def _processes_of(session: str) -> list[int]:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
-    # 600 calls of 50 ms on 2 actors: 15 s of work, so the run is still going when SIGINT comes at ~8 s.
-    path = _pipeline(tmp_path, rows=6000, batch=10, sleep=0.05)
+    # 600 calls of 50 ms on 2 actors: 15 s of work, so the run is still going when SIGINT comes right after
+    # the first call. Each call touches a marker file (the sleep's argument is an expression), so the test
+    # waits for the actors to be working instead of a fixed time a loaded machine may not keep to.
+    marker = tmp_path / "called"
+    path = _pipeline(tmp_path, rows=6000, batch=10, sleep=f"0.05 + (open({str(marker)!r}, 'a').close() or 0)")
     before = _ray_sessions()
     proc = subprocess.Popen(
         [
@@ -414,7 +417,10 @@ def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
             session = next(iter(new), None)
             time.sleep(0.2)
         assert session, "the run never started its local cluster"
-        time.sleep(8)  # well into the run: the cluster is up and the UDF actors are working
+        deadline = time.time() + 120  # generous: a loaded 2-core machine starts a cluster and actors slowly
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert marker.exists(), "the run's UDF actors never got a batch"
         assert _processes_of(session)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=90)
@@ -427,6 +433,6 @@ def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
     while _processes_of(session) and time.time() < deadline:
         time.sleep(0.5)
     assert not _processes_of(session), "processes of the run's Ray cluster outlived it"
-    report = tmp_path / "rep" / "report.json"
-    assert not report.exists() or json.loads(report.read_text())["rows_out"] >= 0
-    assert not [p for p in (tmp_path / "rep").glob(".*.tmp")] if (tmp_path / "rep").exists() else True
+    # An interrupted run writes no report (half a run must not read as one), and leaves no temporary files.
+    assert not (tmp_path / "rep" / "report.json").exists()
+    assert list(tmp_path.glob("rep/.*.tmp")) == []

@@ -57,7 +57,8 @@ def test_shrinking_memory_flips_the_verdict_to_oom() -> None:
     tight = simulate(few_huge, ClusterSpec.declared(nodes=4, cpus_per_node=4, memory_per_node="8GiB"), costs=UDF)
     assert not roomy.oom and roomy.verdict.startswith("fits")
     assert tight.oom and "Ray kills workers" in tight.verdict
-    assert tight.peak_memory_bytes == roomy.peak_memory_bytes - (roomy.peak_memory_bytes - tight.peak_memory_bytes)
+    # Memory declared per node changes the verdict, not what the plan needs: the same peak either way.
+    assert tight.peak_memory_bytes == roomy.peak_memory_bytes
     assert tight.peak_memory_bytes > 0.95 * 8 * 2**30
 
 
@@ -70,7 +71,8 @@ def test_big_cluster_answers_in_seconds() -> None:
     print(f"1000 nodes × 8 GPUs × 2e9 rows: simulated in {elapsed:.2f} s -> makespan {result.makespan_s:,.0f} s")
     assert result.actors == 8000
     assert result.tasks == big_plan.partitions
-    assert elapsed < 20
+    # The claim is seconds, not minutes: about 2 s idle; 60 s leaves room for a loaded 2-core machine.
+    assert elapsed < 60
     # The bound every schedule respects: total actor work over the actors.
     assert result.makespan_s >= result.busy_s / result.actors
 
@@ -81,7 +83,7 @@ def test_big_single_node_extrapolates_within_budget() -> None:
     start = time.perf_counter()
     result = simulate(one, costs=UDF)
     elapsed = time.perf_counter() - start
-    assert elapsed < 20
+    assert elapsed < 60  # seconds, not minutes: generous for a loaded 2-core machine (about 2 s idle)
     assert any("extrapolated" in a for a in result.approximations)
     ideal = result.busy_s / result.actors
     assert ideal <= result.stages["udf"] < 1.1 * ideal

@@ -228,7 +228,9 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
 ) -> None:
     out = tmp_path / "tuned.json"
     cache = tmp_path / "cache"
+    first_start = time.monotonic()
     result = tune(pipeline_file, runner="ray", out=out, cache_dir=cache, progress=False, **SEARCH)
+    first_s = time.monotonic() - first_start
 
     assert not result.cached
     assert result.formula.batch_size == 8
@@ -250,7 +252,9 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
     # The same inputs again: the cached result, at once, and an existing --out is refused.
     start = time.monotonic()
     again = tune(pipeline_file, runner="ray", cache_dir=cache, progress=False, **SEARCH)
-    assert again.cached and time.monotonic() - start < 10
+    # A ratio, not a fixed time: the cached answer runs no trial, so it takes a small share of the search
+    # however loaded the machine (the search runs many sample runs; the lookup loads the pipeline only).
+    assert again.cached and time.monotonic() - start < 0.5 * first_s
     assert again.best.to_dict() == result.best.to_dict()
     assert TuneResult.from_dict(json.loads(json.dumps(again.to_dict()))).best == again.best
     # With --local-cluster the cache is looked up before any cluster starts (this process already runs

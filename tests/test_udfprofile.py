@@ -50,15 +50,17 @@ class Allocator:
 def test_recovers_known_fixed_and_per_row_costs(fixed: float, per_row: float) -> None:
     p = profile_udf(Sleeper, list(range(64)), init_kwargs={"fixed": fixed, "per_row": per_row}, measure_memory=False)
     assert isinstance(p, UdfProfile)
-    # Sleep overshoots by a fraction of a millisecond per call, more on a loaded 2-core machine.
-    assert p.seconds_per_batch == pytest.approx(fixed, abs=0.003)
-    assert p.seconds_per_row == pytest.approx(per_row, abs=max(0.15 * per_row, 0.00005))
+    # Sleep overshoots by a fraction of a millisecond per call idle, by several on a loaded 2-core machine
+    # (the overshoot lands in the fixed cost): bounds wide enough for that, still far from a wrong fit.
+    assert p.seconds_per_batch == pytest.approx(fixed, abs=max(0.25 * fixed, 0.006))
+    assert p.seconds_per_row == pytest.approx(per_row, abs=max(0.25 * per_row, 0.0001))
     assert p.batches == 4 * 3 and p.rows_sampled == (8 + 16 + 32 + 64) * 3
 
 
 def test_explicit_batch_sizes_beyond_the_sample_reuse_rows() -> None:
     p = profile_udf(Sleeper, [1, 2, 3], batch_sizes=[10, 40], repeats=2, measure_memory=False)
-    assert p.seconds_per_row == pytest.approx(0.0005, abs=0.0001)
+    # 5 to 20 ms per call: a few ms of scheduling jitter on a loaded machine moves the slope by ~0.1 ms/row.
+    assert p.seconds_per_row == pytest.approx(0.0005, abs=0.00015)
     assert p.batches == 4 and p.rows_sampled == 100
 
 
