@@ -76,8 +76,9 @@ class MeasurementHealth:
             )
         elif dropped:
             out.append(
-                f"at least {dropped:,} UDF call record(s) never reached the driver: batches, utilisation, "
-                "failed rows and the UDF cost fit undercount"
+                f"at least {dropped:,} UDF call record(s) never reached the driver (not delivered, or the call "
+                "was cut off by an actor that died): batches, utilisation, failed rows and the UDF cost fit "
+                "undercount"
             )
         out += [line + ": records are missing" for line in self.udf_rows_short()]
         for node, why in sorted(self.memory_unmeasured.items()):
