@@ -1,4 +1,9 @@
-"""The simulator: sanity ratios that cannot pass by accident, calibration round trips, speed, the CLI."""
+"""The simulator: sanity ratios that cannot pass by accident, calibration round trips, speed, the CLI.
+
+The round trips (a report written from a known schedule, fitted back) check the fit's arithmetic, not the
+simulator's accuracy: that is checked against real runs it was not calibrated on in
+``test_simulate_heldout.py``.
+"""
 
 from __future__ import annotations
 

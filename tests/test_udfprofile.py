@@ -16,7 +16,7 @@ from daftscale.udfprofile import fit_batch_costs
 
 
 class Sleeper:
-    """Costs exactly ``fixed + per_row × n`` seconds per call (sleep is accurate to ~0.1 ms here)."""
+    """Costs ``fixed + per_row × n`` seconds per call (sleep overshoots by ~0.1 ms idle, by ms when loaded)."""
 
     def __init__(self, fixed: float = 0.020, per_row: float = 0.0005) -> None:
         self.fixed = fixed
@@ -119,7 +119,9 @@ def test_the_profile_feeds_the_planner_batch_size() -> None:
         overhead_bounded_batch_size(p.seconds_per_batch, p.seconds_per_row),
         balanced_batch_size(p.seconds_per_batch, p.seconds_per_row, rows_per_actor),
     )
-    assert 850 <= scaling.batch_size <= 1150
+    # The profile's timings carry the machine's load (sleep overshoots by ms when loaded): within the 25 %
+    # test_recovers_known_fixed_and_per_row_costs allows on each cost, the rule gives 775 to 1,316.
+    assert 700 <= scaling.batch_size <= 1400
     assert scaling.udf_profile == p.to_dict()
 
 
