@@ -13,27 +13,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from daftscale import faults
 from daftscale.cluster import ClusterSpec
 from daftscale.config import format_bytes, parse_memory, require_positive_int
 from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
-from daftscale.faults import InjectedFault
 from daftscale.health import MeasurementHealth
+from daftscale.memory import NodeMemorySampler
 from daftscale.pipeline import Pipeline, build_with, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.report import RunReport
 from daftscale.udf import ON_ERROR_CHOICES, make_collector, recording
-
-# How often resident memory is sampled: fine enough to catch a batch's peak (batches take tens of
-# milliseconds to seconds), coarse enough that walking the process tree costs under 1 % of a core.
-MEMORY_SAMPLE_INTERVAL_S = 0.2
 
 # How often the progress line polls the UDF call records.
 PROGRESS_INTERVAL_S = 0.5
@@ -69,160 +63,6 @@ STATUS_MEMORY = "stopped: memory budget"
 STATUS_ROWS = "failed: rows lost"
 # --max-memory was asked for but memory could not be sampled: the run is stopped rather than left unguarded.
 STATUS_MEMORY_UNGUARDED = "failed: memory budget not enforced"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Resident memory per node
-
-
-def _tree_rss(root_pid: int, *, include_root: bool) -> int:
-    """Resident bytes of a process's descendants (and itself): RSS, so shared pages count once per process.
-
-    Raises ``psutil.Error`` when the root cannot be read (the sample is missed, never taken as 0 bytes);
-    a child that exits while being read is skipped, as it holds no memory any more.
-    """
-    import psutil
-
-    root = psutil.Process(root_pid)
-    procs = root.children(recursive=True) + ([root] if include_root else [])
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
-
-
-class _Sampler:
-    """A thread that keeps the peak of ``measure()`` until stopped, and counts the samples it missed.
-
-    A sample that raises is missed, not taken as 0: :meth:`health` says how many were taken, how many
-    missed and the last error, so a peak from too few samples is reported as such.
-    """
-
-    def __init__(self, measure: Any, interval_s: float = MEMORY_SAMPLE_INTERVAL_S, *, fault: bool = False) -> None:
-        self._measure = measure
-        self._interval = interval_s
-        self._fault = fault  # DAFTSCALE_FAULTS=memory-sampler: every sample raises
-        self._stop = threading.Event()
-        self.peak = 0
-        self.samples = 0
-        self.missed = 0
-        self.error = ""
-        self._thread = threading.Thread(target=self._loop, name="daftscale-memory", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._fault:
-                    raise InjectedFault("memory-sampler: this sample fails (DAFTSCALE_FAULTS)")
-                self.peak = max(self.peak, int(self._measure()))
-                self.samples += 1
-            except Exception as exc:  # counted and kept: the report says the memory figure is incomplete
-                self.missed += 1
-                self.error = f"{type(exc).__name__}: {exc}"[:200]
-            self._stop.wait(self._interval)
-
-    def health(self) -> tuple[int, int, int, str]:
-        """``(peak, samples taken, samples missed, last error)``."""
-        return self.peak, self.samples, self.missed, self.error
-
-    def stop(self) -> tuple[int, int, int, str]:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return self.health()
-
-
-class NodeMemorySampler:
-    """Peak resident memory per node while a query runs.
-
-    Native runner: this process and its children (Daft's UDF actor processes), on a node named by
-    the host name.
-    Ray: one zero-CPU Ray actor pinned to each node sums the RSS of every process under that node's
-    raylet (Daft's workers and UDF actors); nodes are named by the first 8 hex digits of their Ray node
-    id, as UDF call records are.
-
-    After :meth:`stop`, :attr:`unmeasured` names each node whose peak is unknown (no sample taken, or its
-    sampler did not answer) with the reason, and :attr:`missed` the samples missed per node: those figures
-    are not in the peaks :meth:`stop` returns, so no node reads as 0 bytes or as a full peak it was not.
-    """
-
-    def __init__(self, runner: str) -> None:
-        self.runner = runner
-        self._local: _Sampler | None = None
-        self._actors: list[tuple[str, Any]] = []
-        self._fault = "memory-sampler" in faults.active()
-        self.unmeasured: dict[str, str] = {}
-        self.missed: dict[str, int] = {}
-        if runner == "ray":
-            self._start_ray()
-        else:
-            self._local = _Sampler(lambda: _tree_rss(os.getpid(), include_root=True), fault=self._fault)
-
-    def _start_ray(self) -> None:
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        @ray.remote(num_cpus=0)
-        class _NodeSampler:
-            def __init__(self, interval_s: float, fault: bool) -> None:
-                # A Ray actor's parent is its node's raylet: everything under it runs on this node.
-                raylet = os.getppid()
-                self.sampler = _Sampler(lambda: _tree_rss(raylet, include_root=False), interval_s, fault=fault)
-
-            def health(self) -> tuple[int, int, int, str]:
-                return self.sampler.health()
-
-            def stop(self) -> tuple[int, int, int, str]:
-                return self.sampler.stop()
-
-        for node in ray.nodes():
-            if node.get("Alive"):
-                strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-                actor = _NodeSampler.options(scheduling_strategy=strategy).remote(MEMORY_SAMPLE_INTERVAL_S, self._fault)
-                self._actors.append((node["NodeID"][:8], actor))
-
-    def health(self) -> dict[str, tuple[int, int, int, str]]:
-        """Per node so far (while the query runs): ``(peak, samples taken, samples missed, last error)``.
-
-        Raises when a node's sampler does not answer (Ray's error): the caller decides what that means.
-        """
-        if self._local is not None:
-            return {socket.gethostname(): self._local.health()}
-        import ray
-
-        answers = ray.get([actor.health.remote() for _, actor in self._actors], timeout=10)
-        return {node: answer for (node, _), answer in zip(self._actors, answers, strict=True)}
-
-    def current(self) -> dict[str, int]:
-        """Peak resident bytes per node so far, for nodes with at least one sample."""
-        return {node: peak for node, (peak, samples, _, _) in self.health().items() if samples}
-
-    def stop(self) -> dict[str, int]:
-        """Stop sampling; the peak per node that was measured (see :attr:`unmeasured` and :attr:`missed`)."""
-        results: dict[str, tuple[int, int, int, str]] = {}
-        if self._local is not None:
-            # Named like the UDF call records on this runner (the host name), so the two line up.
-            results[socket.gethostname()] = self._local.stop()
-        else:
-            import ray
-
-            for node, actor in self._actors:
-                try:
-                    results[node] = ray.get(actor.stop.remote(), timeout=30)
-                except Exception as exc:  # the node's sampler died or did not answer: its peak is unknown
-                    self.unmeasured[node] = f"its memory sampler did not answer ({type(exc).__name__})"
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
-        peaks: dict[str, int] = {}
-        for node, (peak, samples, missed, error) in results.items():
-            if missed:
-                self.missed[node] = missed
-            if samples:
-                peaks[node] = peak
-            else:
-                self.unmeasured[node] = f"no memory sample taken ({missed} missed: {error or 'no sample in time'})"
-        return peaks
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -718,8 +558,8 @@ class _MemoryWatch:
         self.sampler = sampler
         self.budget = budget
         self.status = STATUS_MEMORY
-        self._silent: dict[str, int] = {}  # node: checks in a row without a new sample
-        self._last: dict[str, int] = {}
+        self._silent: dict[str, int] = {}  # node: checks with a new missed sample and none taken since one was
+        self._last: dict[str, tuple[int, int]] = {}  # node: (samples taken, samples missed) at the last check
         self._unanswered = 0
         self._error = ""
 
@@ -734,9 +574,11 @@ class _MemoryWatch:
             if self._unanswered >= UNGUARDED_CHECKS:
                 return self._unguarded("the memory samplers do not answer", self._error)
         for node, (_, samples, missed, error) in health.items():
-            fresh = samples > self._last.get(node, 0)
-            self._last[node] = samples
-            self._silent[node] = 0 if fresh or not missed else self._silent.get(node, 0) + 1
+            # Failing, not merely slow: no new sample since the last check, and a new missed one.
+            fresh = samples > self._last.get(node, (0, 0))[0]
+            failing = missed > self._last.get(node, (0, 0))[1]
+            self._last[node] = (samples, missed)
+            self._silent[node] = 0 if fresh else self._silent.get(node, 0) + failing
             if self._silent[node] >= UNGUARDED_CHECKS:
                 return self._unguarded(f"node {node}'s memory sampling fails", error)
         over = {node: peak for node, (peak, samples, _, _) in health.items() if samples and peak > self.budget}
