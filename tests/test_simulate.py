@@ -545,3 +545,13 @@ def test_calibration_fills_delivered_rows_from_fragmented_calls() -> None:
     truth = Costs(seconds_per_row=0.001, seconds_per_batch=0.01, dispatch_s=0.002, task_overhead_s=0.1)
     small = plan(profile_numbers(900, 100), cluster, concurrency=1, batch_size=50)
     assert costs_from_report(_report_from_schedule(small, truth)).delivered_rows_per_call is None
+
+
+def test_calibration_from_an_incomplete_report_says_so() -> None:
+    truth = Costs(seconds_per_row=0.001, seconds_per_batch=0.01, dispatch_s=0.002, task_overhead_s=0.1)
+    small = plan(profile_numbers(900, 100), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=50)
+    report = _report_from_schedule(small, truth)
+    assert not any("incomplete" in n for n in costs_from_report(report).notes)
+    report["measurement_incomplete"] = ["at least 3 UDF call record(s) never reached the driver"]
+    notes = costs_from_report(report).notes
+    assert any("measurement was incomplete: at least 3 UDF call record(s)" in n for n in notes)

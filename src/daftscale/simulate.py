@@ -1221,6 +1221,9 @@ def costs_from_report(
     if not calls:
         raise ConfigError(f"{source} has no udf_calls to fit: calibrate from a report of a run with an actor UDF")
     notes: list[str] = []
+    if data.get("measurement_incomplete"):
+        # The fit still runs on the calls that arrived; the gaps travel with it so a prediction can be doubted.
+        notes.append("the run's measurement was incomplete: " + "; ".join(map(str, data["measurement_incomplete"])))
     # Effective durations: an actor runs one call at a time, so a call queued behind another starts
     # when that one returns.
     by_actor: dict[str, list[tuple[float, float, int]]] = {}
