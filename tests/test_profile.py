@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-import fsspec.implementations.local
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -122,6 +122,41 @@ def test_corrupt_footer(tmp_path: Path) -> None:
         profile_parquet(str(tmp_path))
 
 
+class _FailingOpen(pafs.FileSystemHandler):
+    """Local files that list but cannot be opened, as on a share without read permission or over a dropped
+    connection (the tests may run as root, who reads any local file): pyarrow's own handler interface."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+        self.local = pafs.LocalFileSystem()
+
+    def get_type_name(self) -> str:
+        return "failing-open"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def equals(self, other: object) -> bool:
+        return self is other
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self.local.get_file_info(selector)
+
+    def open_input_file(self, path: str) -> object:
+        raise self.error
+
+    open_input_stream = open_input_file
+
+    def _read_only(self, *args: object) -> None:
+        raise NotImplementedError("read-only test filesystem")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = delete_file = _read_only
+    move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
 @pytest.mark.parametrize(
     ("error", "words"),
     [
@@ -131,17 +166,8 @@ def test_corrupt_footer(tmp_path: Path) -> None:
     ids=["permission", "network"],
 )
 def test_unreadable_file_is_not_called_corrupt(tmp_path: Path, error: OSError, words: str) -> None:
-    import pyarrow.fs as pafs
-
-    class Failing(fsspec.implementations.local.LocalFileSystem):
-        """Local files that list but cannot be opened, as on a share without read permission or a dropped
-        connection (the tests may run as root, who reads any local file)."""
-
-        def _open(self, path: str, mode: str = "rb", **kwargs: object) -> object:
-            raise error
-
     _write(tmp_path / "good.parquet", pa.table({"x": list(range(100))}))
-    fs = pafs.PyFileSystem(pafs.FSSpecHandler(Failing()))
+    fs = pafs.PyFileSystem(_FailingOpen(error))
     with pytest.raises(ProfileError) as info:
         profile_parquet(str(tmp_path), filesystem=fs)
     message = str(info.value)
