@@ -480,6 +480,7 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
             "predicted_wall_s": runs[0].get("predicted_wall_s"),
             "predicted_status": runs[0].get("predicted_status"),
             "prediction_note": runs[0].get("prediction_note"),
+            "prediction_basis": runs[0].get("prediction_basis"),  # what it was calibrated on (never this run)
         }
         summary["prediction_error"], summary["prediction_ok"] = judge(
             summary["predicted_wall_s"], summary["predicted_status"], summary["wall_s"], summary["status"]

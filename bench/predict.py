@@ -1,9 +1,20 @@
-"""``predicted_wall_s``: the simulator, calibrated from one run of a workload, predicts the others.
+"""``predicted_wall_s``: the simulator predicts each configuration from what was known before it ran.
 
-Per workload, :func:`daftscale.simulate.costs_from_report` fits the costs from the ``daftscale`` run's
-report (the first repeat's); every Daft configuration of the workload is then written as a
-:class:`~daftscale.plan.ScalingPlan` on the same cluster (``dataclasses.replace`` on that run's plan, so
-the UDF's declared memory and its profiled memory per row come along) and simulated with those costs.
+Honest by construction: no configuration is predicted from a measurement of its own run. The sources, in
+``prediction_basis`` beside every prediction:
+
+- ``calibration: daftscale run`` for every baseline configuration: the costs
+  :func:`daftscale.simulate.costs_from_report` fits from the ``daftscale`` run's report (the first
+  repeat's), a run of another configuration (its fragments, ``Costs.delivered_rows_per_call``, included:
+  they come from the input, which every configuration reads);
+- ``daftscale`` itself: calibrated from the ``daftscale-tuned`` run when that ran another plan
+  (``calibration: daftscale-tuned run``), and ``daftscale-tuned`` from the ``daftscale`` run only when
+  their plans differ; a plan with no other plan's run to learn from is predicted from the UDF profile it
+  was made with and the simulator's defaults (``profile``), else not predicted.
+
+Every configuration is written as a :class:`~daftscale.plan.ScalingPlan` on the same cluster
+(``dataclasses.replace`` on the calibration run's plan, so the UDF's declared memory and its profiled
+memory per row come along) and simulated with those costs.
 A configuration the simulator calls out of memory (a node over Ray's threshold, or one UDF batch over
 the actor's declared memory) is predicted as ``predicted_status`` ``"oom"`` with no wall time; one
 that fits as ``"ok"`` with ``predicted_wall_s``. The configurations:
@@ -12,9 +23,9 @@ that fits as ``"ok"`` with ``predicted_wall_s``. The configurations:
 - ``seed-recipe``: light data ``repartition(100)``, heavy data ``into_batches(64)``; UDF batch 64;
 - ``daft-default``: no scaling step: one task per scan task (one per input file); Daft's default UDF
   batch is the whole morsel it is handed, a Parquet row group: ``row_group_rows`` when the caller knows
-  the files' row groups, else the mean rows per call the run measured (a property of Daft, not a timing);
-- ``daft-dynamic-batching``: as ``daft-default`` with the mean rows per call the run measured (its
-  morsel-size search is not modelled);
+  the files' row groups (known before the run), else the task's rows;
+- ``daft-dynamic-batching``: as ``daft-default`` (its morsel-size search is not modelled; the batch
+  sizes it settled on in its own run are not used);
 - ``ray-data``: not predicted (another engine): ``None``.
 """
 
@@ -40,6 +51,11 @@ NOTES = {
     "daft-dynamic-batching": "approximated as daft-default: the morsel-size search is not modelled",
     "ray-data": "not predicted: another engine",
 }
+
+# Where a prediction's costs came from (``prediction_basis``); never the predicted run itself.
+BASIS_DAFTSCALE = "calibration: daftscale run"
+BASIS_TUNED = "calibration: daftscale-tuned run"
+BASIS_PROFILE = "profile"
 
 
 def config_plan(
@@ -120,7 +136,8 @@ def attach(rows: list[dict[str, Any]], predictions: dict[str, dict[str, Any]]) -
     ``prediction_note``, and :func:`judge`'s ``prediction_error`` and ``prediction_ok``."""
     for row in rows:
         found = predictions.get(
-            row["config"], {"predicted_wall_s": None, "predicted_status": None, "prediction_note": None}
+            row["config"],
+            {"predicted_wall_s": None, "predicted_status": None, "prediction_note": None, "prediction_basis": None},
         )
         row.update(found)
         row["prediction_error"], row["prediction_ok"] = judge(
@@ -139,17 +156,17 @@ def predict_workload(
 ) -> dict[str, dict[str, Any]]:
     """``{config: {"predicted_wall_s", "predicted_status", "prediction_note"}}`` for the configurations in
     ``rows``, all predicted with costs calibrated from ``reports["daftscale"]`` (the daftscale run's report dict);
-    ``reports`` holds the first report of each daftscale configuration; ``file_rows`` the rows of each
+    ``reports`` holds the first report of each daftscale configuration; no configuration is predicted from
+    its own run (see the module docstring; ``prediction_basis`` says which source each used); ``file_rows``
+    the rows of each
     input file (tasks without a shuffle follow the files); ``row_group_rows`` the rows per Parquet row group
     of the input files, when known (a scan's morsels, and so Daft's default UDF batch);
     ``pre_udf_seconds_per_row`` a profile of the work the tasks do per row before the UDF (W1's read), which
     a run report cannot show (see ``costs_from_report``)."""
-    from daftscale.simulate import costs_from_report, plan_from_report, simulate
+    from daftscale.simulate import Costs, plan_from_report, simulate
 
     report = reports["daftscale"]
-    costs = costs_from_report(
-        report, max_task_overhead_s=RAY_TASK_OVERHEAD_S, pre_udf_seconds_per_row=pre_udf_seconds_per_row or 0.0
-    )
+    fitted = {"daftscale": _fit(report, pre_udf_seconds_per_row)}
     base, cluster = plan_from_report(report)
     files = {"files": len(file_rows), "file_rows": list(file_rows)}
     base = replace(base, inputs={**base.inputs, **files})
@@ -160,6 +177,7 @@ def predict_workload(
             continue
         note = NOTES.get(config)
         plan = None
+        costs, basis = fitted["daftscale"], BASIS_DAFTSCALE
         if config in ("daftscale", "daftscale-tuned"):
             own = reports.get(config)
             if own is not None:
@@ -168,19 +186,39 @@ def predict_workload(
             else:
                 note = "not predicted: the run left no report"
         elif config != "ray-data":
-            rows_in = int(base.inputs["rows"])
-            batch = row.get("mean_batch_rows")
             plan = config_plan(
                 config,
                 base,
                 kind=kind,
                 files=len(file_rows),
-                rows=rows_in,
-                mean_batch_rows=batch,
+                rows=int(base.inputs["rows"]),
+                mean_batch_rows=None,  # measured in the predicted run itself: not known before it ran
                 row_group_rows=row_group_rows,
             )
+        if plan is not None and config in ("daftscale", "daftscale-tuned"):
+            # Never from a run of the same plan: daftscale from the tuned run when that ran another plan,
+            # the tuned plan from the daftscale run when it differs; else what the plan itself knew.
+            other = "daftscale-tuned" if config == "daftscale" else "daftscale"
+            source = reports.get(other)
+            if source is not None and _plan_key(plan_from_report(source)[0]) != _plan_key(plan):
+                if other not in fitted:
+                    fitted[other] = _fit(source, pre_udf_seconds_per_row)
+                costs, basis = fitted[other], BASIS_TUNED if other == "daftscale-tuned" else BASIS_DAFTSCALE
+            elif plan.udf_profile:
+                costs = Costs.from_plan(plan)
+                if pre_udf_seconds_per_row:
+                    costs = replace(costs, pre_udf_seconds_per_row=pre_udf_seconds_per_row)
+                basis = BASIS_PROFILE
+            else:
+                plan = None
+                note = "not predicted: no UDF profile and no run of another plan to calibrate from"
         if plan is None:
-            out[config] = {"predicted_wall_s": None, "predicted_status": None, "prediction_note": note}
+            out[config] = {
+                "predicted_wall_s": None,
+                "predicted_status": None,
+                "prediction_note": note,
+                "prediction_basis": None,
+            }
             continue
         result = simulate(plan, cluster, costs=costs)
         if result.oom:
@@ -190,11 +228,26 @@ def predict_workload(
                 "predicted_wall_s": None,
                 "predicted_status": "oom",
                 "prediction_note": f"{note}; {oom_note}" if note else oom_note,
+                "prediction_basis": basis,
             }
             continue
         out[config] = {
             "predicted_wall_s": round(result.makespan_s, 3),
             "predicted_status": "ok",
             "prediction_note": note,
+            "prediction_basis": basis,
         }
     return out
+
+
+def _fit(report: dict[str, Any], pre_udf_seconds_per_row: float | None) -> Any:
+    from daftscale.simulate import costs_from_report
+
+    return costs_from_report(
+        report, max_task_overhead_s=RAY_TASK_OVERHEAD_S, pre_udf_seconds_per_row=pre_udf_seconds_per_row or 0.0
+    )
+
+
+def _plan_key(plan: Any) -> tuple[Any, ...]:
+    """What makes two plans the same configuration (a run of the same plan is no held-out check)."""
+    return (plan.strategy, plan.partitions, plan.partition_op, plan.into_batches, plan.batch_size, plan.concurrency)

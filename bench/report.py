@@ -9,14 +9,27 @@ def _mib(size: float) -> str:
     return f"{size / (1 << 20):,.0f}"
 
 
+# What a prediction was calibrated on, as its cell says it (bench.predict's prediction_basis): never the
+# predicted run itself.
+_BASIS_SHORT = {
+    "calibration: daftscale run": "from daftscale run",
+    "calibration: daftscale-tuned run": "from tuned run",
+    "profile": "from profile",
+}
+
+
 def _predicted(s: dict[str, Any]) -> str:
-    """Predicted wall time and its error, e.g. ``9.10 (+12%)``; ``-`` where not predicted."""
+    """Predicted wall time, its error and what it was calibrated on, e.g. ``9.10 (+12%, from daftscale run)``;
+    ``-`` where not predicted."""
+    basis = _BASIS_SHORT.get(s.get("prediction_basis") or "", "")
     if s.get("predicted_status") == "oom":
-        return "oom"
+        return f"oom ({basis})" if basis else "oom"
     if s.get("predicted_wall_s") is None:
         return "-"
     error = s.get("prediction_error")
-    return f"{s['predicted_wall_s']:.2f}" + (f" ({error:+.0%})" if error is not None else "")
+    parts = [f"{error:+.0%}"] if error is not None else []
+    parts += [basis] if basis else []
+    return f"{s['predicted_wall_s']:.2f}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _ratio(value: float | None) -> str:

@@ -101,32 +101,59 @@ def _sequential_report(p: object, fixed: float, per_row: float, wall_pad: float)
     }
 
 
-def test_predictions_from_one_report() -> None:
-    from bench.predict import attach, predict_workload
+def test_predictions_never_use_the_predicted_run() -> None:
+    from bench.predict import BASIS_DAFTSCALE, BASIS_PROFILE, BASIS_TUNED, attach, predict_workload
     from bench.report import render_markdown
 
     from daftscale import ClusterSpec, plan, profile_numbers
 
-    p = plan(profile_numbers(2000, 100), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=100)
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1)
+    # 150 and 300 rows per batch: each run's last batch is smaller (50, 200 rows), so a fit from either
+    # run can tell per-call from per-row cost.
+    p = plan(profile_numbers(2000, 100), cluster, concurrency=1, batch_size=150)
+    tuned_plan = plan(profile_numbers(2000, 100), cluster, concurrency=1, batch_size=300)
+    # Hand-written reports of the same workload (20 ms per call + 1 ms per row), not the simulator's schedule.
     report = _sequential_report(p, 0.02, 0.001, 0.5)
+    tuned = _sequential_report(tuned_plan, 0.02, 0.001, 0.5)
     rows = [
         {"workload": "w", "config": c, "status": "ok", "wall_s": 4.0, "mean_batch_rows": 2000.0, "ideal_s": 1.0}
         | {"rows_in": 2000, "rows_out": 2000}
-        for c in ("daft-default", "seed-recipe", "daftscale", "ray-data")
+        for c in ("daft-default", "seed-recipe", "daftscale", "daftscale-tuned", "ray-data")
     ]
-    predictions = predict_workload({"daftscale": report}, rows, kind="light", file_rows=[2000])
-    assert predictions["ray-data"]["predicted_wall_s"] is None
-    # Its own run is predicted back (calibrated on it).
-    assert predictions["daftscale"]["predicted_wall_s"] == pytest.approx(report["wall_s"], rel=0.02)
+    predictions = predict_workload(
+        {"daftscale": report, "daftscale-tuned": tuned}, rows, kind="light", file_rows=[2000]
+    )
+    assert predictions["ray-data"]["predicted_wall_s"] is None and predictions["ray-data"]["prediction_basis"] is None
+    # Each daftscale run predicted from the other one's calibration, never from its own.
+    assert predictions["daftscale"]["prediction_basis"] == BASIS_TUNED
+    assert predictions["daftscale-tuned"]["prediction_basis"] == BASIS_DAFTSCALE
+    assert predictions["daftscale"]["predicted_wall_s"] == pytest.approx(report["wall_s"], rel=0.05)
+    assert predictions["daftscale-tuned"]["predicted_wall_s"] == pytest.approx(tuned["wall_s"], rel=0.05)
+    # Baselines from the daftscale run; their batch is what was known before they ran, not their measured mean
+    # (2,000 rows per call in these rows would make daft-default one call).
+    assert predictions["seed-recipe"]["prediction_basis"] == BASIS_DAFTSCALE
     # One call of 2,000 rows pays the fixed cost once; 100 calls of 64 rows (seed) pay it 32 times.
     assert predictions["daft-default"]["predicted_wall_s"] < predictions["seed-recipe"]["predicted_wall_s"]
     attach(rows, predictions)
     assert rows[0]["prediction_error"] == pytest.approx(rows[0]["predicted_wall_s"] / 4.0 - 1, abs=1e-3)
-    assert rows[3]["prediction_error"] is None
+    assert rows[0]["prediction_basis"] == BASIS_DAFTSCALE and rows[4]["prediction_error"] is None
     summary = summarize(rows)
+    assert {s["config"]: s["prediction_basis"] for s in summary}["daftscale"] == BASIS_TUNED
     doc = {"meta": {"concurrency": 1, "repeats": 1, "ideal_formula": "-"}, "summary": summary}
     text = render_markdown(doc)
     assert "predicted s" in text and "| - |" in text
+
+    # One daftscale run only: it is not predicted (no profile, no other plan's run) rather than fitted to itself.
+    alone = predict_workload({"daftscale": report}, rows[2:3], kind="light", file_rows=[2000])
+    assert alone["daftscale"]["predicted_wall_s"] is None and "not predicted" in alone["daftscale"]["prediction_note"]
+    # With the UDF profile the plan was made with, it is predicted from that profile.
+    profiled = {
+        **report,
+        "plan": {**report["plan"], "udf_profile": {"seconds_per_batch": 0.02, "seconds_per_row": 0.001}},
+    }
+    by_profile = predict_workload({"daftscale": profiled}, rows[2:3], kind="light", file_rows=[2000])
+    assert by_profile["daftscale"]["prediction_basis"] == BASIS_PROFILE
+    assert by_profile["daftscale"]["predicted_wall_s"] is not None
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"meta": {}}'])

@@ -46,10 +46,17 @@ def test_plain_build_function_is_a_pipeline(tmp_path) -> None:
 
 def test_decorator_bare_and_with_options() -> None:
     @pipeline
-    def build(plan):  # pragma: no cover - not called
+    def bare(plan):  # pragma: no cover - not called
         return plan
 
-    assert isinstance(build, Pipeline) and build.planner_kwargs == {}
+    @pipeline(batch_size=32, concurrency=3, strategy="streaming")
+    def tuned(plan):  # pragma: no cover - not called
+        return plan
+
+    assert isinstance(bare, Pipeline) and bare.planner_kwargs == {}
+    assert isinstance(tuned, Pipeline) and tuned.name == "tuned"
+    assert tuned.planner_kwargs == {"batch_size": 32, "concurrency": 3, "strategy": "streaming"}
+    # That they reach the plan a run makes, and that run options override them: test_run.py.
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -22,6 +24,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 import ray.cloudpickle
 from daft.pickle import cloudpickle as daft_cloudpickle
 
@@ -388,8 +391,11 @@ def _processes_of(session: str) -> list[int]:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
-    # 600 calls of 50 ms on 2 actors: 15 s of work, so the run is still going when SIGINT comes at ~8 s.
-    path = _pipeline(tmp_path, rows=6000, batch=10, sleep=0.05)
+    # 600 calls of 50 ms on 2 actors: 15 s of work, so the run is still going when SIGINT comes right after
+    # the first call. Each call touches a marker file (the sleep's argument is an expression), so the test
+    # waits for the actors to be working instead of a fixed time a loaded machine may not keep to.
+    marker = tmp_path / "called"
+    path = _pipeline(tmp_path, rows=6000, batch=10, sleep=f"0.05 + (open({str(marker)!r}, 'a').close() or 0)")
     before = _ray_sessions()
     proc = subprocess.Popen(
         [
@@ -414,7 +420,10 @@ def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
             session = next(iter(new), None)
             time.sleep(0.2)
         assert session, "the run never started its local cluster"
-        time.sleep(8)  # well into the run: the cluster is up and the UDF actors are working
+        deadline = time.time() + 120  # generous: a loaded 2-core machine starts a cluster and actors slowly
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert marker.exists(), "the run's UDF actors never got a batch"
         assert _processes_of(session)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=90)
@@ -427,6 +436,52 @@ def test_ctrl_c_stops_the_run_and_its_cluster(tmp_path) -> None:
     while _processes_of(session) and time.time() < deadline:
         time.sleep(0.5)
     assert not _processes_of(session), "processes of the run's Ray cluster outlived it"
-    report = tmp_path / "rep" / "report.json"
-    assert not report.exists() or json.loads(report.read_text())["rows_out"] >= 0
-    assert not [p for p in (tmp_path / "rep").glob(".*.tmp")] if (tmp_path / "rep").exists() else True
+    # An interrupted run writes no report (half a run must not read as one), and leaves no temporary files.
+    assert not (tmp_path / "rep" / "report.json").exists()
+    assert list(tmp_path.glob("rep/.*.tmp")) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Joining a live cluster, tearing down a started one
+
+
+@pytest.mark.slow
+def test_ray_address_joins_a_live_cluster_and_leaves_it_running(tmp_path, ray_cluster) -> None:
+    path = _pipeline(tmp_path, rows=100)
+    argv = ["run", path, "--ray-address", ray_cluster.address, "--report", str(tmp_path / "rep"), "--no-progress"]
+    proc = subprocess.run(
+        [*DAFTSCALE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    # It ran on the shared cluster (its 2 nodes), not on one of its own.
+    assert data["runner"] == "ray" and data["nodes"] == 2 and data["rows_out"] == 100
+    assert {c["node"] for c in data["udf_calls"]} <= {n["NodeID"][:8] for n in ray.nodes()}
+    # A cluster the run joined is not the run's to shut down: it still answers, with every node.
+    assert sum(1 for n in ray.nodes() if n["Alive"]) == 2
+    assert run(path, runner="ray", progress=False).rows_out == 100
+
+
+@pytest.mark.slow
+def test_local_cluster_is_torn_down_after_a_normal_run(tmp_path) -> None:
+    path = _pipeline(tmp_path, rows=100)
+    # Its own Ray temp directory (short: Ray's socket paths must fit 107 bytes), so other Ray clusters on
+    # this machine cannot be taken for the run's.
+    ray_tmp = tempfile.mkdtemp(prefix="dsrt", dir="/tmp")
+    try:
+        argv = ["run", path, "--local-cluster", "2x1", "--no-progress"]
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        proc = subprocess.run([*DAFTSCALE, *argv], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "100 → 100" in proc.stdout
+        sessions = [d for d in os.listdir(os.path.join(ray_tmp, "ray")) if d.startswith("session_2")]
+        assert len(sessions) == 1, sessions  # the run started its own cluster...
+        deadline = time.time() + 30  # ...and stopped it on the way out (Ray's processes take a moment to exit)
+        while _processes_of(sessions[0]) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _processes_of(sessions[0]), "processes of the run's Ray cluster outlived a normal run"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -63,7 +63,9 @@ def test_rows_in_equal_rows_out(tmp_path, strategy: str) -> None:
     starts = {a["actor"]: a for a in report.actor_starts}
     assert set(starts) == {c["actor"] for c in report.udf_calls} and len(starts) == 2
     assert all(0 <= a["spawned"] <= a["start"] <= a["end"] for a in starts.values())
-    assert report.actor_startup_s == max(a["end"] for a in starts.values())
+    # Start-up ends inside the run, and no later than the last actor's first call (each built its model first).
+    first_calls = {a: min(c["start"] for c in report.udf_calls if c["actor"] == a) for a in starts}
+    assert 0 < report.actor_startup_s <= max(first_calls.values()) + 1e-3 <= report.wall_s
     for call in report.udf_calls:
         assert call["start"] >= starts[call["actor"]]["end"] - 1e-3
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -103,6 +105,16 @@ def test_plan_file_is_used(tmp_path) -> None:
     report = run(path, runner="ray", plan=str(plan_file), progress=False)
     assert report.plan["batch_size"] == 10
     assert max(c["rows"] for c in report.udf_calls) <= 10 and report.rows_out == 200
+
+
+def test_pipeline_options_reach_the_plan_and_run_options_override_them(tmp_path) -> None:
+    path = _pipeline(tmp_path, rows=200, batch=16, concurrency=2)  # @daftscale.pipeline(batch_size=16, ...)
+    own = run(path, runner="ray", progress=False)
+    assert own.plan["batch_size"] == 16 and own.actors == 2
+    assert 8 < max(c["rows"] for c in own.udf_calls) <= 16  # over 8: the override below changes the calls
+    override = run(path, runner="ray", progress=False, batch_size=8)
+    assert override.plan["batch_size"] == 8 and override.actors == 2
+    assert max(c["rows"] for c in override.udf_calls) <= 8 and override.rows_out == 200
 
 
 def test_native_runner_in_a_subprocess(tmp_path) -> None:

@@ -1,4 +1,9 @@
-"""The simulator: sanity ratios that cannot pass by accident, calibration round trips, speed, the CLI."""
+"""The simulator: sanity ratios that cannot pass by accident, calibration round trips, speed, the CLI.
+
+The round trips (a report written from a known schedule, fitted back) check the fit's arithmetic, not the
+simulator's accuracy: that is checked against real runs it was not calibrated on in
+``test_simulate_heldout.py``.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +62,10 @@ def test_shrinking_memory_flips_the_verdict_to_oom() -> None:
     tight = simulate(few_huge, ClusterSpec.declared(nodes=4, cpus_per_node=4, memory_per_node="8GiB"), costs=UDF)
     assert not roomy.oom and roomy.verdict.startswith("fits")
     assert tight.oom and "Ray kills workers" in tight.verdict
-    assert tight.peak_memory_bytes == roomy.peak_memory_bytes - (roomy.peak_memory_bytes - tight.peak_memory_bytes)
+    # The tasks need the same either way; the smaller node's object store (30 % of its memory) holds less
+    # of the shuffled data, and the rest spills to disk, so its peak is lower, not higher.
+    assert tight.peak_memory_bytes < roomy.peak_memory_bytes
+    assert roomy.spilled_bytes == 0 < tight.spilled_bytes
     assert tight.peak_memory_bytes > 0.95 * 8 * 2**30
 
 
@@ -70,7 +78,8 @@ def test_big_cluster_answers_in_seconds() -> None:
     print(f"1000 nodes × 8 GPUs × 2e9 rows: simulated in {elapsed:.2f} s -> makespan {result.makespan_s:,.0f} s")
     assert result.actors == 8000
     assert result.tasks == big_plan.partitions
-    assert elapsed < 20
+    # The claim is seconds, not minutes: about 2 s idle; 60 s leaves room for a loaded 2-core machine.
+    assert elapsed < 60
     # The bound every schedule respects: total actor work over the actors.
     assert result.makespan_s >= result.busy_s / result.actors
 
@@ -81,7 +90,7 @@ def test_big_single_node_extrapolates_within_budget() -> None:
     start = time.perf_counter()
     result = simulate(one, costs=UDF)
     elapsed = time.perf_counter() - start
-    assert elapsed < 20
+    assert elapsed < 60  # seconds, not minutes: generous for a loaded 2-core machine (about 2 s idle)
     assert any("extrapolated" in a for a in result.approximations)
     ideal = result.busy_s / result.actors
     assert ideal <= result.stages["udf"] < 1.1 * ideal
@@ -478,3 +487,71 @@ def test_a_udf_batch_over_the_actor_memory_is_an_oom() -> None:
     # A task smaller than the batch sends a smaller batch.
     small_tasks = replace(_memory_plan(64), strategy="shuffle", partitions=400, partition_op="repartition")
     assert not simulate(small_tasks, costs=UDF).actor_oom
+
+
+def test_delivered_fragments_multiply_the_calls_and_their_cost() -> None:
+    # 1 node, 1 CPU, 1 actor: the actor's busy time is every call's fixed cost plus every row's.
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1)
+    p = plan(profile_numbers(6_400, 100), cluster, concurrency=1, batch_size=64)
+    fragmented = Costs(seconds_per_row=5e-4, seconds_per_batch=0.02, delivered_rows_per_call=4.7)
+    full = simulate(p, costs=replace(fragmented, delivered_rows_per_call=None))
+    frag = simulate(p, costs=fragmented)
+    # Counted here, not by the simulator: each task's rows in calls of at most 4.7 rows (mean).
+    assert full.tasks == frag.tasks
+    base, extra = divmod(6_400, frag.tasks)
+    expected_calls = extra * math.ceil((base + 1) / 4.7) + (frag.tasks - extra) * math.ceil(base / 4.7)
+    assert frag.batches == expected_calls
+    assert full.batches == extra * math.ceil((base + 1) / 64) + (frag.tasks - extra) * math.ceil(base / 64)
+    per_call = fragmented.dispatch_s + fragmented.seconds_per_batch
+    assert frag.busy_s == pytest.approx(expected_calls * per_call + 6_400 * 5e-4, rel=1e-9)
+    # One actor does all the work: the makespan grows by (at least) the extra calls' fixed cost.
+    assert frag.makespan_s - full.makespan_s >= 0.99 * (expected_calls - full.batches) * per_call
+    assert any("fragments" in a for a in frag.approximations)
+    # A fragment size at or above B is a full batch.
+    assert simulate(p, costs=replace(fragmented, delivered_rows_per_call=500.0)).batches == full.batches
+    with pytest.raises(ConfigError, match="delivered_rows_per_call"):
+        Costs(delivered_rows_per_call=0.0)
+
+
+def test_calibration_fills_delivered_rows_from_fragmented_calls() -> None:
+    # A run of B=64 whose calls carried 3 to 7 rows (a join's fragments): hand-written records, not the
+    # simulator's schedule, 2,000 rows in 400 calls back to back on one actor.
+    cluster = ClusterSpec(nodes=1, cpus_per_node=1)
+    p = plan(profile_numbers(2_000, 100), cluster, concurrency=1, batch_size=64)
+    calls, t = [], 1.0
+    for i in range(400):
+        rows = 3 + (i % 5)  # 3..7, mean 5
+        calls.append({"actor": "a", "node": "n", "start": t, "end": t + 0.01 + 0.001 * rows, "rows": rows})
+        t += 0.01 + 0.001 * rows + 0.002
+    report = {
+        "runner": "ray",
+        "nodes": 1,
+        "wall_s": t + 0.3,
+        "rows_in": 2_000,
+        "rows_out": 2_000,
+        "actors": 1,
+        "plan": p.to_dict(),
+        "udf_calls": calls,
+        "cluster": p.cluster,
+    }
+    fitted = costs_from_report(report)
+    assert fitted.delivered_rows_per_call == pytest.approx(5.0)
+    assert any("fragments" in n for n in fitted.notes)
+    predicted = simulate(p, costs=fitted)
+    assert predicted.batches == pytest.approx(400, rel=0.05)
+    # The same costs at another batch size still get fragments: the upstream pieces do not grow with B.
+    assert simulate(replace(p, batch_size=256), costs=fitted).batches == pytest.approx(400, rel=0.05)
+    # A run of full batches leaves the field unset.
+    truth = Costs(seconds_per_row=0.001, seconds_per_batch=0.01, dispatch_s=0.002, task_overhead_s=0.1)
+    small = plan(profile_numbers(900, 100), cluster, concurrency=1, batch_size=50)
+    assert costs_from_report(_report_from_schedule(small, truth)).delivered_rows_per_call is None
+
+
+def test_calibration_from_an_incomplete_report_says_so() -> None:
+    truth = Costs(seconds_per_row=0.001, seconds_per_batch=0.01, dispatch_s=0.002, task_overhead_s=0.1)
+    small = plan(profile_numbers(900, 100), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=50)
+    report = _report_from_schedule(small, truth)
+    assert not any("incomplete" in n for n in costs_from_report(report).notes)
+    report["measurement_incomplete"] = ["at least 3 UDF call record(s) never reached the driver"]
+    notes = costs_from_report(report).notes
+    assert any("measurement was incomplete: at least 3 UDF call record(s)" in n for n in notes)

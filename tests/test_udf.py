@@ -73,3 +73,21 @@ def test_rejects_instances_and_missing_methods() -> None:
         actor_udf(Doubler(), _plan(1, 8), return_dtype=daft.DataType.int64())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="no method 'predict'"):
         actor_udf(Doubler, _plan(1, 8), return_dtype=daft.DataType.int64(), method="predict")
+
+
+@pytest.mark.parametrize(("cpus", "gpus"), [(1.5, 0.5), (2.0, 0.0)])
+def test_plan_udf_passes_its_resources_to_daft(cpus: float, gpus: float) -> None:
+    """What Daft itself will ask Ray for (its optimised plan's resource request), not daftscale's own text."""
+    from dataclasses import replace
+
+    from daft.context import get_context
+
+    p = replace(_plan(2, 8), udf_cpus=cpus, udf_gpus=gpus)
+    model = p.udf(Doubler, return_dtype=daft.DataType.int64())
+    df = daft.from_pydict({"x": [1, 2]})
+    text = df.with_column("y", model(df["x"]))._builder.optimize(get_context().daft_execution_config).pretty_print()
+    request = text.split("Resource request = {", 1)[1].split("}", 1)[0]
+    asked = dict(part.strip().split(" = ") for part in request.split(","))
+    assert float(asked["num_cpus"]) == cpus
+    assert float(asked.get("num_gpus", 0)) == gpus
+    assert "batch_size = 8" in text and "concurrency = 2" in text

@@ -16,7 +16,7 @@ from daftscale.udfprofile import fit_batch_costs
 
 
 class Sleeper:
-    """Costs exactly ``fixed + per_row × n`` seconds per call (sleep is accurate to ~0.1 ms here)."""
+    """Costs ``fixed + per_row × n`` seconds per call (sleep overshoots by ~0.1 ms idle, by ms when loaded)."""
 
     def __init__(self, fixed: float = 0.020, per_row: float = 0.0005) -> None:
         self.fixed = fixed
@@ -50,16 +50,21 @@ class Allocator:
 def test_recovers_known_fixed_and_per_row_costs(fixed: float, per_row: float) -> None:
     p = profile_udf(Sleeper, list(range(64)), init_kwargs={"fixed": fixed, "per_row": per_row}, measure_memory=False)
     assert isinstance(p, UdfProfile)
-    # Sleep overshoots by a fraction of a millisecond per call, more on a loaded 2-core machine.
-    assert p.seconds_per_batch == pytest.approx(fixed, abs=0.003)
-    assert p.seconds_per_row == pytest.approx(per_row, abs=max(0.15 * per_row, 0.00005))
+    # Sleep overshoots by a fraction of a millisecond per call idle, by several on a loaded 2-core machine
+    # (the overshoot lands in the fixed cost): bounds wide enough for that, still far from a wrong fit.
+    assert p.seconds_per_batch == pytest.approx(fixed, abs=max(0.25 * fixed, 0.006))
+    assert p.seconds_per_row == pytest.approx(per_row, abs=max(0.25 * per_row, 0.0001))
     assert p.batches == 4 * 3 and p.rows_sampled == (8 + 16 + 32 + 64) * 3
 
 
 def test_explicit_batch_sizes_beyond_the_sample_reuse_rows() -> None:
-    p = profile_udf(Sleeper, [1, 2, 3], batch_sizes=[10, 40], repeats=2, measure_memory=False)
-    assert p.seconds_per_row == pytest.approx(0.0005, abs=0.0001)
-    assert p.batches == 4 and p.rows_sampled == 100
+    # 2 ms per row over batches of 10 and 80 rows: the slope spans 140 ms, so the ~10 ms of scheduling
+    # jitter a loaded 2-core machine adds to a call moves it by well under the 25 % allowed.
+    p = profile_udf(
+        Sleeper, [1, 2, 3], batch_sizes=[10, 80], repeats=2, init_kwargs={"per_row": 0.002}, measure_memory=False
+    )
+    assert p.seconds_per_row == pytest.approx(0.002, rel=0.25)
+    assert p.batches == 4 and p.rows_sampled == 180
 
 
 def test_columns_from_mapping_arrow_and_daft_dataframe() -> None:
@@ -114,7 +119,9 @@ def test_the_profile_feeds_the_planner_batch_size() -> None:
         overhead_bounded_batch_size(p.seconds_per_batch, p.seconds_per_row),
         balanced_batch_size(p.seconds_per_batch, p.seconds_per_row, rows_per_actor),
     )
-    assert 850 <= scaling.batch_size <= 1150
+    # The profile's timings carry the machine's load (sleep overshoots by ms when loaded): within the 25 %
+    # test_recovers_known_fixed_and_per_row_costs allows on each cost, the rule gives 775 to 1,316.
+    assert 700 <= scaling.batch_size <= 1400
     assert scaling.udf_profile == p.to_dict()
 
 

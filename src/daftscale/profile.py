@@ -240,19 +240,22 @@ def _is_data_file(base_name: str) -> bool:
     return not (base_name.startswith("_") or base_name.startswith("."))
 
 
-def list_parquet_files(paths: str | Sequence[str]) -> tuple[pafs.FileSystem, list[str]]:
-    """Expand files, directories (recursively) and globs into a sorted list of file paths."""
+def list_parquet_files(
+    paths: str | Sequence[str], *, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, list[str]]:
+    """Expand files, directories (recursively) and globs into a sorted list of file paths (on ``filesystem``
+    when given, else the one each path's scheme names)."""
     import pyarrow.fs as pafs
 
     items = [paths] if isinstance(paths, str) else list(paths)
     if not items:
         raise ProfileError("no data path given: pass a Parquet file, directory or glob, or --rows")
-    filesystem: pafs.FileSystem | None = None
+    given = filesystem
     files: list[str] = []
     for item in items:
         if not str(item).strip():
             raise ProfileError("empty data path: pass a Parquet file, directory or glob")
-        fs, path = _resolve_filesystem(str(item))
+        fs, path = (given, str(item)) if given is not None else _resolve_filesystem(str(item))
         filesystem = filesystem or fs
         if any(ch in path for ch in "*?["):
             base = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0] or "/"
@@ -301,6 +304,24 @@ class _FileFooter:
     uncompressed: dict[str, int]
 
 
+# pyarrow raises OSError both for failed reads and for footers it cannot parse ("Couldn't deserialize
+# thrift"); a read that failed carries an errno or one of these words (S3 and GCS errors).
+_IO_ERROR_WORDS = ("Permission denied", "AWS Error", "network", "Network", "connection", "Connection", "timed out")
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """True for an error reading the file (permissions, a vanished file, the network), not its content.
+
+    >>> _is_io_error(PermissionError(13, "Permission denied")), _is_io_error(OSError("Couldn't deserialize thrift"))
+    (True, False)
+    """
+    if isinstance(exc, (PermissionError, FileNotFoundError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return True
+    return any(word in str(exc) for word in _IO_ERROR_WORDS)
+
+
 def _read_footer(fs: pafs.FileSystem, path: str) -> _FileFooter:
     import pyarrow.parquet as pq
 
@@ -315,13 +336,21 @@ def _read_footer(fs: pafs.FileSystem, path: str) -> _FileFooter:
                     f"{path} is not a Parquet file (no PAR1 footer): remove it from the path or glob, "
                     "or convert it to Parquet"
                 )
-            metadata = pq.read_metadata(handle)
-            schema = metadata.schema.to_arrow_schema()
+            try:
+                metadata = pq.read_metadata(handle)
+                schema = metadata.schema.to_arrow_schema()
+            except Exception as exc:  # thrift errors and ArrowInvalid for a corrupt footer, or a read that failed
+                if _is_io_error(exc):
+                    raise
+                raise ProfileError(
+                    f"corrupt Parquet footer in {path} ({type(exc).__name__}: {exc}): rewrite or remove the file"
+                ) from exc
     except ProfileError:
         raise
-    except Exception as exc:  # ArrowInvalid, OSError, and thrift errors for corrupt footers
+    except Exception as exc:  # opening or reading the file failed: permissions, a vanished file, the network
         raise ProfileError(
-            f"corrupt Parquet footer in {path} ({type(exc).__name__}: {exc}): rewrite or remove the file"
+            f"cannot read {path} ({type(exc).__name__}: {exc}): check that it exists, that you may read it, "
+            "and the connection to its storage, then try again"
         ) from exc
     compressed: dict[str, int] = {}
     uncompressed: dict[str, int] = {}
@@ -335,17 +364,21 @@ def _read_footer(fs: pafs.FileSystem, path: str) -> _FileFooter:
     return _FileFooter(metadata.num_rows, metadata.num_row_groups, schema, compressed, uncompressed)
 
 
-def profile_parquet(paths: str | Sequence[str], *, threads: int = FOOTER_READ_THREADS) -> DataProfile:
+def profile_parquet(
+    paths: str | Sequence[str], *, threads: int = FOOTER_READ_THREADS, filesystem: pafs.FileSystem | None = None
+) -> DataProfile:
     """Profile Parquet files from their footers only (no data pages are read).
 
     Args:
         paths: a file, a directory (searched recursively), a glob such as ``"data/*.parquet"``, a URI
             pyarrow understands (``s3://...``), or a list of these.
         threads: footers read at once.
+        filesystem: a pyarrow filesystem to read ``paths`` through (e.g. an ``S3FileSystem`` with your own
+            credentials); default: the one each path's scheme names, local files for plain paths.
 
     Raises:
-        ProfileError: the path is missing or empty, a file is not Parquet or has a corrupt footer, or
-            there are no rows.
+        ProfileError: the path is missing or empty, a file cannot be read (permissions, network), is not
+            Parquet or has a corrupt footer, or there are no rows.
 
     Examples:
         >>> import os, tempfile, pyarrow as pa, pyarrow.parquet as pq
@@ -357,7 +390,7 @@ def profile_parquet(paths: str | Sequence[str], *, threads: int = FOOTER_READ_TH
         >>> p.rows, p.files, p.heavy_columns
         (300, 3, [])
     """
-    fs, files = list_parquet_files(paths)
+    fs, files = list_parquet_files(paths, filesystem=filesystem)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
         footers = list(pool.map(lambda f: _read_footer(fs, f), files))
     rows = sum(f.rows for f in footers)

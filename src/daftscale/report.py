@@ -165,14 +165,15 @@ class RunReport:
     rows_in: int
     rows_out: int
     partitions: int
-    batches: int
+    # None (null, "unknown"): not measured, see measurement_incomplete; never 0 for "not measured".
+    batches: int | None
     actors: int
-    actor_utilization: float
-    peak_memory_bytes: int
+    actor_utilization: float | None
+    peak_memory_bytes: int | None
     plan: dict[str, Any]
     udf_calls: list[dict[str, Any]] = field(default_factory=list)
     udf_profile: dict[str, float] | None = None
-    node_peak_memory_bytes: dict[str, int] = field(default_factory=dict)
+    node_peak_memory_bytes: dict[str, int | None] = field(default_factory=dict)
     throughput: list[dict[str, float]] = field(default_factory=list)
     stage_span_s: float = 0.0
     cluster: dict[str, Any] = field(default_factory=dict)
@@ -185,13 +186,21 @@ class RunReport:
     # report says so here, so it is never read as a finished run.
     status: str = "ok"
     # Rows whose UDF call raised under on_error "log"/"ignore" (they come out null), and the first errors.
-    rows_failed: int = 0
+    rows_failed: int | None = 0
     udf_errors: list[str] = field(default_factory=list)
     actor_startup_s: float = 0.0
     actor_starts: list[dict[str, Any]] = field(default_factory=list)
     # Set when the stall watchdog stopped the run (status "failed: stalled"): its limit, the silence that
     # tripped it, and what each actor was doing (in a call since when, on how many rows, or idle).
     stall: dict[str, Any] | None = None
+    # Measurement health (daftscale.health): what the run could not measure, one line each ("" when all was).
+    measurement_incomplete: list[str] = field(default_factory=list)
+    # UDF call records that never reached the driver (at least this many; None: the records were unreadable).
+    records_dropped: int | None = 0
+    # Memory samples missed per node (a node's peak is then possibly low).
+    memory_samples_missed: dict[str, int] = field(default_factory=dict)
+    # Whether rows out were checked against rows in (run's check_rows, or the default's verdict).
+    rows_checked: bool = False
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -337,7 +346,7 @@ class RunReport:
 
     def summary(self) -> list[tuple[str, str]]:
         """The headline figures as (label, value) rows, for the CLI's table and the HTML."""
-        from daftscale.config import format_bytes
+        from daftscale.health import format_optional_bytes
 
         plan = self.plan
         if plan.get("strategy") == "shuffle":
@@ -354,15 +363,19 @@ class RunReport:
             ("rows in → out", f"{self.rows_in:,} → {self.rows_out:,}"),
             ("throughput", f"{self.rows_per_s:,.0f} rows/s"),
             ("partitions out", f"{self.partitions:,}"),
-            ("UDF batches", f"{self.batches:,} over {self.stage_span_s:.2f} s"),
+            ("UDF batches", "unknown" if self.batches is None else f"{self.batches:,} over {self.stage_span_s:.2f} s"),
             ("actors used", f"{self.actors_used} of {self.actors}"),
             ("actor start-up", self._actor_start_text()),
-            ("actor utilisation", f"{self.actor_utilization:.0%}"),
-            ("peak memory (node)", format_bytes(self.peak_memory_bytes)),
+            ("actor utilisation", "unknown" if self.actor_utilization is None else f"{self.actor_utilization:.0%}"),
+            ("peak memory (node)", format_optional_bytes(self.peak_memory_bytes)),
         ]
-        if self.rows_failed:
+        if self.rows_failed is None:
+            rows.append(("rows failed (null)", "unknown"))
+        elif self.rows_failed:
             first = self.udf_errors[0] if self.udf_errors else ""
             rows.append(("rows failed (null)", f"{self.rows_failed:,}: {first}"))
+        if self.measurement_incomplete:
+            rows.insert(0, ("measurement incomplete", "; ".join(self.measurement_incomplete)))
         if self.status != "ok":
             rows.insert(0, ("status", self.status))
         if self.stall:
@@ -409,7 +422,7 @@ class RunReport:
 
     def to_html(self, pngs: dict[str, bytes] | None = None) -> str:
         """A self-contained HTML page: summary, plots (embedded PNGs), node memory, the plan's explanation."""
-        from daftscale.config import format_bytes
+        from daftscale.health import format_optional_bytes
 
         pngs = render_plots(self) if pngs is None else pngs
 
@@ -423,7 +436,7 @@ class RunReport:
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self.summary()
         )
         memory_rows = "".join(
-            f"<tr><th>{html.escape(node)}</th><td>{html.escape(format_bytes(b))}</td></tr>"
+            f"<tr><th>{html.escape(node)}</th><td>{html.escape(format_optional_bytes(b))}</td></tr>"
             for node, b in self.node_peak_memory_bytes.items()
         )
         warnings = self.plan.get("warnings") or []
@@ -432,6 +445,7 @@ class RunReport:
             for w in warnings
         )
         title = f"daftscale run report — {os.path.basename(self.pipeline) or 'pipeline'}"
+        utilisation = "unknown" if self.actor_utilization is None else f"{self.actor_utilization:.0%}"
         return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)}</title>
@@ -449,7 +463,7 @@ pre {{ background: #f6f6f6; padding: 1em; white-space: pre-wrap; font-size: 0.85
 <table>{summary_rows}</table>
 <h2>Actor timeline</h2>
 <p class="note">Each bar is one UDF call (a batch) on one actor; gaps are idle time. Utilisation
-{self.actor_utilization:.0%} = busy time / ({self.actors} actors × {self.stage_span_s:.2f} s UDF stage).</p>
+{utilisation} = busy time / ({self.actors} actors × {self.stage_span_s:.2f} s UDF stage).</p>
 {img(TIMELINE_PNG, "actor timeline")}
 <h2>Throughput</h2>
 {img(THROUGHPUT_PNG, "throughput over time")}
@@ -479,7 +493,7 @@ def render_plots(report: RunReport) -> dict[str, bytes]:
     if calls:
         pngs[TIMELINE_PNG] = _png(plt, _timeline(plt, report))
         pngs[THROUGHPUT_PNG] = _png(plt, _throughput(plt, report))
-    if report.node_peak_memory_bytes:
+    if any(v is not None for v in report.node_peak_memory_bytes.values()):
         pngs[MEMORY_PNG] = _png(plt, _memory(plt, report))
     return pngs
 
@@ -537,8 +551,9 @@ def _throughput(plt: Any, report: RunReport) -> Any:
 
 
 def _memory(plt: Any, report: RunReport) -> Any:
-    nodes = list(report.node_peak_memory_bytes)
-    values = [report.node_peak_memory_bytes[n] / 2**20 for n in nodes]
+    # A node whose peak is unknown is left out of the bars (the table above says "unknown").
+    nodes = [n for n, v in report.node_peak_memory_bytes.items() if v is not None]
+    values = [(report.node_peak_memory_bytes[n] or 0) / 2**20 for n in nodes]
     fig, ax = plt.subplots(figsize=(11, 0.4 * len(nodes) + 1.4))
     ax.barh(nodes, values, color="tab:orange")
     ax.set_xlabel("peak resident memory (MiB, summed over the node's Ray/Daft processes)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import threading
 import time
 from collections import Counter
@@ -24,15 +23,13 @@ from daftscale.cluster import ClusterSpec
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes, parse_memory, require_positive_int
 from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
 from daftscale.gpu import prepare_driver_cuda
+from daftscale.health import MeasurementHealth
+from daftscale.memory import NodeMemorySampler
 from daftscale.pipeline import Pipeline, build_with, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.report import RunReport
 from daftscale.udf import ON_ERROR_CHOICES, make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, combine, resolve_stall_timeout, stop_stalled_query
-
-# How often resident memory is sampled: fine enough to catch a batch's peak (batches take tens of
-# milliseconds to seconds), coarse enough that walking the process tree costs under 1 % of a core.
-MEMORY_SAMPLE_INTERVAL_S = 0.2
 
 # How often the progress line polls the UDF call records.
 PROGRESS_INTERVAL_S = 0.5
@@ -70,116 +67,8 @@ ROW_PRESERVING_OPS = frozenset(
 STATUS_OK = "ok"
 STATUS_MEMORY = "stopped: memory budget"
 STATUS_ROWS = "failed: rows lost"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Resident memory per node
-
-
-def _tree_rss(root_pid: int, *, include_root: bool) -> int:
-    """Resident bytes of a process's descendants (and itself): RSS, so shared pages count once per process."""
-    import psutil
-
-    try:
-        root = psutil.Process(root_pid)
-        procs = root.children(recursive=True) + ([root] if include_root else [])
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
-
-
-class _Sampler:
-    """A thread that keeps the peak of ``measure()`` until stopped."""
-
-    def __init__(self, measure: Any, interval_s: float = MEMORY_SAMPLE_INTERVAL_S) -> None:
-        self._measure = measure
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.peak = 0
-        self._thread = threading.Thread(target=self._loop, name="daftscale-memory", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                self.peak = max(self.peak, int(self._measure()))
-            self._stop.wait(self._interval)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return self.peak
-
-
-class NodeMemorySampler:
-    """Peak resident memory per node while a query runs.
-
-    Native runner: this process and its children (Daft's UDF actor processes), on a node named by
-    the host name.
-    Ray: one zero-CPU Ray actor pinned to each node sums the RSS of every process under that node's
-    raylet (Daft's workers and UDF actors); nodes are named by the first 8 hex digits of their Ray node
-    id, as UDF call records are.
-    """
-
-    def __init__(self, runner: str) -> None:
-        self.runner = runner
-        self._local: _Sampler | None = None
-        self._actors: list[Any] = []
-        if runner == "ray":
-            self._start_ray()
-        else:
-            self._local = _Sampler(lambda: _tree_rss(os.getpid(), include_root=True))
-
-    def _start_ray(self) -> None:
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        @ray.remote(num_cpus=0)
-        class _NodeSampler:
-            def __init__(self, interval_s: float) -> None:
-                # A Ray actor's parent is its node's raylet: everything under it runs on this node.
-                raylet = os.getppid()
-                self.node = ray.get_runtime_context().get_node_id()[:8]
-                self.sampler = _Sampler(lambda: _tree_rss(raylet, include_root=False), interval_s)
-
-            def peak(self) -> tuple[str, int]:
-                return self.node, self.sampler.peak
-
-            def stop(self) -> tuple[str, int]:
-                return self.node, self.sampler.stop()
-
-        for node in ray.nodes():
-            if node.get("Alive"):
-                strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-                self._actors.append(_NodeSampler.options(scheduling_strategy=strategy).remote(MEMORY_SAMPLE_INTERVAL_S))
-
-    def current(self) -> dict[str, int]:
-        """Peak resident bytes per node so far (while the query runs)."""
-        if self._local is not None:
-            return {socket.gethostname(): self._local.peak}
-        import ray
-
-        pairs = ray.get([actor.peak.remote() for actor in self._actors], timeout=10)
-        return dict(pairs)
-
-    def stop(self) -> dict[str, int]:
-        if self._local is not None:
-            # Named like the UDF call records on this runner (the host name), so the two line up.
-            return {socket.gethostname(): self._local.stop()}
-        import ray
-
-        peaks: dict[str, int] = {}
-        for actor in self._actors:
-            with contextlib.suppress(Exception):
-                node, peak = ray.get(actor.stop.remote(), timeout=30)
-                peaks[node] = peak
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
-        return peaks
+# --max-memory was asked for but memory could not be sampled: the run is stopped rather than left unguarded.
+STATUS_MEMORY_UNGUARDED = "failed: memory budget not enforced"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,18 +219,25 @@ def check_plan_fits(plan: ScalingPlan, cluster: ClusterSpec, *, force: bool = Fa
             )
 
 
-def _rows_checkable(scaling_input: Any, output: Any) -> bool:
-    """True when only row-preserving operators follow the scaling step (see ROW_PRESERVING_OPS)."""
+def _rows_checkable(scaling_input: Any, output: Any) -> tuple[bool, str | None]:
+    """``(check, note)``: check is True when only row-preserving operators follow the scaling step (see
+    ROW_PRESERVING_OPS). ``note`` says why the check is off when that was not the pipeline's doing: Daft's
+    plan text could not be read, so the check the run promises by default would be off without a word."""
 
     def ops(df: Any) -> Counter[str]:
-        try:
-            text = df._builder.pretty_print(simple=True)
-        except Exception:  # a Daft without this private API: do not guess
-            return Counter({"?": 1})
+        text = df._builder.pretty_print(simple=True)
         return Counter(re.findall(r"\*\s+([A-Za-z]+)", text))
 
-    added = ops(output) - ops(scaling_input)
-    return set(added) <= ROW_PRESERVING_OPS
+    try:
+        added = ops(output) - ops(scaling_input)
+    except Exception as exc:  # a Daft without this private API: do not guess, say so
+        return False, (
+            f"the rows-in = rows-out check is off: Daft's plan text could not be read ({type(exc).__name__}: {exc}"[
+                :200
+            ]
+            + "); pass --check-rows to check anyway"
+        )
+    return set(added) <= ROW_PRESERVING_OPS, None
 
 
 def error_line(exc: BaseException) -> str:
@@ -556,15 +452,17 @@ def _run_on(
     try:
         with recording(sink) as instrumented:
             df = build_with(pipe, chosen)
+        rows_note = None
         if check_rows is None:
-            check_rows = _rows_checkable(scaling.scaling_input, df)
+            check_rows, rows_note = _rows_checkable(scaling.scaling_input, df)
         prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
         sampler = NodeMemorySampler(runner)
         run_start = time.time()
         execution = _Execution(df, chosen.execution_config)
         execution.start()
         stall = _stall_watch(collector, stall_timeout, instrumented, chosen, execution)
-        watch = combine(_memory_watch(sampler, max_memory) if max_memory else None, stall)
+        memory_watch = _memory_watch(sampler, max_memory) if max_memory else None
+        watch = combine(memory_watch, stall)
         reason = _wait_with_progress(
             execution, collector, rows_in, chosen.concurrency, progress=progress, console=console, watch=watch
         )
@@ -578,9 +476,9 @@ def _run_on(
             execution.join(STALL_GRACE_S if stalled else STOP_GRACE_S)
         end = execution.finished_at or time.time()
         node_memory = sampler.stop()
+        memory_unmeasured, memory_missed = sampler.unmeasured, sampler.missed
         sampler = None
-        with contextlib.suppress(Exception):
-            collector.snapshot()
+        _snapshot_error(collector)  # the failed calls, whose error a failed query's message names
         failed = list(collector.failed)
         if reason is None and execution.error is not None:
             error = execution.error
@@ -588,8 +486,21 @@ def _run_on(
                 raise error
             # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
             raise RunError(_failure_message(error, failed if on_error in (None, "raise") else [])) from error
-        calls, _ = collector.snapshot() if reason is None else _safe_snapshot(collector)
+        # Read once more now the query is over (the first read may have missed the last records).
+        records_error = _snapshot_error(collector)
+        calls, _ = _merge_calls(collector) if records_error is None else ([], [])
+        failed = list(collector.failed) if records_error is None else failed
         ready = list(collector.ready)
+        health = MeasurementHealth(
+            records_error=records_error,
+            events=list(collector.events),
+            query_finished=reason is None,
+            rows_in=rows_in,
+            rows_checked=bool(check_rows),
+            rows_check_note=rows_note,
+            memory_unmeasured=memory_unmeasured,
+            memory_missed=memory_missed,
+        )
     except BaseException:
         if execution is not None:
             # Ctrl-C or an error while waiting: let the query stop between partitions.
@@ -616,10 +527,13 @@ def _run_on(
         failed_calls=failed,
         ready=ready,
     )
+    health.apply(report)
     if reason is not None:
-        report.status = STATUS_STALLED if stalled else STATUS_MEMORY
         if stalled:
+            report.status = STATUS_STALLED
             report.stall = stall.state()  # type: ignore[union-attr]
+        else:
+            report.status = getattr(memory_watch, "status", STATUS_MEMORY)
         raise _RunStopped(report, f"{reason}: stopped the run after {execution.rows:,} of {rows_in:,} rows")
     if check_rows and report.rows_out != report.rows_in:
         report.status = STATUS_ROWS
@@ -632,11 +546,20 @@ def _run_on(
     return report
 
 
-def _safe_snapshot(collector: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _snapshot_error(collector: Any) -> str | None:
+    """Read the call records once more; the error as one line when they cannot be read, else None."""
     try:
-        return collector.snapshot()  # type: ignore[no-any-return]
-    except Exception:  # a stopped run's collector may be gone with the cluster: report what we have
-        return [], []
+        collector.snapshot()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None
+
+
+def _merge_calls(collector: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished and running calls of the records the collector last read."""
+    from daftscale.udf import split_calls
+
+    return split_calls(collector.events)
 
 
 def _failure_message(error: BaseException, failed: list[dict[str, Any]]) -> str:
@@ -651,24 +574,64 @@ def _failure_message(error: BaseException, failed: list[dict[str, Any]]) -> str:
     return f"the pipeline failed while running: {error_line(error)}: fix the cause above and run again"
 
 
-def _memory_watch(sampler: NodeMemorySampler, budget: int) -> Any:
-    """A check for the wait loop: the reason to stop once any node's resident memory passes ``budget``."""
+# Checks of the wait loop (one per PROGRESS_INTERVAL_S) a node may go without a new memory sample, or the
+# samplers without answering, before --max-memory is taken as not enforced: a few seconds, longer than a
+# slow sample or a busy Ray scheduler, far shorter than the runs a budget guards.
+UNGUARDED_CHECKS = 8
 
-    def check() -> str | None:
+
+class _MemoryWatch:
+    """A check for the wait loop: the reason to stop once any node's resident memory passes ``budget``,
+    or once memory cannot be sampled (a budget that is not enforced must not look like one that is).
+    :attr:`status` is the report status for the reason it gave."""
+
+    def __init__(self, sampler: NodeMemorySampler, budget: int) -> None:
+        self.sampler = sampler
+        self.budget = budget
+        self.status = STATUS_MEMORY
+        self._silent: dict[str, int] = {}  # node: checks with a new missed sample and none taken since one was
+        self._last: dict[str, tuple[int, int]] = {}  # node: (samples taken, samples missed) at the last check
+        self._unanswered = 0
+        self._error = ""
+
+    def __call__(self) -> str | None:
         try:
-            peaks = sampler.current()
-        except Exception:  # a slow sample is not a reason to stop; the next one decides
-            return None
-        over = {node: peak for node, peak in peaks.items() if peak > budget}
+            health = self.sampler.health()
+            self._unanswered = 0
+        except Exception as exc:  # a slow answer is not yet a reason to stop; many in a row are
+            self._unanswered += 1
+            self._error = f"{type(exc).__name__}: {exc}"[:200]
+            health = {}
+            if self._unanswered >= UNGUARDED_CHECKS:
+                return self._unguarded("the memory samplers do not answer", self._error)
+        for node, (_, samples, missed, error) in health.items():
+            # Failing, not merely slow: no new sample since the last check, and a new missed one.
+            fresh = samples > self._last.get(node, (0, 0))[0]
+            failing = missed > self._last.get(node, (0, 0))[1]
+            self._last[node] = (samples, missed)
+            self._silent[node] = 0 if fresh else self._silent.get(node, 0) + failing
+            if self._silent[node] >= UNGUARDED_CHECKS:
+                return self._unguarded(f"node {node}'s memory sampling fails", error)
+        over = {node: peak for node, (peak, samples, _, _) in health.items() if samples and peak > self.budget}
         if not over:
             return None
         node, peak = max(over.items(), key=lambda kv: kv[1])
         return (
             f"memory budget exceeded: node {node} reached {format_bytes(peak)} resident, over --max-memory "
-            f"{format_bytes(budget)}; lower the batch size or actors per node, or raise --max-memory"
+            f"{format_bytes(self.budget)}; lower the batch size or actors per node, or raise --max-memory"
         )
 
-    return check
+    def _unguarded(self, what: str, error: str) -> str:
+        self.status = STATUS_MEMORY_UNGUARDED
+        return (
+            f"--max-memory {format_bytes(self.budget)} cannot be enforced: {what} ({error or 'no answer'}); "
+            "fix the cause (psutil must read the process table on every node) or run without --max-memory"
+        )
+
+
+def _memory_watch(sampler: NodeMemorySampler, budget: int) -> _MemoryWatch:
+    """The wait loop's check for a memory budget (see :class:`_MemoryWatch`)."""
+    return _MemoryWatch(sampler, budget)
 
 
 def _stall_watch(

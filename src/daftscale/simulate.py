@@ -174,6 +174,13 @@ class Costs:
         udf_memory_per_row: working bytes per row of a batch in an actor (None: the plan's UDF profile, else
             ``memory_per_row``).
         actor_memory_bytes: resident memory of one actor besides its batches (the model).
+        delivered_rows_per_call: mean rows per UDF call as Daft delivers them, when that is fewer than the
+            plan's batch size (None: full batches of B rows). Upstream operators that emit small morsels (a
+            join's probe side over many small files) hand the UDF fragments of a few rows each; Daft does not
+            coalesce them up to B, so the calls, and with them the per-call cost, multiply. The simulator
+            then sends each task's rows in calls of ``min(B, delivered_rows_per_call)`` rows (a mean: the
+            spread of fragment sizes is not modelled). :func:`costs_from_report` fills it from a run's call
+            records when they show more calls than full batches explain.
         source: where the numbers came from ("defaults", "udf profile", "calibration ...", "options").
         assumed: names of the fields left at their defaults, stated as assumptions in the output.
         notes: what calibration observed or could not observe.
@@ -193,6 +200,7 @@ class Costs:
     memory_per_row: float | None = None
     udf_memory_per_row: float | None = None
     actor_memory_bytes: float = 0.0
+    delivered_rows_per_call: float | None = None
     source: str = "defaults"
     assumed: tuple[str, ...] | None = None
     notes: tuple[str, ...] = ()
@@ -210,6 +218,11 @@ class Costs:
                 raise ConfigError(f"cost {f.name} must be a finite number of 0 or more, got {value!r}")
         if self.network_bytes_per_second <= 0:
             raise ConfigError("cost network_bytes_per_second must be above 0")
+        if self.delivered_rows_per_call is not None and self.delivered_rows_per_call <= 0:
+            raise ConfigError(
+                f"cost delivered_rows_per_call must be above 0 rows (or None for full batches), "
+                f"got {self.delivered_rows_per_call!r}"
+            )
 
     def with_udf(self, *, seconds_per_row: float | None, seconds_per_batch: float | None, source: str) -> Costs:
         """These costs with the UDF's per-row and per-call cost replaced where given (None: unchanged)."""
@@ -227,6 +240,18 @@ class Costs:
 
     def call_seconds(self, rows: float) -> float:
         return self.dispatch_s + self.seconds_per_batch + rows * self.seconds_per_row
+
+    def rows_per_call(self, batch_size: int) -> float:
+        """Rows one UDF call gets under a batch size of ``batch_size``: the whole batch, unless the
+        delivered fragments are smaller (``delivered_rows_per_call``).
+
+        >>> Costs().rows_per_call(64), Costs(delivered_rows_per_call=4.7).rows_per_call(64)
+        (64, 4.7)
+        >>> Costs(delivered_rows_per_call=100.0).rows_per_call(64)
+        64
+        """
+        delivered = self.delivered_rows_per_call
+        return batch_size if delivered is None or delivered >= batch_size else delivered
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -391,18 +416,31 @@ class _StageRun:
     classes: list[_NodeClass]
 
 
-def _chunks(rows: int, batch_size: int) -> list[tuple[int, int]]:
-    """(calls, rows) per event for one task: one call per event, or several when the task has very many."""
-    calls = max(1, math.ceil(rows / batch_size))
+def _call_count(rows: float, call_rows: float) -> int:
+    """UDF calls for ``rows`` rows at ``call_rows`` rows per call (at least one; a float call size is a
+    mean of delivered fragments, so a hair over a whole number of calls is not one more call)."""
+    return max(1, math.ceil(rows / call_rows - 1e-9))
+
+
+def _chunks(rows: int, call_rows: float) -> list[tuple[int, int]]:
+    """(calls, rows) per event for one task: one call per event, or several when the task has very many.
+
+    ``call_rows`` is the batch size B (full batches, then the remainder) or, when Daft delivers fragments,
+    their mean size (the task's rows spread evenly over its calls)."""
+    calls = _call_count(rows, call_rows)
+    full_batches = float(call_rows).is_integer()
     if calls <= MAX_CHUNKS_PER_TASK:
-        full = [(1, batch_size)] * (calls - 1)
-        return [*full, (1, rows - batch_size * (calls - 1))]
+        if full_batches:
+            size = int(call_rows)
+            return [*([(1, size)] * (calls - 1)), (1, rows - size * (calls - 1))]
+        base, extra = divmod(rows, calls)
+        return [(1, base + 1)] * extra + [(1, base)] * (calls - extra)
     per = math.ceil(calls / MAX_CHUNKS_PER_TASK)
     out: list[tuple[int, int]] = []
     left_calls, left_rows = calls, rows
     while left_calls > 0:
         c = min(per, left_calls)
-        r = min(left_rows, c * batch_size)
+        r = min(left_rows, math.ceil(c * call_rows)) if full_batches else round(left_rows * c / left_calls)
         out.append((c, r))
         left_calls -= c
         left_rows -= r
@@ -470,7 +508,7 @@ def _run_stage(
     def task_plan(rows: int) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         found = plans.get(rows)
         if found is None:
-            chunks = _chunks(rows, stage.batch_size)
+            chunks = _chunks(rows, costs.rows_per_call(stage.batch_size))
             ends = list(itertools.accumulate(r for _, r in chunks))
             # Daft propagates the UDF's strict batch size upstream as the operators' morsel bound
             # (pipeline.rs combine_requirements): the pre-UDF work runs on morsels of one batch.
@@ -655,6 +693,13 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
     inflation = float(inputs.get("inflation") or DEFAULT_INFLATION)
     mem_per_row = costs.memory_per_row if costs.memory_per_row is not None else bytes_per_row * inflation
     batch = int(plan.batch_size)
+    # Rows per UDF call: the batch size, or the smaller fragments Daft delivers (Costs.delivered_rows_per_call).
+    call_rows = costs.rows_per_call(batch)
+    if call_rows < batch:
+        approximations.append(
+            f"UDF calls of {call_rows:g} rows on average, not full batches of {batch:,}: the fragments Daft "
+            "delivers (measured in a run); their spread is not modelled"
+        )
 
     # Actors: the plan's concurrency, unless the cluster cannot schedule it (Daft waits, then goes on).
     actors = int(plan.concurrency)
@@ -751,7 +796,7 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
     if sizes and len(set(sizes)) > 1 and any(c.count > 1 for c in classes):
         # A class's nodes would each take the mean of the next tasks' rows, losing what uneven files are
         # about (the largest file's node finishes last): simulate every node when the events allow.
-        chunk_events = sum(math.ceil(size / batch) for size in sizes)
+        chunk_events = sum(_call_count(size, call_rows) for size in sizes)
         if chunk_events <= EVENT_BUDGET:
             classes = [replace(c, count=1) for c in classes for _ in range(c.count)]
     if pre_per_row > 0 and tasks < nodes * slots:
@@ -772,8 +817,8 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
         sizes=sizes,
     )
     t0 = startup + shuffle_s
-    per_task_chunks = len(_chunks(max(1, rows // tasks), batch))
-    if per_task_chunks < math.ceil(rows / tasks / batch):
+    per_task_chunks = len(_chunks(max(1, rows // tasks), call_rows))
+    if per_task_chunks < _call_count(rows / tasks, call_rows):
         approximations.append(f"tasks send their batches in {per_task_chunks} chunks each (several calls per event)")
     reps = len(classes)
     counted = sum(c.count for c in classes)
@@ -806,9 +851,9 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
 
     # Busy time, exact: every task's calls and rows.
     base, extra = divmod(rows, tasks)
-    calls = extra * math.ceil((base + 1) / batch) + (tasks - extra) * math.ceil(base / batch) if base else extra
+    calls = extra * _call_count(base + 1, call_rows) + (tasks - extra) * _call_count(base, call_rows) if base else extra
     if sizes:
-        calls = sum(math.ceil(size / batch) for size in sizes)
+        calls = sum(_call_count(size, call_rows) for size in sizes)
     remote_total = sum(c.remote_s for c in classes) / reps * calls
     busy = calls * (costs.dispatch_s + costs.seconds_per_batch) + rows * costs.seconds_per_row + remote_total
     udf_span = max(udf_end - run.first_start, 1e-12)
@@ -891,6 +936,8 @@ def _simulate(plan: ScalingPlan, cluster: ClusterSpec, costs: Costs) -> Simulati
         costs=costs,
         pre_per_row=pre_per_row,
         rows=rows,
+        call_rows=call_rows,
+        batch=batch,
     )
     timeline = _timeline(
         run.intervals, t0=t0, scale=span_scale, first=run.first_start, makespan=makespan, actors=actors
@@ -966,6 +1013,8 @@ def _bottleneck(
     costs: Costs,
     pre_per_row: float,
     rows: int,
+    call_rows: float,
+    batch: int,
 ) -> str:
     fixed = stages["startup"] + stages["tail"]
     if fixed > 0.5 * makespan:
@@ -979,6 +1028,12 @@ def _bottleneck(
         return f"too few tasks: {tasks} task(s) reach only {tasks} of {nodes} nodes, the other nodes' actors idle"
     overhead_share = calls * (costs.dispatch_s + costs.seconds_per_batch) / busy if busy else 0.0
     if utilization >= 0.8:
+        if overhead_share > 0.25 and call_rows < batch:
+            return (
+                f"UDF per-call overhead: fixed cost is {overhead_share:.0%} of actor time, calls of {call_rows:g} "
+                f"rows where the batch size is {batch:,} (Daft delivers fragments): regroup the rows before the "
+                "UDF (into_batches or into_partitions), a larger batch size alone does not help"
+            )
         if overhead_share > 0.25:
             return f"UDF per-call overhead: fixed cost is {overhead_share:.0%} of actor time; raise the batch size"
         return f"UDF compute: actors {utilization:.0%} busy; add actors (nodes) to go faster"
@@ -1140,7 +1195,9 @@ def costs_from_report(
       measured the pool (one task's start, scan and first batch before its first call, with nothing else in
       the way); else the value for which the simulated UDF stage of the report's own plan spans what was
       measured (bisection), at most ``max_task_overhead_s`` when given;
-    - tail: wall time after the last call.
+    - tail: wall time after the last call;
+    - rows per call as delivered (``delivered_rows_per_call``): the calls' mean rows, when the report's plan
+      is known and its calls were clearly more than full batches of its B explain (fragments).
 
     Pre-UDF work per row (a read or decode inside the tasks) is not fitted: with equal tasks neither the
     lead nor the span tells it from per-task cost. The lead is one task's latency plus its first batch's
@@ -1164,6 +1221,9 @@ def costs_from_report(
     if not calls:
         raise ConfigError(f"{source} has no udf_calls to fit: calibrate from a report of a run with an actor UDF")
     notes: list[str] = []
+    if data.get("measurement_incomplete"):
+        # The fit still runs on the calls that arrived; the gaps travel with it so a prediction can be doubted.
+        notes.append("the run's measurement was incomplete: " + "; ".join(map(str, data["measurement_incomplete"])))
     # Effective durations: an actor runs one call at a time, so a call queued behind another starts
     # when that one returns.
     by_actor: dict[str, list[tuple[float, float, int]]] = {}
@@ -1234,11 +1294,16 @@ def costs_from_report(
         notes.append("an actor's __init__ ended after the first call: the pool's start is not seen")
     plan = _report_plan(data, mean_rows)
     if plan is None:
-        notes.append("the report carries no plan: task overhead and start-up taken from wall time only")
+        notes.append(
+            "the report carries no plan: task overhead and start-up taken from wall time only, and the "
+            "batch size is unknown, so fragmented calls are not checked for"
+        )
         if pool is not None and pool <= first:
             return replace(costs, startup_s=pool, task_overhead_s=first - pool, tail_s=tail, notes=tuple(notes))
         return replace(costs, startup_s=first, tail_s=tail, notes=tuple(notes))
     cluster = _report_cluster(data, plan)
+    costs, fragments = _fit_delivered_rows(costs, plan, cluster, mean_rows, len(calls))
+    notes.extend(fragments)
 
     if pool is not None:
 
@@ -1260,6 +1325,33 @@ def costs_from_report(
         # Start-up: whatever precedes the first call beyond the simulated shuffle and first task.
         startup = max(0.0, first - _simulate(plan, cluster, fitted).first_call_s)
     return replace(fitted, startup_s=startup, tail_s=tail, notes=tuple(notes + found))
+
+
+# A run whose calls carry on average under this share of the rows full batches would give was handed
+# fragments: well below the tail effect of each task's last, partial batch, which the model already has.
+_FRAGMENTED_SHARE = 0.8
+
+
+def _fit_delivered_rows(
+    costs: Costs, plan: ScalingPlan, cluster: ClusterSpec, mean_rows: float, calls: int
+) -> tuple[Costs, list[str]]:
+    """``costs`` with ``delivered_rows_per_call`` set when the run's calls were fragments of its batches.
+
+    The simulated plan (full batches of B, each task's last one partial) says how many rows a call should
+    carry on average; a run whose calls carried clearly fewer got smaller pieces from upstream (a join's
+    output, small files), and its mean call size is what a prediction at any B has to use.
+    """
+    if calls < 2 or mean_rows <= 0:
+        return costs, []
+    expected = _simulate(plan, cluster, replace(costs, delivered_rows_per_call=None))
+    expected_mean = int(plan.inputs.get("rows") or 0) / max(1, expected.batches)
+    if mean_rows >= _FRAGMENTED_SHARE * expected_mean:
+        return costs, []
+    return replace(costs, delivered_rows_per_call=mean_rows), [
+        f"calls carried {mean_rows:.1f} rows on average where batches of {plan.batch_size:,} would carry "
+        f"{expected_mean:.1f}: Daft delivered fragments ({calls:,} calls, {expected.batches:,} full batches); "
+        "predictions use calls of that size"
+    ]
 
 
 def plan_from_report(report: str | os.PathLike[str] | dict[str, Any]) -> tuple[ScalingPlan, ClusterSpec]:

@@ -64,11 +64,7 @@ from daftscale.pipeline import Pipeline, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.profile import DataProfile
 from daftscale.report import RunReport, atomic_write
-
-try:  # the simulator prunes candidates; without it every candidate is measured
-    from daftscale.simulate import costs_from_report, simulate
-except ImportError:  # pragma: no cover - only while simulate.py is not in the tree
-    costs_from_report = simulate = None  # type: ignore[assignment]
+from daftscale.simulate import costs_from_report, simulate
 
 TUNE_FORMAT_VERSION = 4
 
@@ -939,9 +935,6 @@ class _Search:
 
     def prune(self, candidates: list[Candidate], report: RunReport, max_candidates: int) -> list[Candidate]:
         """Simulate every candidate with costs calibrated from ``report``; keep the promising ones."""
-        if simulate is None or costs_from_report is None:
-            self.notes.append("simulator unavailable: no candidate pruned")
-            return candidates[:max_candidates]
         try:
             costs = costs_from_report(report.to_dict())
         except DaftscaleError as exc:

@@ -28,6 +28,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from daftscale import faults
+
 if TYPE_CHECKING:
     from daftscale.plan import ScalingPlan
 
@@ -80,11 +82,19 @@ def recording(sink: dict[str, Any] | None) -> Iterator[list[str]]:
 
 
 class _Recorder:
-    """Writes one actor's call records to its sink; never raises into the user's batch."""
+    """Writes one actor's call records to its sink; never raises into the user's batch.
+
+    A record it cannot deliver is counted, not lost without a trace: every later record carries the
+    actor's running count in ``dropped``, so the driver sums the last count seen per actor (and, from
+    the other side, counts calls that started but never reported an end).
+    """
 
     def __init__(self, sink: dict[str, Any] | None, udf_name: str) -> None:
         self.kind = sink["kind"] if sink else "none"
         self.udf_name = udf_name
+        self.dropped = 0
+        self._records = 0
+        self._drop_every_second = "drop-records" in ((sink or {}).get("faults") or ())
         self.pid = os.getpid()
         self.node = socket.gethostname()
         self.actor = f"{self.node}:{self.pid}"
@@ -135,7 +145,13 @@ class _Recorder:
         self._emit(event, wait=True)
 
     def _emit(self, event: dict[str, Any], *, wait: bool) -> None:
+        counted = event["event"] != "start"  # a start only feeds the progress line
+        if counted:
+            self._records += 1
+            event["dropped"] = self.dropped
         try:
+            if counted and self._drop_every_second and self._records % 2 == 0:
+                raise faults.InjectedFault("drop-records: this record is not delivered (DAFTSCALE_FAULTS)")
             if self.kind == "ray":
                 import ray
 
@@ -144,8 +160,9 @@ class _Recorder:
                     ray.get(ref, timeout=RECORD_ACK_TIMEOUT_S)
             elif self.kind == "spool":
                 self._file.write(json.dumps(event) + "\n")
-        except Exception:  # measurement must never fail the user's batch
-            pass
+        except Exception:  # measurement must never fail the user's batch: count the loss instead
+            if counted:
+                self.dropped += 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -259,6 +276,26 @@ def _merge(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
     return list(ended.values()), running
 
 
+def split_calls(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(finished calls, running calls)`` of a list of records (see the collectors' ``snapshot``)."""
+    return _merge(events)
+
+
+def records_dropped(events: list[dict[str, Any]], *, query_finished: bool) -> int:
+    """At least how many call records never reached the driver.
+
+    Two views, the larger kept: the drop count each actor sends with its later records (the last one
+    seen per actor), and, once the query finished, calls that reported a start but neither an end nor
+    a failure (the count of an actor's very last dropped record has no later record to ride on).
+    """
+    counted: dict[str, int] = {}
+    for e in events:
+        if e.get("event") != "start" and isinstance(e.get("dropped"), int):
+            counted[str(e.get("actor"))] = max(counted.get(str(e.get("actor")), 0), e["dropped"])
+    unfinished = len(_merge(events)[1]) if query_finished else 0
+    return max(sum(counted.values()), unfinished)
+
+
 def _failed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Calls that raised (one record per call)."""
     return list({e["key"]: e for e in events if e.get("event") == "failed"}.values())
@@ -284,13 +321,17 @@ class SpoolCollector:
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="daftscale-udf-")
-        self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir}
+        self.faults = faults.active()
+        self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir, "faults": sorted(self.faults)}
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised and
-        :attr:`ready` the actors that finished ``__init__``."""
+        """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised,
+        :attr:`ready` the actors that finished ``__init__`` and :attr:`events` every record read."""
+        if "snapshot" in self.faults:
+            raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
         events: list[dict[str, Any]] = []
         for path in glob.glob(os.path.join(self.dir, "*.jsonl")):
             with contextlib.suppress(OSError), open(path) as handle:
@@ -298,6 +339,7 @@ class SpoolCollector:
                     # A line being written right now may be partial: skip it, the next snapshot has it.
                     with contextlib.suppress(json.JSONDecodeError):
                         events.append(json.loads(line))
+        self.events = events
         self.failed, self.ready = _failed(events), _ready(events)
         return _merge(events)
 
@@ -324,19 +366,22 @@ class RayCollector:
 
         self.name = f"daftscale-collector-{uuid.uuid4().hex[:8]}"
         self._actor = _Collector.options(name=self.name, namespace=RAY_NAMESPACE).remote()
-        self._events: list[dict[str, Any]] = []
-        self.sink: dict[str, Any] = {"kind": "ray", "name": self.name}
+        self.events: list[dict[str, Any]] = []
+        self.faults = faults.active()
+        self.sink: dict[str, Any] = {"kind": "ray", "name": self.name, "faults": sorted(self.faults)}
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised and
-        :attr:`ready` the actors that finished ``__init__``."""
+        """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised,
+        :attr:`ready` the actors that finished ``__init__`` and :attr:`events` every record read."""
         import ray
 
-        self._events += ray.get(self._actor.events_since.remote(len(self._events)), timeout=30)
-        self.failed, self.ready = _failed(self._events), _ready(self._events)
-        return _merge(self._events)
+        if "snapshot" in self.faults:
+            raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
+        self.events += ray.get(self._actor.events_since.remote(len(self.events)), timeout=30)
+        self.failed, self.ready = _failed(self.events), _ready(self.events)
+        return _merge(self.events)
 
     def close(self) -> None:
         import ray

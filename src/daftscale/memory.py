@@ -1,0 +1,176 @@
+"""Resident memory per node while a query runs: the samplers behind a run report's memory figures and
+``--max-memory``.
+
+Owns how memory is measured (RSS summed over a node's Daft and Ray processes, every
+``MEMORY_SAMPLE_INTERVAL_S``) and how a failed measurement is kept: a sample that raises is counted as
+missed, never taken as 0 bytes, and a node with no sample has an unknown peak (see
+:class:`NodeMemorySampler`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from typing import Any
+
+from daftscale import faults
+from daftscale.faults import InjectedFault
+
+# How often resident memory is sampled: fine enough to catch a batch's peak (batches take tens of
+# milliseconds to seconds), coarse enough that walking the process tree costs under 1 % of a core.
+MEMORY_SAMPLE_INTERVAL_S = 0.2
+
+
+def _tree_rss(root_pid: int, *, include_root: bool) -> int:
+    """Resident bytes of a process's descendants (and itself): RSS, so shared pages count once per process.
+
+    Raises ``psutil.Error`` when the root cannot be read (the sample is missed, never taken as 0 bytes);
+    a child that exits while being read is skipped, as it holds no memory any more.
+    """
+    import psutil
+
+    root = psutil.Process(root_pid)
+    procs = root.children(recursive=True) + ([root] if include_root else [])
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+class _Sampler:
+    """A thread that keeps the peak of ``measure()`` until stopped, and counts the samples it missed.
+
+    A sample that raises is missed, not taken as 0: :meth:`health` says how many were taken, how many
+    missed and the last error, so a peak from too few samples is reported as such.
+    """
+
+    def __init__(self, measure: Any, interval_s: float = MEMORY_SAMPLE_INTERVAL_S, *, fault: bool = False) -> None:
+        self._measure = measure
+        self._interval = interval_s
+        self._fault = fault  # DAFTSCALE_FAULTS=memory-sampler: every sample raises
+        self._stop = threading.Event()
+        self.peak = 0
+        self.samples = 0
+        self.missed = 0
+        self.error = ""
+        self._thread = threading.Thread(target=self._loop, name="daftscale-memory", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._fault:
+                    raise InjectedFault("memory-sampler: this sample fails (DAFTSCALE_FAULTS)")
+                self.peak = max(self.peak, int(self._measure()))
+                self.samples += 1
+            except Exception as exc:  # counted and kept: the report says the memory figure is incomplete
+                self.missed += 1
+                self.error = f"{type(exc).__name__}: {exc}"[:200]
+            self._stop.wait(self._interval)
+
+    def health(self) -> tuple[int, int, int, str]:
+        """``(peak, samples taken, samples missed, last error)``."""
+        return self.peak, self.samples, self.missed, self.error
+
+    def stop(self) -> tuple[int, int, int, str]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.health()
+
+
+class NodeMemorySampler:
+    """Peak resident memory per node while a query runs.
+
+    Native runner: this process and its children (Daft's UDF actor processes), on a node named by
+    the host name.
+    Ray: one zero-CPU Ray actor pinned to each node sums the RSS of every process under that node's
+    raylet (Daft's workers and UDF actors); nodes are named by the first 8 hex digits of their Ray node
+    id, as UDF call records are.
+
+    After :meth:`stop`, :attr:`unmeasured` names each node whose peak is unknown (no sample taken, or its
+    sampler did not answer) with the reason, and :attr:`missed` the samples missed per node: those figures
+    are not in the peaks :meth:`stop` returns, so no node reads as 0 bytes or as a full peak it was not.
+    """
+
+    def __init__(self, runner: str) -> None:
+        self.runner = runner
+        self._local: _Sampler | None = None
+        self._actors: list[tuple[str, Any]] = []
+        self._fault = "memory-sampler" in faults.active()
+        self.unmeasured: dict[str, str] = {}
+        self.missed: dict[str, int] = {}
+        if runner == "ray":
+            self._start_ray()
+        else:
+            self._local = _Sampler(lambda: _tree_rss(os.getpid(), include_root=True), fault=self._fault)
+
+    def _start_ray(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        @ray.remote(num_cpus=0)
+        class _NodeSampler:
+            def __init__(self, interval_s: float, fault: bool) -> None:
+                # A Ray actor's parent is its node's raylet: everything under it runs on this node.
+                raylet = os.getppid()
+                self.sampler = _Sampler(lambda: _tree_rss(raylet, include_root=False), interval_s, fault=fault)
+
+            def health(self) -> tuple[int, int, int, str]:
+                return self.sampler.health()
+
+            def stop(self) -> tuple[int, int, int, str]:
+                return self.sampler.stop()
+
+        for node in ray.nodes():
+            if node.get("Alive"):
+                strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+                actor = _NodeSampler.options(scheduling_strategy=strategy).remote(MEMORY_SAMPLE_INTERVAL_S, self._fault)
+                self._actors.append((node["NodeID"][:8], actor))
+
+    def health(self) -> dict[str, tuple[int, int, int, str]]:
+        """Per node so far (while the query runs): ``(peak, samples taken, samples missed, last error)``.
+
+        Raises when a node's sampler does not answer (Ray's error): the caller decides what that means.
+        """
+        if self._local is not None:
+            return {socket.gethostname(): self._local.health()}
+        import ray
+
+        answers = ray.get([actor.health.remote() for _, actor in self._actors], timeout=10)
+        return {node: answer for (node, _), answer in zip(self._actors, answers, strict=True)}
+
+    def current(self) -> dict[str, int]:
+        """Peak resident bytes per node so far, for nodes with at least one sample."""
+        return {node: peak for node, (peak, samples, _, _) in self.health().items() if samples}
+
+    def stop(self) -> dict[str, int]:
+        """Stop sampling; the peak per node that was measured (see :attr:`unmeasured` and :attr:`missed`)."""
+        results: dict[str, tuple[int, int, int, str]] = {}
+        if self._local is not None:
+            # Named like the UDF call records on this runner (the host name), so the two line up.
+            results[socket.gethostname()] = self._local.stop()
+        else:
+            import ray
+
+            for node, actor in self._actors:
+                try:
+                    results[node] = ray.get(actor.stop.remote(), timeout=30)
+                except Exception as exc:  # the node's sampler died or did not answer: its peak is unknown
+                    self.unmeasured[node] = f"its memory sampler did not answer ({type(exc).__name__})"
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+        peaks: dict[str, int] = {}
+        for node, (peak, samples, missed, error) in results.items():
+            if missed:
+                self.missed[node] = missed
+            if samples:
+                peaks[node] = peak
+            else:
+                self.unmeasured[node] = f"no memory sample taken ({missed} missed: {error or 'no sample in time'})"
+        return peaks
+
+
+__all__ = ["MEMORY_SAMPLE_INTERVAL_S", "NodeMemorySampler"]
