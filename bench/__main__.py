@@ -123,7 +123,8 @@ def run_bench(
         extra = f" {row['status']}: {row['error']}" if row["status"] != "ok" else ""
         log(
             f"[{i}/{len(order)} {time.time() - started:6.0f}s] {name} {config:22s} repeat {repeat}: "
-            f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s rows {row['rows_out']}/{row['rows_in']} "
+            f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s "
+            f"rows out {row['rows_out']}/{row['rows_out_expected']} "
             f"util {row.get('actor_utilization', 0):.2f} batch {row.get('mean_batch_rows')}{extra}"
             + (f" prep {row['prep_s']:.2f}s" if row.get("prep_s") else "")
         )

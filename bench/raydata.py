@@ -153,10 +153,14 @@ def quiet() -> None:
 
     import ray.data
 
+    ctx = ray.data.DataContext.get_current()
     if importlib.util.find_spec("aiohttp") is None:
         sys.modules.setdefault("fsspec.implementations.http", None)  # type: ignore[arg-type]
-
-    ctx = ray.data.DataContext.get_current()
+        # Ray Data 2.59's default (V2) Parquet reader lists many paths (W5's 300 files) in threads inside a
+        # worker task (ListFiles), where the guard above cannot reach: the same race failed every W5 read
+        # here. The V1 reader lists on the driver, under the guard. Same files, same blocks downstream.
+        if hasattr(ctx, "use_datasource_v2"):
+            ctx.use_datasource_v2 = False
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     if hasattr(ctx, "enable_operator_progress_bars"):
