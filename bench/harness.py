@@ -41,6 +41,7 @@ from bench.workloads import (
     model_class,
     model_return_dtype,
     profile_read,
+    sample_values,
 )
 
 CONFIGS = (
@@ -511,6 +512,35 @@ class Bench:
             **tuning,
         }
 
+    # -- for the probes (bench/probes): the profiled planner options the bench used before issue 14 ----
+
+    def planner_kwargs(self, workload: Workload, udf_profile: Any) -> dict[str, Any]:
+        """The planner options of a profiled daftscale run: the actor pool, the UDF's declared memory (W4)
+        and, when given, a UDF profile. The ``daftscale`` configuration no longer passes these (its
+        pipeline declares the pool and memory, and ``run`` finds the rest); the probes still do."""
+        from daftscale.plan import UdfResources
+
+        kwargs: dict[str, Any] = {"concurrency": self.actors(workload)}
+        if workload.udf_memory:
+            kwargs["udf"] = UdfResources.of(memory=workload.udf_memory)
+        if udf_profile is not None:
+            kwargs["udf_profile"] = udf_profile
+        return kwargs
+
+    def profiles(self, workload: Workload) -> tuple[Any, float | None]:
+        """The model UDF profiled in this process on a small sample, and the read step's seconds per row
+        (None without one): for the probes, which compare profiled plans."""
+        from daftscale.udfprofile import profile_udf
+
+        udf_profile = profile_udf(
+            model_class(workload),
+            sample_values(workload, max(workload.profile_batch_sizes)),
+            init_args=model_args(workload),
+            batch_sizes=workload.profile_batch_sizes,
+            repeats=3,
+        )
+        return udf_profile, profile_read(workload)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Schedules and summaries
@@ -609,12 +639,13 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
     return out
 
 
-def daftscale_pipeline(workload: Workload, files: list[str], concurrency: int) -> Any:
+def daftscale_pipeline(workload: Workload, files: list[str], concurrency: int | None = None) -> Any:
     """The workload as a daftscale pipeline file would write it: ``read → plan.apply(df) → ... →
     plan.udf(model)`` (:func:`build_daft`), declared with what the pipeline's author knows and every other
     configuration is given too: the model's actor pool (``concurrency``, as ``@daft.cls(max_concurrency=...)``
     would say) and, for W4, the model's memory per actor (``udf=UdfResources(memory=...)``). No UDF
-    profile, batch size or scaling numbers: those are daftscale's to find."""
+    profile, batch size or scaling numbers: those are daftscale's to find. ``concurrency=None`` declares no
+    pool (the probes pass their planner options themselves)."""
     from daftscale.pipeline import Pipeline
     from daftscale.plan import UdfResources
 
@@ -627,7 +658,7 @@ def daftscale_pipeline(workload: Workload, files: list[str], concurrency: int) -
         )
         return build_daft(workload, files, plan.apply, model)
 
-    declared: dict[str, Any] = {"concurrency": concurrency}
+    declared: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
     if workload.udf_memory:
         declared["udf"] = UdfResources.of(memory=workload.udf_memory)
     return Pipeline(build, declared, name=f"bench-{workload.name}")

@@ -288,3 +288,13 @@ def test_join_and_explode_pipelines_run_in_daft_and_ray_data(tmp_path, name: str
         assert len(rows) == workload.rows_out
         if name == "W5":
             assert sum(r["rows"] for r in rows) == workload.rows
+
+
+def test_daftscale_row_declares_only_pool_and_memory() -> None:
+    """The daftscale configuration is `daftscale run` with no options: its pipeline declares the actor pool
+    every configuration gets and W4's memory budget, never a UDF profile, batch size or scaling step."""
+    from bench.harness import daftscale_pipeline
+
+    assert daftscale_pipeline(WORKLOADS["W2"], ["x.parquet"], 8).planner_kwargs == {"concurrency": 8}
+    w4 = daftscale_pipeline(WORKLOADS["W4"], ["x.parquet"], 8).planner_kwargs
+    assert set(w4) == {"concurrency", "udf"} and w4["udf"].memory == WORKLOADS["W4"].udf_memory
