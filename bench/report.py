@@ -10,7 +10,8 @@ cluster; its wall time is the whole command):
   Ray Data rows, the expert grid's best); met when no peer finished;
 - ``vs_ideal_after_start = (daftscale wall − fixed start) / ideal ≤ 1.3``.
 
-A daftscale run that failed, or lost rows, meets none.
+A daftscale run that failed, or lost rows, meets none. A target whose comparison did not run (a peer left
+out with ``--configs``, no fixed start measured) is "n/a", and the workload's ``passed`` is then false.
 """
 
 from __future__ import annotations
@@ -59,18 +60,21 @@ def targets(summary: list[dict[str, Any]], fixed_start_s: float | None, peers: t
         row["vs_ideal_after_start"] = (
             round((mine["wall_s"] - fixed_start_s) / ideal, 2) if fixed_start_s is not None and ideal else None
         )
+        ran = {"vs_daft_default": default is not None, "vs_best_peer": any(c in same for c in peers)}
         for key, bound, _ in TARGETS:
             value = row[key]
+            met: bool | None
             if not ok:
                 met = False
-            elif value is None:
-                # Nothing to compare with: a peer that failed (W4's out-of-memory) is beaten by finishing;
-                # a missing fixed start (a run without the warm-up) cannot be judged.
-                met = key != "vs_ideal_after_start" and (default is not None or key != "vs_daft_default")
-            else:
+            elif value is not None:
                 met = value <= bound
+            elif key == "vs_ideal_after_start" or not ran[key]:
+                met = None  # not judged: the comparison was not run (--configs) or no fixed start was measured
+            else:
+                met = True  # the peers ran and failed (W4's out-of-memory): finishing beats them
             row[f"{key}_met"] = met
-        row["passed"] = all(row[f"{key}_met"] for key, _, _ in TARGETS)
+        verdicts = [row[f"{key}_met"] for key, _, _ in TARGETS]
+        row["passed"] = False not in verdicts and None not in verdicts
         out.append(row)
     return sorted(out, key=lambda r: r["workload"])
 
@@ -158,7 +162,7 @@ def render_targets(rows: list[dict[str, Any]]) -> list[str]:
 
     def cell(row: dict[str, Any], key: str) -> str:
         value = row[key]
-        verdict = "pass" if row[f"{key}_met"] else "**FAIL**"
+        verdict = {True: "pass", False: "**FAIL**", None: "n/a"}[row[f"{key}_met"]]
         return f"{'-' if value is None else f'{value:.2f}'} {verdict}"
 
     bounds = ", ".join(f"{label} ≤ {bound}" for _, bound, label in TARGETS)
@@ -170,13 +174,14 @@ def render_targets(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---:|---:|---|---:|---|---|---|---|",
     ]
     for r in rows:
+        verdicts = [r[f"{key}_met"] for key, _, _ in TARGETS]
         seconds = "-" if r["daft_default_s"] is None else f"{r['daft_default_s']:.2f}"
         peer_s = "-" if r["best_peer_s"] is None else f"{r['best_peer_s']:.2f}"
         mine = f"{r['daftscale_s']:.2f}" + ("" if r["daftscale_ok"] else " (failed)")
         lines.append(
             f"| {r['workload']} | {mine} | {seconds} | {r['best_peer'] or '-'} | {peer_s} "
             f"| {cell(r, 'vs_daft_default')} | {cell(r, 'vs_best_peer')} | {cell(r, 'vs_ideal_after_start')} "
-            f"| {'pass' if r['passed'] else '**FAIL**'} |"
+            f"| {'pass' if r['passed'] else ('**FAIL**' if False in verdicts else 'n/a')} |"
         )
     return lines
 

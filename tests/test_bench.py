@@ -253,9 +253,13 @@ def test_targets_ratios_and_verdicts() -> None:
     assert b["vs_daft_default"] is None and b["vs_daft_default_met"]
     assert b["best_peer"] == "expert (none, B=48)" and b["vs_best_peer"] == 0.98 and b["vs_best_peer_met"]
     assert b["vs_ideal_after_start"] == 1.2 and b["passed"]
-    assert not by["C"]["passed"] and not by["C"]["vs_daft_default_met"]
+    assert not by["C"]["passed"] and by["C"]["vs_daft_default_met"] is False
     text = "\n".join(render_targets(list(by.values())))
     assert "| B |" in text and "**FAIL**" in text
+    # A peer left out with --configs is not judged: "n/a", not a pass or a fail.
+    alone = targets([summary[0]], None, ("daft-default",))[0]
+    assert alone["vs_daft_default_met"] is None and alone["vs_ideal_after_start_met"] is None
+    assert not alone["passed"] and "n/a" in "\n".join(render_targets([alone]))
 
 
 @pytest.mark.ray
