@@ -36,7 +36,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller workloads and 2 repeats (about 30 min here)")
+    parser.add_argument("--quick", action="store_true", help="smaller workloads and 2 repeats (30-40 min here)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per workload × config (default 3; quick 2)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default bench/out)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1,W3")
