@@ -107,11 +107,14 @@ def _seconds(value: float | None) -> str:
 
 def render_markdown(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
+    # W7 runs with its own actor pool (one per real core): say so beside the bench's concurrency.
+    own = {n: w["concurrency"] for n, w in meta.get("workloads", {}).items() if w.get("concurrency")}
+    pools = "".join(f"; {n}: {c}" for n, c in sorted(own.items()))
     lines = [
         "# daftscale benchmark results",
         "",
         f"Cluster {meta.get('cluster', '?')} (local Ray nodes × logical CPUs), {meta['concurrency']} UDF actors for "
-        f"every configuration, {meta['repeats']} repeat(s), order interleaved; wall = median over repeats "
+        f"every configuration{pools}, {meta['repeats']} repeat(s), order interleaved; wall = median over repeats "
         f"(all repeats in `results.json`). `{meta['ideal_formula']}`. daftscale's wall time is the whole "
         "`daftscale run` (probe, profiling, calibration, planning and query); its `prep` is the part before the "
         "query, already inside the wall time. `× ideal after start` is (wall − fixed start) / ideal, "
