@@ -17,6 +17,8 @@ from typing import Any
 
 from bench.harness import (
     CONFIGS,
+    DEFAULT_CONFIGS,
+    PEERS,
     QUICK_TUNE_BUDGET_S,
     TUNE_BUDGET_S,
     Bench,
@@ -26,6 +28,7 @@ from bench.harness import (
     summarize,
 )
 from bench.predict import attach, predict_workload
+from bench.report import targets
 from bench.workloads import QUICK_SCALE, WORKLOADS, Costs, Workload
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -33,11 +36,15 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller workloads and 2 repeats (about 15 min here)")
+    parser.add_argument("--quick", action="store_true", help="smaller workloads and 2 repeats (30-40 min here)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per workload × config (default 3; quick 2)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default bench/out)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, e.g. W1,W3")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from: " + ", ".join(CONFIGS))
+    parser.add_argument(
+        "--configs",
+        default=",".join(DEFAULT_CONFIGS),
+        help="comma-separated, from: " + ", ".join(CONFIGS) + " (default: all but daftscale-tuned)",
+    )
     parser.add_argument("--nodes", type=int, default=4, help="local Ray nodes (default 4)")
     parser.add_argument("--cpus-per-node", type=int, default=4, help="logical CPUs per node (default 4)")
     parser.add_argument("--concurrency", type=int, default=8, help="UDF actors for every configuration (default 8)")
@@ -92,6 +99,8 @@ def run_bench(
     bench = Bench(out_dir, concurrency=concurrency, task_slots=task_slots, log=log, tune_budget_s=tune_budget_s)
     for workload in workloads.values():
         bench.files(workload)
+    # A real model's costs (W7) are measured once, before any run: they set its ideal bound.
+    workloads = {name: bench.measured(w) for name, w in workloads.items()}
     fixed: list[float] = []
     if warm_up:
         warm = time.time()
@@ -114,10 +123,13 @@ def run_bench(
         extra = f" {row['status']}: {row['error']}" if row["status"] != "ok" else ""
         log(
             f"[{i}/{len(order)} {time.time() - started:6.0f}s] {name} {config:22s} repeat {repeat}: "
-            f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s rows {row['rows_out']}/{row['rows_in']} "
+            f"wall {row['wall_s']:7.2f}s ideal {row['ideal_s']:.2f}s "
+            f"rows out {row['rows_out']}/{row['rows_out_expected']} "
             f"util {row.get('actor_utilization', 0):.2f} batch {row.get('mean_batch_rows')}{extra}"
+            + (f" prep {row['prep_s']:.2f}s" if row.get("prep_s") else "")
         )
     predict_all(workloads, rows, reports, log)
+    summary = summarize(rows, fixed_start_s)
     return {
         "meta": {
             "concurrency": concurrency,
@@ -127,13 +139,15 @@ def run_bench(
             "configs": configs,
             "elapsed_s": round(time.time() - started, 1),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "ideal_formula": "ideal_s = R × read.per_row_s / task_slots + R × model.per_row_s / concurrency",
+            "ideal_formula": "ideal_s = R × read.per_row_s / task_slots + R × model.per_row_s / concurrency "
+            "(R: the rows the UDF sees)",
             "tune_budget_s": tune_budget_s,
             "fixed_start_s": fixed_start_s,
             "fixed_start_all_s": fixed,
             "notes": bench.notes,
         },
-        "summary": summarize(rows, fixed_start_s),
+        "summary": summary,
+        "targets": targets(summary, fixed_start_s, PEERS),
         "runs": rows,
     }
 
@@ -148,6 +162,9 @@ def predict_all(
             continue
         mine = [r for r in rows if r["workload"] == name]
         workload = workloads[name]
+        if not workload.simulated:
+            log(f"{name}: not predicted (the simulator models no join, explode or groupby)")
+            continue
         # The read step's cost is not in a run report (the UDF calls are): the daftscale rows carry its profile.
         read = next((r["read_seconds_per_row"] for r in mine if r.get("read_seconds_per_row")), None)
         try:
@@ -179,6 +196,7 @@ def repredict(out_dir: str, log: Any = print) -> dict[str, Any]:
                 reports.setdefault(row["workload"], {}).setdefault(row["config"], json.load(handle))
     predict_all(workloads, doc["runs"], reports, log)
     doc["summary"] = summarize(doc["runs"], doc["meta"].get("fixed_start_s"))
+    doc["targets"] = targets(doc["summary"], doc["meta"].get("fixed_start_s"), PEERS)
     return doc
 
 
@@ -187,6 +205,8 @@ def _workload_fields(data: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in data.items() if k in Workload.__dataclass_fields__}
     fields["file_rows"] = tuple(fields["file_rows"])
     fields["profile_batch_sizes"] = tuple(fields.get("profile_batch_sizes") or ())
+    if "chunks_per_doc" in fields:
+        fields["chunks_per_doc"] = tuple(fields["chunks_per_doc"])
     for key in ("model", "read"):
         if fields.get(key) is not None:
             fields[key] = Costs(**fields[key])

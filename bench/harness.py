@@ -4,16 +4,19 @@ Every figure comes from the run itself, through daftscale's run machinery: UDF c
 the actors and sent to a :class:`~daftscale.udf.RayCollector`, resident memory is sampled per node by
 :class:`~daftscale.run.NodeMemorySampler`, utilisation is :func:`daftscale.report.actor_utilization`
 of those calls, rows out are counted from the partitions that come back. The ``daftscale`` configuration
-goes through :func:`daftscale.run.run` itself (``plan="auto"``), as a user would run it.
+is :func:`daftscale.run.run` called as ``daftscale run pipeline.py`` calls it (``plan="auto"``, nothing
+given beyond the cluster and what the pipeline itself declares).
 
-``wall_s`` is the query's execution: from the moment the DataFrame (or Dataset) starts executing until
-the last partition is back (actor pool start included). Work before it (daftscale's probe, profiling
-and planning, and its UDF profiling) is reported beside it as ``prep_s``, never hidden.
+``wall_s`` is what the user waits for. For the peers: from the moment the DataFrame (or Dataset) starts
+executing until the last partition is back (actor pool start included). For ``daftscale``: the whole
+``run()`` call, its probe, profiling, calibration and planning included; ``prep_s`` is the part before
+the query (``wall_s`` minus the report's query time), shown beside it, already counted in ``wall_s``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -33,12 +36,29 @@ from bench.workloads import (
     Workload,
     build_daft,
     make_data,
+    measure_model_costs,
     model_args,
+    model_class,
+    model_return_dtype,
     profile_read,
     sample_values,
 )
 
-CONFIGS = ("daft-default", "seed-recipe", "daft-dynamic-batching", "ray-data", "daftscale", "daftscale-tuned")
+CONFIGS = (
+    "daft-default",
+    "seed-recipe",
+    "daft-dynamic-batching",
+    "ray-data",
+    "ray-data-recommended",
+    "expert",
+    "daftscale",
+    "daftscale-tuned",
+)
+# What `python -m bench` runs unless --configs says otherwise: daftscale-tuned's search (a minute per
+# workload at --quick) would take the seven workloads past the quick run's half hour.
+DEFAULT_CONFIGS = tuple(c for c in CONFIGS if c != "daftscale-tuned")
+# The configurations a daftscale user has without daftscale: the targets compare daftscale with these.
+PEERS = ("daft-default", "seed-recipe", "daft-dynamic-batching", "ray-data", "ray-data-recommended", "expert")
 
 # daftscale-tuned: `daftscale tune` on this share of the workload's rows, within this many seconds, then a
 # full run of the winning plan. The tuning time is reported beside the run (`tune_s`), not in `wall_s`.
@@ -51,6 +71,50 @@ QUICK_TUNE_BUDGET_S = 60.0
 # and "Batch Size 64" for the UDF in both.
 SEED_PARTITIONS = 100
 SEED_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ExpertPoint:
+    """One hand choice of the expert grid: a scaling step at the pipeline's scaling step, and a batch size."""
+
+    name: str
+    partitions: int | None  # repartition(partitions) first, if set
+    into_batches: int | None  # then into_batches(rows), if set
+    batch_size: int
+
+    def scale(self, df: Any) -> Any:
+        if self.partitions:
+            df = df.repartition(self.partitions)
+        if self.into_batches:
+            df = df.into_batches(self.into_batches)
+        return df
+
+
+def expert_grid(workload: Workload, concurrency: int) -> list[ExpertPoint]:
+    """The expert's fixed grid: four hand choices a Daft user who knows the scaling guide would try.
+
+    No step, ``into_batches(256)``, ``repartition(C)`` and ``repartition(C) + into_batches(512)``, with UDF
+    batch 64 or 256 as each usually goes. The expert knows the data: the batch is capped at the UDF's rows
+    over the actors (so none idles) and at what fits a declared memory budget (W4), and a repeated point
+    is dropped.
+
+    >>> [p.name for p in expert_grid(Workload("w", "w", "light", (10_000,), Costs(0.02, 0.001)), 8)]
+    ['none, B=256', 'into_batches(256), B=256', 'repartition(8), B=64', 'repartition(8) + into_batches(512), B=256']
+    """
+    cap = max(1, math.ceil(workload.udf_rows / concurrency))
+    if workload.udf_memory and workload.decoded_bytes_per_row:
+        cap = min(cap, max(1, workload.udf_memory // workload.decoded_bytes_per_row))
+    points = []
+    choices = ((None, None, 256), (None, 256, 256), (concurrency, None, 64), (concurrency, 512, 256))
+    for partitions, rows, batch in choices:
+        b = min(batch, cap)
+        step = " + ".join(
+            ([f"repartition({partitions})"] if partitions else []) + ([f"into_batches({rows})"] if rows else [])
+        )
+        point = ExpertPoint(f"{step or 'none'}, B={b}", partitions, rows, b)
+        if point.name not in {p.name for p in points}:
+            points.append(point)
+    return points
 
 
 @dataclass
@@ -142,7 +206,7 @@ def _measure(execute: Callable[[], tuple[int, int]], concurrency: int, build: Ca
 
 
 class Bench:
-    """One benchmark session on a running Ray cluster: data, UDF profiles, and one run at a time."""
+    """One benchmark session on a running Ray cluster: data, measured model costs, and one run at a time."""
 
     def __init__(
         self,
@@ -159,7 +223,9 @@ class Bench:
         self.task_slots = task_slots
         self.log = log
         self._files: dict[str, list[str]] = {}
-        self._profiles: dict[str, tuple[Any, float | None]] = {}
+        self._measured: dict[str, Workload] = {}
+        self._read_profiles: dict[str, float | None] = {}
+        self._expert_winner: dict[str, ExpertPoint] = {}
         self.notes: list[str] = []
         # Tuning results are cached per bench run only: a cache left by an earlier run may come from
         # another planner.
@@ -169,6 +235,16 @@ class Bench:
         if workload.name not in self._files:
             self._files[workload.name] = make_data(workload, os.path.join(self.out_dir, "data", workload.name))
         return self._files[workload.name]
+
+    def actors(self, workload: Workload) -> int:
+        """The actor pool every configuration gets on this workload (W7: one per real core)."""
+        return workload.concurrency or self.concurrency
+
+    def measured(self, workload: Workload) -> Workload:
+        """The workload with its real model's costs measured once in this process (W7), for the ideal bound."""
+        if workload.name not in self._measured:
+            self._measured[workload.name] = measure_model_costs(workload)
+        return self._measured[workload.name]
 
     def warm_up(self) -> None:
         """One tiny Daft query with an actor UDF and one tiny Ray Data pipeline, not measured: the first
@@ -227,14 +303,17 @@ class Bench:
     # -- one run ---------------------------------------------------------------------------------------
 
     def run(self, workload: Workload, config: str, repeat: int) -> dict[str, Any]:
+        workload = self.measured(workload)
         files = self.files(workload)
         self.settle()
         started = time.time()
         try:
-            if config == "ray-data":
-                measured = self._ray_data(workload, files)
+            if config in ("ray-data", "ray-data-recommended"):
+                measured = self._ray_data(workload, files, recommended=config == "ray-data-recommended")
             elif config in ("daftscale", "daftscale-tuned"):
                 measured = self._daftscale(workload, files, tuned=config == "daftscale-tuned")
+            elif config == "expert":
+                measured = self._expert(workload, files)
             else:
                 measured = self._daft_baseline(workload, files, config)
         except Exception as exc:  # a configuration that cannot even start is a result, not a crash
@@ -246,37 +325,56 @@ class Bench:
             "config": config,
             "repeat": repeat,
             "rows_in": workload.rows,
-            "ideal_s": round(workload.ideal_s(self.concurrency, self.task_slots), 3),
-            "concurrency": self.concurrency,
+            "udf_rows_expected": workload.udf_rows,
+            "rows_out_expected": workload.rows_out,
+            "ideal_s": round(workload.ideal_s(self.actors(workload), self.task_slots), 3),
+            "concurrency": self.actors(workload),
             "prep_s": 0.0,
             "peak_memory_bytes": 0,
             "actor_utilization": 0.0,
             **measured,
         }
-        row["lost_rows"] = row["rows_in"] - row["rows_out"] if row["status"] == "ok" else None
+        row["lost_rows"] = row["rows_out_expected"] - row["rows_out"] if row["status"] == "ok" else None
         return row
 
     def _daft_baseline(self, workload: Workload, files: list[str], config: str) -> dict[str, Any]:
+        actors = self.actors(workload)
+        if config == "daft-default":
+            return self._daft_run(workload, files, _Sizing(None, actors), lambda df: df, {}, "none")
+        if config == "daft-dynamic-batching":
+            knobs = {"enable_dynamic_batching": True}
+            return self._daft_run(
+                workload, files, _Sizing(None, actors), lambda df: df, knobs, "none (enable_dynamic_batching=True)"
+            )
+        if config == "seed-recipe":
+            if workload.kind != "heavy":
+                scale, step = (lambda df: df.repartition(SEED_PARTITIONS)), f"repartition({SEED_PARTITIONS})"
+            else:
+                scale, step = (lambda df: df.into_batches(SEED_BATCH)), f"into_batches({SEED_BATCH})"
+            return self._daft_run(workload, files, _Sizing(SEED_BATCH, actors), scale, {}, step)
+        raise ValueError(f"unknown configuration {config!r}: pick from {', '.join(CONFIGS)}")
+
+    def _daft_run(
+        self,
+        workload: Workload,
+        files: list[str],
+        sizing: _Sizing,
+        scale: Callable[[Any], Any],
+        knobs: dict[str, Any],
+        step: str,
+    ) -> dict[str, Any]:
+        """One Daft run with a hand-written scaling step and UDF batch size (the peers and the expert)."""
         import daft
 
         from daftscale.udf import actor_udf
 
-        if config == "daft-default":
-            sizing, scale, knobs = _Sizing(None, self.concurrency), (lambda df: df), {}
-        elif config == "daft-dynamic-batching":
-            sizing, scale, knobs = _Sizing(None, self.concurrency), (lambda df: df), {"enable_dynamic_batching": True}
-        elif config == "seed-recipe":
-            sizing, knobs = _Sizing(SEED_BATCH, self.concurrency), {}
-            if workload.kind == "light":
-                scale = lambda df: df.repartition(SEED_PARTITIONS)  # noqa: E731
-            else:
-                scale = lambda df: df.into_batches(SEED_BATCH)  # noqa: E731
-        else:
-            raise ValueError(f"unknown configuration {config!r}: pick from {', '.join(CONFIGS)}")
-
         def build(_sink: Any) -> Any:
             model = actor_udf(
-                SleepModel, sizing, return_dtype=daft.DataType.int64(), init_args=model_args(workload), name="Model"
+                model_class(workload),
+                sizing,
+                return_dtype=model_return_dtype(workload),
+                init_args=model_args(workload),
+                name="Model",
             )
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="No columns specified for repartition")
@@ -286,51 +384,73 @@ class Bench:
             with daft.execution_config_ctx(**knobs):
                 return _count_partitions(df)
 
-        measured = _measure(execute, self.concurrency, build)
+        measured = _measure(execute, sizing.concurrency, build)
         measured["batch_size"] = sizing.batch_size
-        measured["scaling_step"] = {
-            "daft-default": "none",
-            "daft-dynamic-batching": "none (enable_dynamic_batching=True)",
-            "seed-recipe": f"repartition({SEED_PARTITIONS})"
-            if workload.kind == "light"
-            else f"into_batches({SEED_BATCH})",
-        }[config]
+        measured["scaling_step"] = step
         return measured
 
-    def _ray_data(self, workload: Workload, files: list[str]) -> dict[str, Any]:
+    def _expert(self, workload: Workload, files: list[str]) -> dict[str, Any]:
+        """The best of the expert grid (:func:`expert_grid`). The first run of a workload runs every point and
+        keeps the fastest that finished; later repeats run only that winner, so the median is the winner's."""
+        actors = self.actors(workload)
+        winner = self._expert_winner.get(workload.name)
+        points = [winner] if winner is not None else expert_grid(workload, actors)
+        tried = []
+        for point in points:
+            self.settle()
+            measured = self._daft_run(workload, files, _Sizing(point.batch_size, actors), point.scale, {}, point.name)
+            tried.append((point, measured))
+            self.log(f"    expert {point.name}: {measured['status']} {measured['wall_s']:.2f}s")
+        done = [(p, m) for p, m in tried if m["status"] == "ok" and m["rows_out"] == workload.rows_out]
+        point, best = min(done, key=lambda pm: pm[1]["wall_s"]) if done else tried[0]
+        if winner is None and done:
+            self._expert_winner[workload.name] = point
+        best["expert_point"] = point.name
+        best["expert_grid"] = [{"point": p.name, "status": m["status"], "wall_s": m["wall_s"]} for p, m in tried]
+        return best
+
+    def _ray_data(self, workload: Workload, files: list[str], *, recommended: bool) -> dict[str, Any]:
         raydata.quiet()
+        actors = self.actors(workload)
+        blocks = self.task_slots if recommended else None
+        batch = raydata.recommended_batch_size(workload, actors) if recommended else None
 
         def build(sink: Any) -> Any:
-            return raydata.build_raydata(workload, files, self.concurrency, sink)
+            return raydata.build_raydata(workload, files, actors, sink, num_blocks=blocks, batch_size=batch)
 
         def execute(ds: Any) -> tuple[int, int]:
             rows = batches = 0
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                rows += batch.num_rows
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows += block.num_rows
                 batches += 1
             return rows, batches
 
-        measured = _measure(execute, self.concurrency, build)
-        measured["batch_size"] = "Ray Data default"
-        measured["scaling_step"] = "Ray Data defaults"
+        measured = _measure(execute, actors, build)
+        measured["batch_size"] = batch if recommended else "Ray Data default"
+        if recommended:
+            measured["scaling_step"] = f"override_num_blocks={blocks}"
+        else:
+            measured["scaling_step"] = "Ray Data defaults" + (
+                f" (join num_partitions={actors})" if workload.shape == "join" else ""
+            )
         return measured
 
     def _daftscale(self, workload: Workload, files: list[str], *, tuned: bool = False) -> dict[str, Any]:
+        """``daftscale run pipeline.py`` on this cluster: ``run(pipeline, runner="ray", plan="auto")`` with
+        nothing but what the pipeline declares (its actor pool, W4's memory budget). Its wall time is the
+        whole call: probe, profiling, calibration, planning and the query. ``daftscale-tuned`` is
+        ``daftscale tune`` (same pipeline, no options), then a run of the winning plan; the search is
+        reported as ``tune_s`` beside the wall time (it runs once: later repeats hit its cache)."""
         from daftscale.errors import DaftscaleError
         from daftscale.run import run
 
-        prep_start = time.time()
-        udf_profile, read_profile = self.profiles(workload)
-        profile_s = time.time() - prep_start
-        kwargs = self.planner_kwargs(workload, udf_profile)
-        pipe = daftscale_pipeline(workload, files)
+        pipe = daftscale_pipeline(workload, files, self.actors(workload))
         tuning: dict[str, Any] = {}
+        started = time.time()
         try:
             if tuned:
                 from daftscale.tune import tune
 
-                # Cached per pipeline, data and cluster: the first repeat pays for the search, later
-                # repeats reuse its plan (as a user re-running the same job would).
                 result = tune(
                     pipe,
                     runner="ray",
@@ -338,32 +458,39 @@ class Bench:
                     budget_s=self.tune_budget_s,
                     cache_dir=os.path.join(self.out_dir, "tune-cache"),
                     progress=False,
-                    **kwargs,
                 )
                 tuning = {
                     "tune_s": round(result.elapsed_s, 3),
                     "tune_cached": result.cached,
                     "tune_speedup": result.speedup,
                 }
+                started = time.time()
                 report = run(pipe, runner="ray", plan=result.best, progress=False)
             else:
-                report = run(pipe, runner="ray", plan="auto", progress=False, **kwargs)
+                report = run(pipe, runner="ray", plan="auto", progress=False)
         except DaftscaleError as exc:
             status, error = _classify(exc)
-            return {"status": status, "error": error, "rows_out": 0, "wall_s": round(time.time() - prep_start, 3)}
+            return {"status": status, "error": error, "rows_out": 0, "wall_s": round(time.time() - started, 3)}
+        wall = round(time.time() - started, 3)
+        if workload.name not in self._read_profiles:
+            # For the simulator's predictions only (a run report times UDF calls, not the read step).
+            self._read_profiles[workload.name] = profile_read(workload)
         plan = report.plan
         if plan["strategy"] == "shuffle":
             step = f"{plan['partition_op']}({plan['partitions']})"
             if plan.get("into_batches"):
                 step += f" + into_batches({plan['into_batches']})"
-        else:
+        elif plan.get("into_batches"):
             step = f"into_batches({plan['into_batches']})"
+        else:
+            step = "none"
         return {
             "status": "ok",
             "error": None,
-            "wall_s": report.wall_s,
-            # For daftscale-tuned, prep includes the tuning search (tune_s, 0 when its cache answered).
-            "prep_s": round(report.plan_s + profile_s + tuning.get("tune_s", 0.0), 3),
+            "wall_s": wall,
+            "query_s": report.wall_s,
+            # The part of wall_s before the query: probe, profiling, calibration, planning.
+            "prep_s": round(max(0.0, wall - report.wall_s), 3),
             "rows_in_measured": report.rows_in,
             "rows_out": report.rows_out,
             "partitions": report.partitions,
@@ -378,20 +505,22 @@ class Bench:
             "batch_size": plan["batch_size"],
             "scaling_step": step,
             "plan_steps": plan["steps"],
-            # The per-row read's profile (W1), for the simulator's predictions: a run report times only UDF calls.
-            "read_seconds_per_row": read_profile,
+            "read_seconds_per_row": self._read_profiles[workload.name],
             "plan_warnings": [w["code"] for w in plan["warnings"]],
             # The whole run report, for calibrating the simulator (run_bench takes it out of the row).
             "_report": report.to_dict(),
             **tuning,
         }
 
+    # -- for the probes (bench/probes): the profiled planner options the bench used before issue 14 ----
+
     def planner_kwargs(self, workload: Workload, udf_profile: Any) -> dict[str, Any]:
-        """What the ``daftscale`` configurations tell the planner: the actor pool, the UDF's declared memory
-        (W4) and, when given, the UDF profile."""
+        """The planner options of a profiled daftscale run: the actor pool, the UDF's declared memory (W4)
+        and, when given, a UDF profile. The ``daftscale`` configuration no longer passes these (its
+        pipeline declares the pool and memory, and ``run`` finds the rest); the probes still do."""
         from daftscale.plan import UdfResources
 
-        kwargs: dict[str, Any] = {"concurrency": self.concurrency}
+        kwargs: dict[str, Any] = {"concurrency": self.actors(workload)}
         if workload.udf_memory:
             kwargs["udf"] = UdfResources.of(memory=workload.udf_memory)
         if udf_profile is not None:
@@ -399,28 +528,18 @@ class Bench:
         return kwargs
 
     def profiles(self, workload: Workload) -> tuple[Any, float | None]:
-        """The model UDF profiled on a small sample (None if unavailable) and the read step's seconds per
-        row (None without one), as a daftscale user would measure them.
+        """The model UDF profiled in this process on a small sample, and the read step's seconds per row
+        (None without one): for the probes, which compare profiled plans."""
+        from daftscale.udfprofile import profile_udf
 
-        Once per workload and bench run: a user profiles a model once and keeps the numbers, and a
-        re-measured profile (never equal to the last) would give the tuner's cache a new key every repeat.
-        """
-        if workload.name not in self._profiles:
-            self._profiles[workload.name] = (self._profile_udf(workload), profile_read(workload))
-        return self._profiles[workload.name]
-
-    def _profile_udf(self, workload: Workload) -> Any:
-        try:
-            from daftscale.udfprofile import profile_udf
-        except ImportError:
-            return None
-        return profile_udf(
-            SleepModel,
+        udf_profile = profile_udf(
+            model_class(workload),
             sample_values(workload, max(workload.profile_batch_sizes)),
             init_args=model_args(workload),
             batch_sizes=workload.profile_batch_sizes,
             repeats=3,
         )
+        return udf_profile, profile_read(workload)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -467,6 +586,11 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
             "ideal_s": runs[0]["ideal_s"],
             "rows_in": runs[0]["rows_in"],
             "rows_out": min(r["rows_out"] for r in runs),
+            "rows_out_expected": runs[0].get("rows_out_expected", runs[0]["rows_in"]),
+            "query_s": round(statistics.median(r.get("query_s") or r["wall_s"] for r in use), 3),
+            # The expert grid's winning point (the first repeat ran the whole grid; later ones the winner).
+            "expert_point": runs[0].get("expert_point"),
+            "expert_grid": runs[0].get("expert_grid"),
             "peak_memory_bytes": max(r.get("peak_memory_bytes", 0) for r in runs),
             "actor_utilization": round(statistics.median(r.get("actor_utilization", 0.0) for r in use), 4),
             "batch_size": runs[0].get("batch_size"),
@@ -516,17 +640,29 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
     return out
 
 
-def daftscale_pipeline(workload: Workload, files: list[str]) -> Any:
-    """The workload as a daftscale pipeline: ``read → plan.apply(df) → plan.udf(model)``."""
-    import daft
-
+def daftscale_pipeline(workload: Workload, files: list[str], concurrency: int | None = None) -> Any:
+    """The workload as a daftscale pipeline file would write it: ``read → plan.apply(df) → ... →
+    plan.udf(model)`` (:func:`build_daft`), declared with what the pipeline's author knows and every other
+    configuration is given too: the model's actor pool (``concurrency``, as ``@daft.cls(max_concurrency=...)``
+    would say) and, for W4, the model's memory per actor (``udf=UdfResources(memory=...)``). No UDF
+    profile, batch size or scaling numbers: those are daftscale's to find. ``concurrency=None`` declares no
+    pool (the probes pass their planner options themselves)."""
     from daftscale.pipeline import Pipeline
+    from daftscale.plan import UdfResources
 
     def build(plan: Any) -> Any:
-        model = plan.udf(SleepModel, return_dtype=daft.DataType.int64(), init_args=model_args(workload), name="Model")
+        model = plan.udf(
+            model_class(workload),
+            return_dtype=model_return_dtype(workload),
+            init_args=model_args(workload),
+            name="Model",
+        )
         return build_daft(workload, files, plan.apply, model)
 
-    return Pipeline(build, name=f"bench-{workload.name}")
+    declared: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
+    if workload.udf_memory:
+        declared["udf"] = UdfResources.of(memory=workload.udf_memory)
+    return Pipeline(build, declared, name=f"bench-{workload.name}")
 
 
 def start_cluster(nodes: int, cpus: int) -> contextlib.AbstractContextManager[Any]:

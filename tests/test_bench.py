@@ -195,3 +195,137 @@ def test_probe_options_bad_input_is_one_line_exit_2(capsys, argv: list[str], mes
     assert message in err and "Traceback" not in err
     good = parse_args("Probe.", "probe", ["--workloads", "w2, W1"], default_scale=8.0, workloads="W1")
     assert good.scale == 8.0 and good.workloads == ["W2", "W1"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The new workloads (W5-W7), the expert grid and the targets, on tiny sizes: construction, not timing.
+
+
+def _tiny(name: str, **changes: object) -> object:
+    """A workload shrunk to seconds: ``changes`` replace its fields (e.g. fewer files, free UDF costs)."""
+    from dataclasses import replace
+
+    return replace(WORKLOADS[name], model=Costs(0.0, 0.0), **changes)
+
+
+def test_new_workloads_are_registered_with_quick_sizes() -> None:
+    from bench.harness import CONFIGS, DEFAULT_CONFIGS, PEERS
+    from bench.workloads import QUICK_SCALE
+
+    for name in ("W5", "W6", "W7"):
+        assert name in WORKLOADS and name in QUICK_SCALE
+    w5 = WORKLOADS["W5"].scaled(QUICK_SCALE["W5"])
+    # A few hundred files of very uneven sizes: the largest holds hundreds of times the smallest.
+    assert len(w5.file_rows) == 300 and max(w5.file_rows) > 100 * min(w5.file_rows)
+    assert w5.rows_out == w5.groups and not w5.simulated
+    w6 = WORKLOADS["W6"].scaled(QUICK_SCALE["W6"])
+    # 600 documents explode into ~30 chunks each (seeded: the count is known before the run).
+    assert w6.rows == 600 and 15_000 < w6.udf_rows < 21_000 and w6.rows_out == w6.udf_rows
+    assert w6.ideal_s(8, 16) == pytest.approx(w6.udf_rows * w6.model.per_row_s / 8)
+    assert WORKLOADS["W7"].model_kind == "minilm" and WORKLOADS["W7"].concurrency == 2
+    assert {"ray-data-recommended", "expert"} <= set(DEFAULT_CONFIGS) and "daftscale-tuned" not in DEFAULT_CONFIGS
+    assert set(PEERS) <= set(CONFIGS) and not any(p.startswith("daftscale") for p in PEERS)
+
+
+def test_new_workload_data_is_made_as_declared(tmp_path) -> None:
+    import pyarrow.parquet as pq
+    from bench.workloads import chunk_counts, keys_path, make_data, power_law_rows
+
+    w5 = _tiny("W5", file_rows=power_law_rows(400, 12))
+    files = make_data(w5, str(tmp_path / "w5"))
+    assert [pq.read_metadata(f).num_rows for f in files] == list(w5.file_rows)
+    keys = pq.read_table(keys_path(files)).to_pydict()
+    assert len(keys["key"]) == w5.join_keys and set(keys["category"]) == set(range(w5.groups))
+    assert max(pq.read_table(files[0])["key"].to_pylist()) < w5.join_keys
+    w6 = _tiny("W6", file_rows=(3, 2))
+    texts = [t for f in make_data(w6, str(tmp_path / "w6")) for t in pq.read_table(f)["text"].to_pylist()]
+    assert [len(t.split(". ")) for t in texts] == chunk_counts(w6)
+    w7 = _tiny("W7", file_rows=(5,))
+    (path,) = make_data(w7, str(tmp_path / "w7"))
+    assert all(isinstance(t, str) and t for t in pq.read_table(path)["text"].to_pylist())
+
+
+def test_expert_grid_is_small_and_respects_rows_and_memory() -> None:
+    from bench.harness import expert_grid
+
+    names = [p.name for p in expert_grid(WORKLOADS["W2"], 8)]
+    assert 4 <= len(names) <= 6 and names[0] == "none, B=256"
+    assert "repartition(8) + into_batches(512), B=256" in names
+    # W3: 384 rows over 8 actors: no batch above 48 rows, so every actor gets work.
+    assert all(p.batch_size <= 48 for p in expert_grid(WORKLOADS["W3"], 8))
+    # W4: a 48 MiB budget and 1 MiB per decoded row: no batch above 48 rows.
+    assert all(p.batch_size <= 48 for p in expert_grid(WORKLOADS["W4"], 8))
+
+
+def test_targets_ratios_and_verdicts() -> None:
+    from bench.report import render_targets, targets
+
+    base = {"ideal_s": 5.0, "rows_in": 10, "rows_out": 10, "rows_out_expected": 10}
+    summary = [
+        {**base, "workload": "A", "config": "daftscale", "status": "ok", "wall_s": 10.0},
+        {**base, "workload": "A", "config": "daft-default", "status": "ok", "wall_s": 9.0},
+        {**base, "workload": "A", "config": "ray-data", "status": "ok", "wall_s": 12.0},
+        {**base, "workload": "B", "config": "daftscale", "status": "ok", "wall_s": 8.0},
+        {**base, "workload": "B", "config": "daft-default", "status": "oom", "wall_s": 3.0},
+        {**base, "workload": "B", "config": "expert", "status": "ok", "wall_s": 8.2, "expert_point": "none, B=48"},
+        {**base, "workload": "C", "config": "daftscale", "status": "error", "wall_s": 1.0},
+        {**base, "workload": "C", "config": "daft-default", "status": "ok", "wall_s": 9.0},
+    ]
+    by = {t["workload"]: t for t in targets(summary, 2.0, ("daft-default", "ray-data", "expert"))}
+    a = by["A"]
+    assert (a["vs_daft_default"], a["vs_best_peer"], a["vs_ideal_after_start"]) == (1.11, 1.11, 1.6)
+    assert not a["vs_daft_default_met"] and not a["vs_best_peer_met"] and not a["vs_ideal_after_start_met"]
+    b = by["B"]
+    # Daft default ran out of memory: daftscale finishing meets the target; the best peer is the expert.
+    assert b["vs_daft_default"] is None and b["vs_daft_default_met"]
+    assert b["best_peer"] == "expert (none, B=48)" and b["vs_best_peer"] == 0.98 and b["vs_best_peer_met"]
+    assert b["vs_ideal_after_start"] == 1.2 and b["passed"]
+    assert not by["C"]["passed"] and by["C"]["vs_daft_default_met"] is False
+    text = "\n".join(render_targets(list(by.values())))
+    assert "| B |" in text and "**FAIL**" in text
+    # A peer left out with --configs is not judged: "n/a", not a pass or a fail.
+    alone = targets([summary[0]], None, ("daft-default",))[0]
+    assert alone["vs_daft_default_met"] is None and alone["vs_ideal_after_start_met"] is None
+    assert not alone["passed"] and "n/a" in "\n".join(render_targets([alone]))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name", ["W5", "W6"])
+def test_join_and_explode_pipelines_run_in_daft_and_ray_data(tmp_path, name: str) -> None:
+    """W5 and W6 as Daft DataFrames (the pipeline daftscale runs, with a plan's scaling step) and as Ray
+    Data Datasets (both Ray Data rows), on tiny data with free UDFs: the right rows come out of each."""
+    import daft
+    from bench import raydata
+    from bench.harness import _Sizing, daftscale_pipeline
+    from bench.workloads import SleepModel, build_daft, make_data, model_args, power_law_rows
+
+    from daftscale.udf import actor_udf
+
+    # W5 keeps its per-row step (free here), so the join → step → model → groupby path runs.
+    workload = _tiny(name, file_rows=power_law_rows(200, 8), read=Costs(0.0, 0.0) if name == "W5" else None)
+    files = make_data(workload, str(tmp_path / name))
+    sizing = _Sizing(16, 1)
+    model = actor_udf(SleepModel, sizing, return_dtype=daft.DataType.int64(), init_args=model_args(workload))
+    out = build_daft(workload, files, lambda df: df.into_batches(32), model).to_pydict()
+    assert len(out["out" if name == "W6" else "rows"]) == workload.rows_out
+    if name == "W5":
+        assert sum(out["rows"]) == workload.rows
+    pipe = daftscale_pipeline(workload, files, 1)
+    assert pipe.planner_kwargs == {"concurrency": 1}
+    raydata.quiet()
+    for options in ({}, {"num_blocks": 4, "batch_size": 16}):
+        ds = raydata.build_raydata(workload, files, 1, None, **options)
+        rows = ds.take_all()
+        assert len(rows) == workload.rows_out
+        if name == "W5":
+            assert sum(r["rows"] for r in rows) == workload.rows
+
+
+def test_daftscale_row_declares_only_pool_and_memory() -> None:
+    """The daftscale configuration is `daftscale run` with no options: its pipeline declares the actor pool
+    every configuration gets and W4's memory budget, never a UDF profile, batch size or scaling step."""
+    from bench.harness import daftscale_pipeline
+
+    assert daftscale_pipeline(WORKLOADS["W2"], ["x.parquet"], 8).planner_kwargs == {"concurrency": 8}
+    w4 = daftscale_pipeline(WORKLOADS["W4"], ["x.parquet"], 8).planner_kwargs
+    assert set(w4) == {"concurrency", "udf"} and w4["udf"].memory == WORKLOADS["W4"].udf_memory
