@@ -498,7 +498,12 @@ class Bench:
             "actor_utilization": report.actor_utilization,
             "udf_calls": report.batches,
             "udf_rows": sum(c["rows"] for c in report.udf_calls),
-            "mean_batch_rows": round(sum(c["rows"] for c in report.udf_calls) / max(report.batches, 1), 1),
+            # Unknown (None) when the run could not read its call records: say so rather than divide by it.
+            "mean_batch_rows": (
+                None
+                if report.batches is None
+                else round(sum(c["rows"] for c in report.udf_calls) / max(report.batches, 1), 1)
+            ),
             "actors_used": report.actors_used,
             "stage_span_s": report.stage_span_s,
             "first_call_s": round(min((c["start"] for c in report.udf_calls), default=0.0), 3),
@@ -546,6 +551,18 @@ class Bench:
 # Schedules and summaries
 
 
+def _max_known(values: Iterable[Any]) -> Any:
+    """The largest of the figures that were measured; None (unknown) when none was, never 0."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _median_known(values: Iterable[Any], *, digits: int) -> float | None:
+    """The median of the figures that were measured; None (unknown) when none was, never 0."""
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), digits) if known else None
+
+
 def schedule(workloads: Iterable[str], configs: list[str], repeats: int) -> list[tuple[str, str, int]]:
     """Runs in order: per workload, each repeat runs every config, the order rotated by one each repeat,
     so no config always runs first after a workload change, or always in the same slot.
@@ -591,8 +608,8 @@ def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) ->
             # The expert grid's winning point (the first repeat ran the whole grid; later ones the winner).
             "expert_point": runs[0].get("expert_point"),
             "expert_grid": runs[0].get("expert_grid"),
-            "peak_memory_bytes": max(r.get("peak_memory_bytes", 0) for r in runs),
-            "actor_utilization": round(statistics.median(r.get("actor_utilization", 0.0) for r in use), 4),
+            "peak_memory_bytes": _max_known(r.get("peak_memory_bytes") for r in runs),
+            "actor_utilization": _median_known([r.get("actor_utilization") for r in use], digits=4),
             "batch_size": runs[0].get("batch_size"),
             "scaling_step": runs[0].get("scaling_step"),
             "mean_batch_rows": runs[0].get("mean_batch_rows"),

@@ -83,8 +83,12 @@ def _div(a: float, b: float | None) -> float | None:
     return round(a / b, 2) if b else None
 
 
-def _mib(size: float) -> str:
-    return f"{size / (1 << 20):,.0f}"
+def _mib(size: float | None) -> str:
+    return "unknown" if size is None else f"{size / (1 << 20):,.0f}"
+
+
+def _share(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
 
 
 # What a prediction was calibrated on, as its cell says it (bench.predict's prediction_basis): never the
@@ -150,7 +154,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"| {_ratio(s['vs_ideal'])} | {_ratio(s.get('vs_ideal_after_start'))} "
             f"| {s['vs_best_other'] if s['vs_best_other'] is not None else '-'} "
             f"| {s.get('vs_daftscale') if s.get('vs_daftscale') is not None else '-'} | {s['ideal_s']:.2f} "
-            f"| {s['rows_in']} | {rows_out} | {_mib(s['peak_memory_bytes'])} | {s['actor_utilization']:.2f} "
+            f"| {s['rows_in']} | {rows_out} | {_mib(s['peak_memory_bytes'])} | {_share(s['actor_utilization'])} "
             f"| {status} |"
         )
     if doc.get("targets"):

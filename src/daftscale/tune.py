@@ -928,7 +928,7 @@ class _Search:
         self.say.say(
             f"  rung {rung} · {cand.name:<12} partitions {sampled.partitions or '-'!s:>5} batch {cand.batch_size:>5} "
             f"on {sampled.sample_rows:,} rows: {report.wall_s:.2f} s ({trial.full_s or 0:.1f} s on all rows), "
-            f"utilisation {report.actor_utilization:.0%}"
+            f"utilisation {'unknown' if report.actor_utilization is None else format(report.actor_utilization, '.0%')}"
         )
         self.last_report = replace(report, rows_in=sampled.sample_rows)
         return trial
