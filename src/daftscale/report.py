@@ -189,6 +189,8 @@ class RunReport:
     udf_errors: list[str] = field(default_factory=list)
     actor_startup_s: float = 0.0
     actor_starts: list[dict[str, Any]] = field(default_factory=list)
+    # Where the run wrote its rows (path, format, mode, origin, files, rows), or None when it kept none.
+    output: dict[str, Any] | None = None
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -357,6 +359,10 @@ class RunReport:
             ("actor utilisation", f"{self.actor_utilization:.0%}"),
             ("peak memory (node)", format_bytes(self.peak_memory_bytes)),
         ]
+        if self.output:
+            rows.append(("output", f"{self.output['path']} ({self.output['format']}, {self.output['files']:,} files)"))
+        else:
+            rows.append(("output", "none kept (rows counted, not written)"))
         if self.rows_failed:
             first = self.udf_errors[0] if self.udf_errors else ""
             rows.append(("rows failed (null)", f"{self.rows_failed:,}: {first}"))

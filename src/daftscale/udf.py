@@ -139,6 +139,12 @@ class _Recorder:
             pass
 
 
+def recorder_for(sink: dict[str, Any] | None, udf_name: str) -> Any:
+    """A call recorder for one actor (built inside the actor): what :func:`actor_udf` records with, for UDFs
+    daftscale times without building them (a plain script's ``@daft.cls``, :mod:`daftscale.script`)."""
+    return _Recorder(sink, udf_name)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building the Daft UDFs
 
