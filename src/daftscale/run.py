@@ -607,7 +607,10 @@ def _run_on(
             sampler.stop()
         collector.close()
         if output is not None and execution is not None and execution.is_alive():
-            discard_staging(output)  # a stopped or interrupted write: its files never reach the target
+            # A stopped or interrupted write: give the query a moment to end (Daft stops its own engine on
+            # Ctrl-C), then remove its staged files, so they never reach the target or outlive the run.
+            execution.join(STOP_GRACE_S)
+            discard_staging(output)
 
     report = RunReport.from_run(
         runner=runner,
