@@ -3,6 +3,7 @@ front, rows counted from the files, and the driver's memory flat when Ray output
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,6 @@ from daftscale.output import (
     resolve_output,
     write_output,
 )
-from daftscale.run import run
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -65,18 +65,28 @@ def test_check_target_refuses_what_it_cannot_finish(tmp_path) -> None:
     check_target(OutputTarget("s3://bucket/out", mode="append"))  # Daft's own write mode, as asked
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
-def test_write_output_counts_and_replaces_whole(tmp_path, fmt: str) -> None:
+def test_write_output_counts_and_replaces_whole(tmp_path) -> None:
     target = tmp_path / "out"
     df = daft.from_pydict({"x": list(range(500)), "s": ["a,b\nc"] * 500}).into_partitions(3)
-    first = write_output(df, OutputTarget(str(target), fmt))
-    assert first.rows == 500 == count_file_rows(first.files, fmt)
+    first = write_output(df, OutputTarget(str(target)))
+    assert first.rows == 500 == count_file_rows(first.files, "parquet")
     assert sorted(os.listdir(target)) == sorted(os.path.basename(f) for f in first.files)
-    again = write_output(df.limit(7), OutputTarget(str(target), fmt, "overwrite"))
+    again = write_output(df.limit(7), OutputTarget(str(target), mode="overwrite"))
     assert again.rows == 7 and sorted(os.listdir(target)) == sorted(os.path.basename(f) for f in again.files)
-    added = write_output(df.limit(5), OutputTarget(str(target), fmt, "append"))
-    assert count_file_rows([str(p) for p in target.iterdir()], fmt) == 12 and added.rows == 5
+    added = write_output(df.limit(5), OutputTarget(str(target), mode="append"))
+    assert count_file_rows([str(p) for p in target.iterdir()], "parquet") == 12 and added.rows == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left beside it
+
+
+def test_csv_and_json_rows_are_counted_from_the_files(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.table({"x": list(range(300)), "s": ["quoted, with a\nnewline"] * 300})
+    pacsv.write_csv(table, tmp_path / "a.csv")  # quoted newlines: a line count would be wrong
+    (tmp_path / "a.jsonl").write_text("".join(f'{{"x": {i}}}\n' for i in range(300)))
+    assert count_file_rows([str(tmp_path / "a.csv")], "csv") == 300
+    assert count_file_rows([str(tmp_path / "a.jsonl")], "json") == 300
 
 
 def test_failed_write_leaves_the_old_output_alone(tmp_path) -> None:
@@ -111,8 +121,7 @@ def test_stale_staging_of_dead_runs_is_removed(tmp_path) -> None:
 
 PEAK_RSS_DRIVER = """
     import resource, sys
-    from daftscale.run import run
-    report = run(sys.argv[1], ray_address=sys.argv[2], progress=False, batch_size=250, concurrency=2,
+        report = run(sys.argv[1], ray_address=sys.argv[2], progress=False, batch_size=250, concurrency=2,
                  strategy="streaming")
     assert report.rows_out == 2000 * 3 and report.output is None, (report.rows_out, report.output)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -157,7 +166,7 @@ def test_driver_memory_stays_flat_when_ray_output_grows_tenfold(tmp_path, ray_cl
     assert grown < 60 * 2**20, f"driver peak RSS grew {grown / 2**20:.0f} MiB: {peaks}"
 
 
-def test_pipeline_file_output_option(tmp_path) -> None:
+def test_pipeline_file_output_option_native(tmp_path) -> None:
     path = tmp_path / "pipe.py"
     path.write_text(
         textwrap.dedent(
@@ -166,12 +175,19 @@ def test_pipeline_file_output_option(tmp_path) -> None:
 
             @daftscale.pipeline(batch_size=8, concurrency=1)
             def build(plan):
-                df = plan.apply(daft.from_pydict({"x": list(range(100))}))
+                df = plan.apply(daft.from_pydict({"x": list(range(100)), "s": ["a,\\nb"] * 100}))
                 return df.with_column("y", df["x"] * 2)
             """
         )
     )
-    report = run(str(path), runner="ray", output=tmp_path / "out", output_format="json", progress=False)
-    assert report.output["rows"] == 100 == report.rows_out and report.output["format"] == "json"
-    rows = sum(count_file_rows([str(p)], "json") for p in (tmp_path / "out").iterdir())
-    assert rows == 100
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    for fmt in ("csv", "json"):
+        argv = [sys.executable, "-m", "daftscale.cli", "run", str(path), "--no-progress"]
+        argv += ["--report", str(tmp_path / fmt), "--output", str(tmp_path / f"out-{fmt}"), "--output-format", fmt]
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        output = json.loads((tmp_path / fmt / "report.json").read_text())["output"]
+        assert output["rows"] == 100 and output["format"] == fmt
+        files = [str(p) for p in (tmp_path / f"out-{fmt}").iterdir()]
+        assert count_file_rows(files, fmt) == 100 and all(f.endswith(f".{fmt}") for f in files)

@@ -96,9 +96,9 @@ def test_collect_ending_script_counts_on_the_workers(monkeypatch, tmp_path) -> N
     assert max(c["rows"] for c in report.udf_calls) <= 8
     assert not out.exists()
     # --output gives a collect-ending script (or a pipeline file) somewhere to write.
-    report = run(str(EMBEDDINGS), runner="ray", output=tmp_path / "csv", output_format="csv", progress=False)
-    assert report.output["format"] == "csv" and report.output["rows"] == 240
-    assert all(p.suffix == ".csv" for p in (tmp_path / "csv").iterdir())
+    report = run(str(EMBEDDINGS), runner="ray", output=tmp_path / "kept", progress=False)
+    assert report.output["format"] == "parquet" and report.output["rows"] == 240
+    assert pq.read_table(str(tmp_path / "kept")).num_rows == 240
 
 
 def test_udf_that_raises_late_leaves_no_output(monkeypatch, tmp_path) -> None:

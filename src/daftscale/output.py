@@ -196,6 +196,7 @@ def write_output(df: Any, target: OutputTarget) -> WriteResult:
     """
     import daft
 
+    _check_writer(target.format)
     writer = getattr(daft.DataFrame, f"write_{target.format}")
     if target.remote:
         mode = "overwrite" if target.mode == "overwrite" else "append"
@@ -242,6 +243,21 @@ def output_summary(target: OutputTarget | None, written: WriteResult) -> dict[st
         "files": len(written.files),
         "rows": written.rows,
     }
+
+
+def _check_writer(fmt: str) -> None:
+    """Refuse a write Daft cannot finish here, before the query runs rather than at its last step."""
+    import importlib.util
+
+    from daft.runners import get_or_infer_runner_type
+
+    # Daft 0.7's CSV and JSON writers on Ray load daft/io/writer.py, which imports pyiceberg; without it
+    # every write task fails after the whole query has run. Parquet is written natively and needs nothing.
+    if fmt != "parquet" and get_or_infer_runner_type() == "ray" and importlib.util.find_spec("pyiceberg") is None:
+        raise OutputError(
+            f"Daft writes {fmt.upper()} on Ray only with pyiceberg installed (its writer imports it): "
+            "pip install pyiceberg, or write Parquet (--output-format parquet)"
+        )
 
 
 def _written_paths(written: Any) -> list[str]:
