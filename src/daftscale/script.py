@@ -538,7 +538,10 @@ class TimedInstance(_base()):  # type: ignore[misc]
             from daftscale.udf import recorder_for
 
             start = time.time()
-            self._recorder = recorder_for(self._sink, self._label)
+            try:
+                self._recorder = recorder_for(self._sink, self._label)
+            except Exception:  # measurement must never fail the user's batch: run it unrecorded
+                self._recorder = recorder_for(None, self._label)
             self._instance = self._inner._daft_get_instance()
             self._recorder.ready(start, time.time())
         return self._instance
