@@ -170,7 +170,8 @@ def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
     if callable(build):
         return Pipeline(build, name="build")
     raise PipelineError(
-        f"{path} defines no pipeline: decorate a `def build(plan) -> daft.DataFrame` with @daftscale.pipeline"
+        f"{path} defines no pipeline: decorate a `def build(plan) -> daft.DataFrame` with @daftscale.pipeline "
+        "(or make it a plain Daft script that reads and writes its data)"
     )
 
 

@@ -152,7 +152,11 @@ class _ScriptStopped(BaseException):
 
 
 def is_plain_script(path: str) -> bool:
-    """True for a file that neither imports daftscale nor defines a ``build`` function (a pipeline file)."""
+    """True for a Daft job: a file that reads or runs a DataFrame (``daft.read_*``, ``write_parquet``,
+    ``collect``...), does not import daftscale and defines no ``build`` function (a pipeline file).
+
+    A file with none of these goes to the pipeline loader, whose errors say what a pipeline needs.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             tree = ast.parse(handle.read(), filename=path)
@@ -163,7 +167,20 @@ def is_plain_script(path: str) -> bool:
             return False
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "daftscale":
             return False
-    return not any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body)
+    if any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body):
+        return False
+    job_names = {n for n in (*SOURCE_FUNCTIONS, *STAGED_WRITES, *OTHER_WRITES, *KEEPING_ACTIONS, *DATA_ACTIONS)}
+    job_names -= {"range", "__iter__"}  # builtins' names: only daft.range counts
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and (node.attr in job_names or (node.attr == "range" and _is_daft(node))):
+            return True
+        if isinstance(node, ast.Name) and node.id in job_names:
+            return True
+    return False
+
+
+def _is_daft(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id == "daft"
 
 
 # ---------------------------------------------------------------------------------------------------
