@@ -8,9 +8,10 @@ pipeline file run without ``--output``). This module owns both ways of executing
   filesystem), counts the rows from the written files (Parquet footers, CSV/JSON lines), then moves the
   result into place with a rename. A run that fails, is stopped or killed never leaves files at the
   target; a killed run's staging directory is removed by the next run that writes there.
-- :func:`count_partitions` executes a DataFrame whose rows are not kept and counts them where they are:
-  on Ray a zero-CPU task per partition returns only ``len(partition)``, so no partition reaches the
-  driver; on the native runner the partitions are already in this process.
+- :func:`count_partitions` executes a DataFrame whose rows are not kept and counts them without
+  moving them: on Ray from the row count Daft's runner sends with each result (a zero-CPU task per
+  partition returning ``len(partition)`` if a result has none), so no partition reaches the driver; on
+  the native runner the partitions are already in this process.
 
 Object stores (``s3://``, ``gs://``...) have no rename, so they cannot be written atomically: daftscale
 writes there only when told how (``--overwrite`` or ``--append``, passed to Daft's own write modes), and
@@ -330,26 +331,52 @@ def _open_path(path: str) -> Any:
 def count_partitions(df: Any, stop: threading.Event, on_partition: Callable[[int], None]) -> None:
     """Execute ``df`` and report each partition's row count to ``on_partition`` (in arrival order).
 
-    Stops between partitions once ``stop`` is set (closing Daft's iterator ends the query). On Ray a
-    partition is an ObjectRef: a zero-CPU remote task counts it where it lives and returns an int, so the
-    driver never holds partition data.
+    Stops between partitions once ``stop`` is set (closing Daft's iterator ends the query). On Ray the
+    count is the one Daft's Ray runner sends with each result (its partition metadata), so no partition
+    and no extra task is needed; a result without it is counted by a zero-CPU task where the partition
+    lives, which returns an int. On the native runner the partitions are already in this process.
     """
-    parts = df.iter_partitions()
+    from daft.runners import get_or_infer_runner_type
+
+    on_ray = get_or_infer_runner_type() == "ray"
+    parts = _ray_results(df) if on_ray else df.iter_partitions()
     pending: list[Any] = []
     try:
         for part in parts:
             if stop.is_set():
                 break
-            if hasattr(part, "__len__"):
+            if not on_ray:
                 on_partition(len(part))
                 continue
-            pending.append(_remote_len(part))
+            rows = _metadata_rows(part)
+            if rows is not None:
+                on_partition(rows)
+                continue
+            pending.append(_remote_len(part.partition()))
             pending = _drain(pending, on_partition, wait_all=len(pending) >= MAX_PENDING_COUNTS)
         _drain(pending, on_partition, wait_all=True)
     finally:
         if hasattr(parts, "close"):
             with contextlib.suppress(BaseException):
                 parts.close()
+
+
+def _ray_results(df: Any) -> Any:
+    """Daft's Ray results for ``df`` (what ``iter_partitions`` unwraps to bare ObjectRefs), as it runs them."""
+    import multiprocessing
+
+    from daft.runners import get_or_create_runner
+
+    # The same results buffer as iter_partitions' default; only metadata is read, refs are dropped at once.
+    return get_or_create_runner().run_iter(df._builder, results_buffer_size=multiprocessing.cpu_count())
+
+
+def _metadata_rows(result: Any) -> int | None:
+    try:
+        rows = result.metadata().num_rows
+    except Exception:  # a Daft whose results carry no metadata: count by task instead
+        return None
+    return int(rows) if rows is not None else None
 
 
 _REMOTE_LEN: Any = None
