@@ -218,7 +218,7 @@ def render_plan(result: Any) -> None:
 @click.option("--local-cluster", metavar="NxC", help="Start N local Ray nodes of C CPUs for this run, e.g. 2x2.")
 @click.option("--plan", "plan_source", default="auto", show_default=True, metavar="auto|PLAN.json")
 @click.option("--report", "report_dir", metavar="DIR", help="Write report.json, report.html and plots to DIR.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report in DIR.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report in DIR and an existing output.")
 @click.option("--no-progress", is_flag=True, help="No progress line.")
 @click.option(
     "--on-error",
@@ -239,6 +239,19 @@ def render_plan(result: Any) -> None:
     help="Stop the run when no UDF call starts or finishes for max(SECONDS, 5 x the longest call) "
     "(default 60; 0 turns the watchdog off).",
 )
+@click.option("--output", metavar="DIR", help="Write the rows to DIR, whole or not at all (instead of a script's own).")
+@click.option(
+    "--output-format",
+    type=click.Choice(["parquet", "csv", "json"]),
+    default=None,
+    help="Format of --output (default parquet, or the script's own).",
+)
+@click.option("--append", is_flag=True, help="Add this run's files to an existing output directory.")
+@click.option(
+    "--keep-udf-settings",
+    is_flag=True,
+    help="Plain scripts: keep the @daft.cls concurrency and batch size the script gives (plan around them).",
+)
 @plan_options
 def run_command(
     pipeline_path: str,
@@ -254,9 +267,17 @@ def run_command(
     force_plan: bool,
     max_memory: str | None,
     stall_timeout: str | None,
+    output: str | None,
+    output_format: str | None,
+    append: bool,
+    keep_udf_settings: bool,
     **params: Any,
 ) -> None:
-    """Plan and run PIPELINE (a pipeline .py file), measure it, and print the summary."""
+    """Plan and run PIPELINE, measure it, and print the summary.
+
+    PIPELINE is a pipeline file (a build(plan) function) or a plain Daft script, run as it is: daftscale
+    puts the scaling step after its read, sizes its @daft.cls UDFs and writes its output whole or not at all.
+    """
     from daftscale.run import run
 
     kwargs = _explicit_planner_kwargs(params)
@@ -283,6 +304,10 @@ def run_command(
         force_plan=force_plan,
         max_memory=max_memory,
         stall_timeout=stall_timeout,
+        output=output,
+        output_format=output_format,
+        append=append,
+        keep_udf_settings=keep_udf_settings,
         **kwargs,
     )
     render_run(report, report_dir)

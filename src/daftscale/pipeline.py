@@ -114,7 +114,9 @@ class _PipelineRef:
 def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
     """Import a pipeline file by path (not as ``__main__``) and return its :class:`Pipeline`.
 
-    The file must define one object made with :func:`pipeline`, or a plain function named ``build``.
+    The file must define one object made with :func:`pipeline`, or a plain function named ``build``;
+    a file with neither that does not import daftscale is a plain Daft script
+    (:class:`daftscale.script.ScriptPipeline`).
     Raises :class:`PipelineError` naming the problem and the fix.
     """
     if isinstance(path, Pipeline):
@@ -127,6 +129,11 @@ def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
         raise PipelineError(f"pipeline file {path} does not exist: pass the path of a .py file that builds a DataFrame")
     if os.path.isdir(path):
         raise PipelineError(f"{path} is a directory: pass the pipeline .py file inside it")
+    from daftscale.script import ScriptPipeline, is_plain_script
+
+    if is_plain_script(path):
+        # A plain Daft script (no daftscale import, no build function): importing it would run the job.
+        return ScriptPipeline(path)
     module_name = f"daftscale_pipeline_{uuid.uuid4().hex[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -163,7 +170,8 @@ def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
     if callable(build):
         return Pipeline(build, name="build")
     raise PipelineError(
-        f"{path} defines no pipeline: decorate a `def build(plan) -> daft.DataFrame` with @daftscale.pipeline"
+        f"{path} defines no pipeline: decorate a `def build(plan) -> daft.DataFrame` with @daftscale.pipeline "
+        "(or make it a plain Daft script that reads and writes its data)"
     )
 
 

@@ -201,6 +201,8 @@ class RunReport:
     memory_samples_missed: dict[str, int] = field(default_factory=dict)
     # Whether rows out were checked against rows in (run's check_rows, or the default's verdict).
     rows_checked: bool = False
+    # Where the run wrote its rows (path, format, mode, origin, files, rows), or None when it kept none.
+    output: dict[str, Any] | None = None
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -369,6 +371,10 @@ class RunReport:
             ("actor utilisation", "unknown" if self.actor_utilization is None else f"{self.actor_utilization:.0%}"),
             ("peak memory (node)", format_optional_bytes(self.peak_memory_bytes)),
         ]
+        if self.output:
+            rows.append(("output", f"{self.output['path']} ({self.output['format']}, {self.output['files']:,} files)"))
+        else:
+            rows.append(("output", "none kept (rows counted, not written)"))
         if self.rows_failed is None:
             rows.append(("rows failed (null)", "unknown"))
         elif self.rows_failed:

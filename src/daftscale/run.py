@@ -25,9 +25,18 @@ from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanErro
 from daftscale.gpu import prepare_driver_cuda
 from daftscale.health import MeasurementHealth
 from daftscale.memory import NodeMemorySampler
+from daftscale.output import (
+    OutputTarget,
+    WriteResult,
+    count_partitions,
+    discard_staging,
+    output_summary,
+    write_output,
+)
 from daftscale.pipeline import Pipeline, build_with, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.report import RunReport
+from daftscale.script import prepare_job
 from daftscale.udf import ON_ERROR_CHOICES, make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, combine, resolve_stall_timeout, stop_stalled_query
 
@@ -267,43 +276,45 @@ class _RunStopped(RunError):
 
 
 class _Execution(threading.Thread):
-    """Executes the DataFrame off the main thread so the main thread can show progress and take Ctrl-C."""
+    """Executes the DataFrame off the main thread so the main thread can show progress and take Ctrl-C.
 
-    def __init__(self, df: Any, execution_config: dict[str, Any]) -> None:
+    With an ``output`` target the rows are written there (staged, then moved into place whole) and
+    counted from the written files; without one they are counted where they are and dropped
+    (:mod:`daftscale.output`). Either way no partition's data is moved to the driver to be counted.
+    """
+
+    def __init__(self, df: Any, execution_config: dict[str, Any], output: OutputTarget | None = None) -> None:
         super().__init__(name="daftscale-run", daemon=True)
         self.df = df
         self.execution_config = execution_config
+        self.output = output
+        self.written: WriteResult | None = None
         self.rows = 0
         self.partitions = 0
         self.error: BaseException | None = None
         self.finished_at: float | None = None
         # Set by the main thread to stop the query (memory budget, Ctrl-C): checked between partitions,
-        # where closing Daft's partition iterator ends the query.
+        # where closing Daft's partition iterator ends the query. A write cannot stop part-way; its
+        # staged files are removed when it ends, so the target never sees them.
         self.stop_requested = threading.Event()
+
+    def _count(self, rows: int) -> None:
+        self.partitions += 1
+        self.rows += rows
 
     def run(self) -> None:
         import daft
 
-        parts: Any = None
         try:
             with daft.execution_config_ctx(**self.execution_config):
-                parts = self.df.iter_partitions()
-                for part in parts:
-                    if self.stop_requested.is_set():
-                        break
-                    # On Ray each partition arrives as an ObjectRef; fetch it only to count its rows.
-                    if not hasattr(part, "__len__"):
-                        import ray
-
-                        part = ray.get(part)
-                    self.partitions += 1
-                    self.rows += len(part)
+                if self.output is None:
+                    count_partitions(self.df, self.stop_requested, self._count)
+                else:
+                    self.written = write_output(self.df, self.output)
+                    self.rows, self.partitions = self.written.rows, len(self.written.files)
         except BaseException as exc:
             self.error = exc
         finally:
-            if parts is not None and hasattr(parts, "close"):
-                with contextlib.suppress(BaseException):
-                    parts.close()
             self.finished_at = time.time()
 
 
@@ -332,12 +343,17 @@ def run(
     force_plan: bool = False,
     max_memory: str | int | None = None,
     stall_timeout: float | None = None,
+    output: str | os.PathLike[str] | None = None,
+    output_format: str | None = None,
+    append: bool = False,
+    keep_udf_settings: bool = False,
     **planner_kwargs: Any,
 ) -> RunReport:
     """Plan (unless a plan is given), run and measure a pipeline; write the report if ``report_dir``.
 
     Args:
-        pipeline_or_path: a :class:`~daftscale.pipeline.Pipeline` or the path of a pipeline file.
+        pipeline_or_path: a :class:`~daftscale.pipeline.Pipeline`, the path of a pipeline file, or the
+            path of a plain Daft script (:mod:`daftscale.script`: run as it is, its write is the output).
         runner: ``"native"`` (Daft's default, nothing to start) or ``"ray"``; implied by
             ``ray_address`` / ``local_cluster``.
         ray_address: ``HOST:PORT`` or ``"auto"`` of a running Ray cluster (checked first: an address
@@ -346,7 +362,7 @@ def run(
         plan: ``"auto"`` (profile the DataFrame at the scaling step and plan for this cluster), a
             :class:`ScalingPlan`, or the path of a plan JSON file.
         report_dir: write ``report.json``, ``report.html`` and the plot PNGs there.
-        overwrite: replace an existing report in ``report_dir``.
+        overwrite: replace an existing report in ``report_dir`` and an existing output.
         progress: show the progress line (rows done, rows/s, actors busy) on stderr.
         console: a ``rich.console.Console`` for the progress line (default: stderr).
         on_error: Daft's ``on_error`` for the pipeline's ``plan.udf`` UDFs that do not set their own:
@@ -367,6 +383,13 @@ def run(
             partial report (status "failed: stalled", each actor's state in ``stall``) is written and
             a ``RunError`` raised. A UDF that Daft runs in a thread of this process cannot be
             stopped: it stays blocked until the process exits (the CLI exits anyway).
+        output: write the pipeline's rows to this directory (a script's own write goes here instead),
+            whole or not at all (:mod:`daftscale.output`); an existing non-empty one needs ``overwrite``
+            or ``append``. Without an output (and no write in a script) the rows are counted and dropped.
+        output_format: ``"parquet"`` (default), ``"csv"`` or ``"json"``.
+        append: add this run's files to an existing output.
+        keep_udf_settings: a script's UDFs keep their author's concurrency and batch size (the plan is
+            made around them) instead of the plan's.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
     runner = resolve_runner(runner, ray_address, local_cluster)
@@ -386,6 +409,14 @@ def run(
     _check_report_dir(report_path, overwrite)
     given_plan = _resolve_plan(plan)
     pipe = load_pipeline(pipeline_or_path)
+    target = prepare_job(
+        pipe,
+        output=output,
+        output_format=output_format,
+        overwrite=overwrite,
+        append=append,
+        keep_udf_settings=keep_udf_settings,
+    )
     kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
 
     stopped: _RunStopped | None = None
@@ -405,6 +436,7 @@ def run(
                 check_rows=check_rows,
                 max_memory=budget,
                 stall_timeout=stall_floor,
+                output=target,
             )
         except _RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
@@ -431,6 +463,7 @@ def _run_on(
     check_rows: bool | None = None,
     max_memory: int | None = None,
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
+    output: OutputTarget | None = None,
 ) -> RunReport:
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
@@ -458,7 +491,7 @@ def _run_on(
         prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
         sampler = NodeMemorySampler(runner)
         run_start = time.time()
-        execution = _Execution(df, chosen.execution_config)
+        execution = _Execution(df, chosen.execution_config, output)
         execution.start()
         stall = _stall_watch(collector, stall_timeout, instrumented, chosen, execution)
         memory_watch = _memory_watch(sampler, max_memory) if max_memory else None
@@ -510,6 +543,11 @@ def _run_on(
         if sampler is not None:
             sampler.stop()
         collector.close()
+        if output is not None and execution is not None and execution.is_alive():
+            # A stopped or interrupted write: give the query a moment to end (Daft stops its own engine on
+            # Ctrl-C), then remove its staged files, so they never reach the target or outlive the run.
+            execution.join(STOP_GRACE_S)
+            discard_staging(output)
 
     report = RunReport.from_run(
         runner=runner,
@@ -527,6 +565,8 @@ def _run_on(
         failed_calls=failed,
         ready=ready,
     )
+    if execution.written is not None:
+        report.output = output_summary(output, execution.written)
     health.apply(report)
     if reason is not None:
         if stalled:

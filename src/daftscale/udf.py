@@ -77,6 +77,13 @@ def recording(sink: dict[str, Any] | None) -> Iterator[list[str]]:
         _built = previous_built
 
 
+def note_instrumented(label: str) -> None:
+    """Tell the enclosing :func:`recording` block that a UDF reporting its calls was built (it arms the
+    run's stall watchdog); outside a run with a sink, nothing."""
+    if _built is not None and _sink is not None:
+        _built.append(label)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The recorder inside each UDF actor
 
@@ -165,6 +172,12 @@ class _Recorder:
                 self.dropped += 1
 
 
+def recorder_for(sink: dict[str, Any] | None, udf_name: str) -> Any:
+    """A call recorder for one actor (built inside the actor): what :func:`actor_udf` records with, for UDFs
+    daftscale times without building them (a plain script's ``@daft.cls``, :mod:`daftscale.script`)."""
+    return _Recorder(sink, udf_name)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building the Daft UDFs
 
@@ -211,8 +224,7 @@ def actor_udf(
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one of those")
     label = name or cls.__name__
-    if _built is not None and sink is not None:
-        _built.append(label)
+    note_instrumented(label)
     args, kwargs = tuple(init_args), dict(init_kwargs or {})
 
     def __init__(self: Any) -> None:

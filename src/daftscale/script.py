@@ -1,0 +1,589 @@
+"""Plain Daft scripts under ``daftscale run``: the script runs as it is, with the scaling step put in for it.
+
+A plain script never imports daftscale: it reads (``daft.read_parquet``...), declares its model as a
+``@daft.cls`` class with a ``@daft.method.batch`` method, and ends in one terminal action
+(``df.write_parquet(OUT)``, ``collect()``, ``show()``...), often after ``daft.set_runner_ray()``.
+:class:`ScriptPipeline` makes such a file a :class:`~daftscale.pipeline.Pipeline` by executing it
+(``runpy``, as ``__main__``) inside :func:`_intercepting`, which patches Daft's public entry points
+for the length of the execution and restores them in ``finally``:
+
+- reads (``daft.read_*``, ``daft.from_*``) return ``plan.apply(the read)``: the scaling step goes
+  right after the script's one read;
+- actor UDF calls (``Func.__call__`` on a ``@daft.cls`` method given expressions) get the plan's
+  concurrency, batch size and resources (unless ``--keep-udf-settings``), and their batches are
+  timed with the same recorder as :func:`daftscale.udf.actor_udf`;
+- ``daft.set_runner_ray()`` / ``set_runner_native()`` do nothing: the run's runtime is daftscale's;
+- terminal actions are recorded instead of executed; the script's write becomes the run's output
+  target (:mod:`daftscale.output`), which daftscale writes whole or not at all.
+
+Nothing executes twice: the script is executed once when loaded (to find its read, UDFs and action,
+with reads left as they are) and once more with the real plan; both only build lazy DataFrames.
+Module-level code that is not Daft (prints, making input data) does run twice. A script that ends in
+an action returning data (``to_pandas()``, ``count_rows()``...) stops there, as daftscale cannot hand
+it the data without running the job for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import runpy
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from daftscale.errors import ConfigError, PipelineError
+from daftscale.output import OutputTarget, check_target, resolve_output
+from daftscale.pipeline import Pipeline
+
+# Daft functions that make a DataFrame from data: the scaling step goes after the one a script calls.
+SOURCE_FUNCTIONS = (
+    "read_parquet",
+    "read_csv",
+    "read_json",
+    "read_text",
+    "read_blob",
+    "read_warc",
+    "read_lance",
+    "read_deltalake",
+    "read_iceberg",
+    "read_hudi",
+    "read_paimon",
+    "read_sql",
+    "read_huggingface",
+    "read_webdataset",
+    "read_video_frames",
+    "read_mcap",
+    "read_generator",
+    "from_glob_path",
+    "from_files",
+    "from_pydict",
+    "from_pylist",
+    "from_arrow",
+    "from_pandas",
+    "range",
+)
+
+# Where Daft exposes those functions and the runner set-up; each name is patched wherever it is found.
+DAFT_MODULES = ("daft", "daft.io", "daft.convert", "daft.runners", "daft.context")
+
+RUNNER_FUNCTIONS = ("set_runner_ray", "set_runner_native")
+
+# Writes daftscale stages and renames into place (the format is the method's suffix).
+STAGED_WRITES = ("write_parquet", "write_csv", "write_json")
+
+# Writes daftscale cannot stage (tables, databases, vector stores): refused with the reason.
+OTHER_WRITES = (
+    "write_lance",
+    "write_iceberg",
+    "write_deltalake",
+    "write_paimon",
+    "write_sql",
+    "write_sink",
+    "write_turbopuffer",
+    "write_clickhouse",
+    "write_huggingface",
+    "write_bigtable",
+)
+
+# Actions that execute the whole DataFrame and hand back the DataFrame (collect) or nothing (show): the
+# script may go on after them.
+KEEPING_ACTIONS = ("collect", "show")
+
+# Actions that return data the rest of the script would use: the script stops there.
+DATA_ACTIONS = (
+    "to_pandas",
+    "to_pydict",
+    "to_pylist",
+    "to_arrow",
+    "to_arrow_iter",
+    "iter_rows",
+    "iter_partitions",
+    "count_rows",
+    "__iter__",
+)
+
+
+@dataclass
+class Action:
+    """A terminal action the script called, where, and with what."""
+
+    name: str
+    df: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    where: str
+
+    def describe(self) -> str:
+        return f"{self.name}() at {self.where}"
+
+
+@dataclass
+class UdfUse:
+    """An actor UDF the script applied, with the settings its author gave."""
+
+    name: str
+    batch_size: int | None
+    max_concurrency: int | None
+    cpus: float | None
+    gpus: float
+    is_batch: bool
+    where: str
+
+
+@dataclass
+class ScriptPass:
+    """What one execution of the script did (read, UDFs, runner calls, actions)."""
+
+    reads: list[tuple[str, Any, str]] = field(default_factory=list)  # (function, DataFrame, where)
+    udfs: list[UdfUse] = field(default_factory=list)
+    runner_calls: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    depth: int = 0  # reads in progress: a read that calls another is one read
+
+
+class _ScriptStopped(BaseException):
+    """Raised inside the script at an action returning data: the rest of the script would need it."""
+
+
+def is_plain_script(path: str) -> bool:
+    """True for a Daft job: a file that reads or runs a DataFrame (``daft.read_*``, ``write_parquet``,
+    ``collect``...), does not import daftscale and defines no ``build`` function (a pipeline file).
+
+    A file with none of these goes to the pipeline loader, whose errors say what a pipeline needs.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), filename=path)
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return False  # let the pipeline loader report the problem as it always has
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "daftscale" for a in node.names):
+            return False
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "daftscale":
+            return False
+    if any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body):
+        return False
+    job_names = {n for n in (*SOURCE_FUNCTIONS, *STAGED_WRITES, *OTHER_WRITES, *KEEPING_ACTIONS, *DATA_ACTIONS)}
+    job_names -= {"range", "__iter__"}  # builtins' names: only daft.range counts
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and (node.attr in job_names or (node.attr == "range" and _is_daft(node))):
+            return True
+        if isinstance(node, ast.Name) and node.id in job_names:
+            return True
+    return False
+
+
+def _is_daft(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id == "daft"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The script as a pipeline
+
+
+class ScriptPipeline(Pipeline):
+    """A plain Daft script, run by daftscale as a pipeline whose scaling step follows the script's read.
+
+    Loading executes the script once with nothing changed but its actions recorded (see the module
+    docstring), so a script daftscale cannot run is refused before a cluster starts.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(self._build, name=os.path.basename(path))
+        self.source = os.path.abspath(path)
+        self.keep_udf_settings = False
+        self.first = self._execute(None)
+        self.action = _check_pass(self.first, self.source)
+        self.output = _script_target(self.action)
+        self.udfs = self.first.udfs
+        if self.udfs:
+            # The author's resources are what the model needs (a GPU model on a GPU): plan with them unless
+            # --udf-cpus/--udf-gpus say otherwise. Concurrency and batch size are the planner's to choose.
+            from daftscale.plan import UdfResources
+
+            first = self.udfs[0]
+            self.planner_kwargs["udf"] = UdfResources.of(cpus=first.cpus, gpus=first.gpus)
+
+    def keep_author_settings(self) -> None:
+        """Run each UDF with its author's concurrency and batch size, and plan around the first one's."""
+        self.keep_udf_settings = True
+        if self.udfs:
+            first = self.udfs[0]
+            if first.max_concurrency is not None:
+                self.planner_kwargs["concurrency"] = first.max_concurrency
+            if first.batch_size is not None:
+                self.planner_kwargs["batch_size"] = first.batch_size
+
+    def _build(self, plan: Any) -> Any:
+        from daftscale.plan import ScalingPlan
+
+        if not isinstance(plan, ScalingPlan):
+            # The probe's stand-in plan only records what reaches the scaling step: the load-time
+            # execution already built exactly that, so the script is not executed a third time.
+            plan.apply(self.first.reads[0][1])
+            return self.action.df
+        done = self._execute(plan)
+        action = _check_pass(done, self.source)
+        if action.name != self.action.name:
+            raise PipelineError(
+                f"{self.source} ended in {action.describe()} the second time it ran, but in "
+                f"{self.action.describe()} the first: keep the script's flow the same on every run"
+            )
+        return action.df
+
+    def _execute(self, plan: Any) -> ScriptPass:
+        record = ScriptPass()
+        directory = os.path.dirname(self.source)
+        saved_argv, saved_path = sys.argv[:], sys.path[:]
+        sys.argv = [self.source]
+        # The script's own directory first, as `python script.py` has it, so its sibling imports work.
+        sys.path.insert(0, directory)
+        try:
+            with _intercepting(record, plan, self.source, keep=self.keep_udf_settings):
+                runpy.run_path(self.source, run_name="__main__")
+        except _ScriptStopped:
+            pass
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                raise PipelineError(
+                    f"{self.source} exited with code {exc.code} while daftscale ran it: run it with python to see why"
+                ) from exc
+        except (PipelineError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise PipelineError(
+                f"{self.source} raised {type(exc).__name__}: {exc}{_line_in(exc, self.source)} while daftscale "
+                "ran it: fix the script (it must run under python too)"
+            ) from exc
+        finally:
+            sys.argv, sys.path[:] = saved_argv, saved_path
+        return record
+
+
+def _check_pass(record: ScriptPass, path: str) -> Action:
+    """The script's one terminal action; a :class:`PipelineError` for a script daftscale cannot run."""
+    name = os.path.basename(path)
+    if not record.reads:
+        raise PipelineError(
+            f"{name} reads no data through daft.read_* or daft.from_*: daftscale puts its scaling step after "
+            "the script's read, so make the script read its input with Daft"
+        )
+    if len(record.reads) > 1:
+        where = ", ".join(f"{fn} at {at}" for fn, _df, at in record.reads)
+        raise PipelineError(
+            f"{name} reads {len(record.reads)} sources ({where}): daftscale puts its scaling step after one "
+            "read and does not support joining several yet; write the joined input to Parquet first, or "
+            "make it a pipeline file that calls plan.apply(df) after the join"
+        )
+    if not record.actions:
+        raise PipelineError(
+            f"{name} has no terminal action (write_parquet, collect, show...): it builds a DataFrame but never "
+            "runs it; end it with df.write_parquet(OUT) (or pass --output OUT)"
+        )
+    if len(record.actions) > 1:
+        where = ", ".join(a.describe() for a in record.actions)
+        raise PipelineError(
+            f"{name} has {len(record.actions)} terminal actions ({where}): daftscale runs and measures one; "
+            "keep the one that runs the job (e.g. remove a debugging show())"
+        )
+    action = record.actions[0]
+    if action.name in OTHER_WRITES:
+        raise PipelineError(
+            f"{name} ends in {action.describe()}: daftscale writes Parquet, CSV and JSON outputs whole or not at "
+            f"all and cannot do that for {action.name} yet; write Parquet (or pass --output DIR)"
+        )
+    return action
+
+
+def _script_target(action: Action) -> OutputTarget | None:
+    """The output target of the script's own write, with its write mode (if the script gave one)."""
+    if action.name not in STAGED_WRITES:
+        return None
+    params = dict(action.kwargs)
+    positional = ("root_dir",) + (("compression", "write_mode") if action.name == "write_parquet" else ("write_mode",))
+    for key, value in zip(positional, action.args, strict=False):
+        params[key] = value
+    if "root_dir" not in params:
+        raise PipelineError(f"{action.describe()} gives no directory to write to: pass it one")
+    root = os.fspath(params.pop("root_dir"))
+    write_mode = params.pop("write_mode", None)
+    if write_mode not in (None, "append", "overwrite"):
+        raise PipelineError(
+            f"{action.describe()} uses write_mode={write_mode!r}: daftscale supports the script's overwrite and "
+            "append modes (or --overwrite / --append)"
+        )
+    if params.get("single_file"):
+        raise PipelineError(f"{action.describe()} writes a single file: daftscale stages directories; drop single_file")
+    params.pop("single_file", None)
+    mode = {"overwrite": "overwrite", "append": "append"}.get(write_mode or "", "error")
+    return OutputTarget(root, action.name[len("write_") :], mode, params, origin=action.describe())
+
+
+def prepare_job(
+    pipe: Pipeline,
+    *,
+    output: str | os.PathLike[str] | None,
+    output_format: str | None,
+    overwrite: bool,
+    append: bool,
+    keep_udf_settings: bool,
+) -> OutputTarget | None:
+    """The run's output target (checked: refused before anything starts), applying the script options."""
+    script_target = None
+    if isinstance(pipe, ScriptPipeline):
+        if keep_udf_settings:
+            pipe.keep_author_settings()
+        script_target = pipe.output
+        if pipe.first.runner_calls:
+            where = ", ".join(pipe.first.runner_calls)
+            print(f"daftscale: skipped the script's {where}: it runs on daftscale's runner", file=sys.stderr)
+    elif keep_udf_settings:
+        raise ConfigError(
+            "--keep-udf-settings is for plain Daft scripts: a pipeline file sets its own with "
+            "@daftscale.pipeline(batch_size=..., concurrency=...)"
+        )
+    target = resolve_output(script_target, output, output_format, overwrite=overwrite, append=append)
+    if target is not None:
+        check_target(target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# Interception
+
+
+def _where(path: str) -> str | None:
+    """``file:line`` of the innermost frame in the script (the call the script made), or None if none is."""
+    name = os.path.basename(path)
+    for frame in reversed(traceback.extract_stack()):
+        if os.path.abspath(frame.filename) == path:
+            return f"{name}:{frame.lineno}"
+    return None
+
+
+def _line_in(exc: BaseException, path: str) -> str:
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line})" if line else ""
+
+
+@contextlib.contextmanager
+def _intercepting(record: ScriptPass, plan: Any, path: str, *, keep: bool) -> Iterator[None]:
+    """Patch Daft's reads, runner set-up, actor UDF calls and actions for the block; always restored."""
+    import importlib
+
+    import daft
+    from daft.udf.udf_v2 import Func
+
+    saved: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, value: Any) -> None:
+        saved.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
+        setattr(owner, name, value)
+
+    # What a patched write hands back: the real paths exist only once daftscale has written them. Made
+    # before the reads are patched, so it is not taken for one of the script's reads.
+    written = daft.from_pydict({"path": []})
+    try:
+        modules = []
+        for module_name in DAFT_MODULES:
+            with contextlib.suppress(ImportError):
+                modules.append(importlib.import_module(module_name))
+        for name in SOURCE_FUNCTIONS:
+            original = getattr(daft, name, None)
+            if original is None:
+                continue
+            wrapped = _source(original, name, record, plan, path)
+            for module in modules:
+                if getattr(module, name, None) is original:
+                    patch(module, name, wrapped)
+        for name in RUNNER_FUNCTIONS:
+            original = getattr(daft, name, None)
+            if original is None:
+                continue
+            skipped = _runner_call(name, record, path)
+            for module in modules:
+                if getattr(module, name, None) is original:
+                    patch(module, name, skipped)
+        for name in (*STAGED_WRITES, *OTHER_WRITES, *KEEPING_ACTIONS, *DATA_ACTIONS):
+            if name in daft.DataFrame.__dict__:
+                patch(daft.DataFrame, name, _action(name, record, path, written))
+        patch(Func, "__call__", _udf_call(Func.__dict__["__call__"], record, plan, path, keep=keep))
+        yield
+    finally:
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
+
+
+def _source(original: Any, name: str, record: ScriptPass, plan: Any, path: str) -> Any:
+    def read(*args: Any, **kwargs: Any) -> Any:
+        where = _where(path)
+        record.depth += 1
+        try:
+            df = original(*args, **kwargs)
+        finally:
+            record.depth -= 1
+        if record.depth or where is None:
+            return df  # a read made inside another read, or by a library rather than the script
+        record.reads.append((name, df, where))
+        # The load-time execution (no plan) leaves the read as it is; the real one puts the step after it.
+        return plan.apply(df) if plan is not None else df
+
+    return read
+
+
+def _runner_call(name: str, record: ScriptPass, path: str) -> Any:
+    def skipped(*_args: Any, **_kwargs: Any) -> None:
+        record.runner_calls.append(f"daft.{name}() at {_where(path) or os.path.basename(path)}")
+
+    return skipped
+
+
+def _action(name: str, record: ScriptPass, path: str, written: Any) -> Any:
+    def act(self: Any, *args: Any, **kwargs: Any) -> Any:
+        record.actions.append(Action(name, self, args, kwargs, _where(path) or os.path.basename(path)))
+        if name in DATA_ACTIONS:
+            raise _ScriptStopped()
+        if name == "collect":
+            return self
+        return written if name.startswith("write_") else None
+
+    return act
+
+
+def _is_actor_method(func: Any) -> bool:
+    # A @daft.cls class's method: its _cls is the instance daft.cls made (a @daft.func has a no-op one).
+    return hasattr(func._cls, "_daft_setup_args")
+
+
+def _udf_call(original: Any, record: ScriptPass, plan: Any, path: str, *, keep: bool) -> Any:
+    from daft.expressions import Expression
+
+    def call(func: Any, *args: Any, **kwargs: Any) -> Any:
+        uses_columns = any(isinstance(a, Expression) for a in (*args, *kwargs.values()))
+        if not uses_columns or not _is_actor_method(func):
+            return original(func, *args, **kwargs)
+        record.udfs.append(
+            UdfUse(
+                name=func.name,
+                batch_size=func.batch_size,
+                max_concurrency=func.max_concurrency,
+                cpus=func.cpus,
+                gpus=func.gpus,
+                is_batch=func.is_batch,
+                where=_where(path) or os.path.basename(path),
+            )
+        )
+        if plan is None:
+            return original(func, *args, **kwargs)
+        return original(configure(func, plan, keep=keep), *args, **kwargs)
+
+    return call
+
+
+def configure(func: Any, plan: Any, *, keep: bool) -> Any:
+    """``func`` (a ``@daft.cls`` method) with the plan's settings and its batches timed for the run."""
+    from daftscale.udf import current_sink, note_instrumented
+
+    changes: dict[str, Any] = {}
+    if not keep:
+        changes["max_concurrency"] = plan.concurrency
+        if func.is_batch:
+            changes["batch_size"] = plan.batch_size
+    changes["cpus"] = plan.udf_cpus if plan.udf_cpus else func.cpus
+    changes["gpus"] = plan.udf_gpus
+    sink = current_sink()
+    if sink is not None and sink.get("on_error") is not None and func.on_error is None:
+        # As actor_udf does: --on-error fills in a UDF that sets none, and one failed call is one null batch.
+        changes["on_error"] = sink["on_error"]
+        changes["max_retries"] = 0
+    if func.is_batch and not func.is_async and not func.is_generator:
+        # Row-wise methods are left untimed: one record per row would cost more than the row.
+        label = func.name_override or func.__qualname__
+        changes["_cls"] = TimedInstance(func._cls, sink, label)
+        note_instrumented(label)  # its calls are recorded, so the stall watchdog can watch them
+    return replace(func, **changes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timing a script's UDF inside its actors
+
+
+def _batch_rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    for value in (*args, *kwargs.values()):
+        with contextlib.suppress(TypeError):
+            return len(value)
+    return 0
+
+
+def _base() -> type:
+    from daft.udf.udf_v2 import ClsBase
+
+    return ClsBase  # type: ignore[no-any-return]
+
+
+class TimedInstance(_base()):  # type: ignore[misc]
+    """Stands in for a ``@daft.cls`` instance in Daft's UDF: builds the user's object (timed: the model
+    load) and times every batch, recording to the run's sink as :func:`daftscale.udf.actor_udf` does."""
+
+    def __init__(self, inner: Any, sink: dict[str, Any] | None, label: str) -> None:
+        self._inner = inner
+        self._sink = sink
+        self._label = label
+        self._instance: Any = None
+        self._recorder: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The user's object and the recorder live in the actor; only what builds them travels.
+        return {"_inner": self._inner, "_sink": self._sink, "_label": self._label}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._instance = None
+        self._recorder = None
+
+    def _daft_get_instance(self) -> Any:
+        if self._instance is None:
+            from daftscale.udf import recorder_for
+
+            start = time.time()
+            try:
+                self._recorder = recorder_for(self._sink, self._label)
+            except Exception:  # measurement must never fail the user's batch: run it unrecorded
+                self._recorder = recorder_for(None, self._label)
+            self._instance = self._inner._daft_get_instance()
+            self._recorder.ready(start, time.time())
+        return self._instance
+
+    def _daft_bind_method(self, method: Any) -> Any:
+        instance = self._daft_get_instance()
+        recorder = self._recorder
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            rows = _batch_rows(args, kwargs)
+            key = uuid.uuid4().hex[:12]
+            start = time.time()
+            recorder.started(key, start, rows)
+            try:
+                result = method(instance, *args, **kwargs)
+            except Exception as exc:
+                # Recorded, then re-raised so Daft applies on_error (fail the query, or null the batch).
+                recorder.failed(key, start, time.time(), rows, exc)
+                raise
+            recorder.finished(key, start, time.time(), rows)
+            return result
+
+        return bound
+
+
+__all__ = ["ScriptPipeline", "TimedInstance", "configure", "is_plain_script", "prepare_job"]

@@ -1,0 +1,197 @@
+"""Plain Daft scripts under ``daftscale run``: unmodified, sized by the plan, their output written once and whole.
+
+The scripts (tests/scripts/) have the shape of Daft's image-classification and document-embedding
+benchmarks, scaled down to local files; their models are synthetic stand-ins for GPU models (each batch
+sleeps a fixed plus a per-row time). In-process tests run on the shared local Ray cluster (conftest.py);
+the native runner, ``python script.py`` alone, and killed runs are subprocesses, as a user would run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from daftscale.errors import PipelineError, RunError
+from daftscale.run import run
+
+pytestmark = pytest.mark.ray
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+IMAGES = SCRIPTS / "image_classification.py"
+EMBEDDINGS = SCRIPTS / "document_embedding.py"
+DAFTSCALE = [sys.executable, "-m", "daftscale.cli"]
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A subprocess environment running this worktree's daftscale, the script's files under tmp_path."""
+    env = {**os.environ, "DAFT_PROGRESS_BAR": "0", "SCRIPT_DATA": str(tmp_path / "input.parquet")}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    env.pop("RAY_ADDRESS", None)  # a native run must not join the test cluster
+    env.update(extra)
+    return env
+
+
+def _script_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **extra: str) -> Path:
+    monkeypatch.setenv("SCRIPT_DATA", str(tmp_path / "input.parquet"))
+    out = tmp_path / "out"
+    monkeypatch.setenv("SCRIPT_OUT", str(out))
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+    return out
+
+
+def _ids(out: Path, column: str) -> list[int]:
+    return sorted(pq.read_table(str(out), columns=[column]).column(column).to_pylist())
+
+
+def test_image_script_runs_unmodified_with_the_plans_numbers(monkeypatch, tmp_path) -> None:
+    out = _script_env(monkeypatch, tmp_path, SCRIPT_ROWS="300")
+    # The script asks for 8 actors and batches of 100; the plan's 2 and 16 must be what runs.
+    report = run(str(IMAGES), runner="ray", batch_size=16, concurrency=2, progress=False, report_dir=tmp_path / "rep")
+    assert report.plan["batch_size"] == 16 and report.plan["concurrency"] == 2
+    assert max(c["rows"] for c in report.udf_calls) <= 16
+    assert len({c["actor"] for c in report.udf_calls}) <= 2
+    assert sum(c["rows"] for c in report.udf_calls) == 300
+    assert report.rows_in == report.rows_out == 300
+    # Written once, every row exactly once, and nothing else left beside it.
+    assert _ids(out, "id") == list(range(300))
+    assert report.output["rows"] == 300 and report.output["files"] == len(list(out.iterdir()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.parquet", "out", "rep"]
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["output"]["path"] == str(out)
+    # A rerun onto the output refuses before running; --overwrite replaces it, --append adds to it.
+    with pytest.raises(RunError, match=r"already holds files.*--overwrite"):
+        run(str(IMAGES), runner="ray", progress=False)
+    run(str(IMAGES), runner="ray", batch_size=16, concurrency=2, progress=False, overwrite=True)
+    assert _ids(out, "id") == list(range(300))
+    run(str(IMAGES), runner="ray", batch_size=16, concurrency=2, progress=False, append=True)
+    assert _ids(out, "id") == sorted(list(range(300)) * 2)
+
+
+def test_keep_udf_settings_runs_the_authors_numbers(monkeypatch, tmp_path) -> None:
+    out = _script_env(monkeypatch, tmp_path, SCRIPT_DOCS="120")
+    report = run(str(EMBEDDINGS), runner="ray", keep_udf_settings=True, progress=False)
+    # The script's own @daft.cls(max_concurrency=2) and batch(batch_size=32), planned around.
+    assert report.plan["batch_size"] == 32 and report.plan["concurrency"] == 2
+    assert max(c["rows"] for c in report.udf_calls) <= 32
+    assert len({c["actor"] for c in report.udf_calls}) <= 2
+    # The explode makes 3 chunks per document: rows out are counted from the written files.
+    assert report.rows_in == 120 and report.rows_out == 360 == report.output["rows"]
+    table = pq.read_table(str(out))
+    assert table.num_rows == 360 and sorted(set(table.column("doc_id").to_pylist())) == list(range(120))
+
+
+def test_collect_ending_script_counts_on_the_workers(monkeypatch, tmp_path) -> None:
+    out = _script_env(monkeypatch, tmp_path, SCRIPT_DOCS="80", SCRIPT_ACTION="collect")
+    report = run(str(EMBEDDINGS), runner="ray", batch_size=8, concurrency=2, progress=False)
+    assert report.rows_out == 240 and report.output is None and report.partitions >= 1
+    assert max(c["rows"] for c in report.udf_calls) <= 8
+    assert not out.exists()
+    # --output gives a collect-ending script (or a pipeline file) somewhere to write.
+    report = run(str(EMBEDDINGS), runner="ray", output=tmp_path / "kept", progress=False)
+    assert report.output["format"] == "parquet" and report.output["rows"] == 240
+    assert pq.read_table(str(tmp_path / "kept")).num_rows == 240
+
+
+def test_udf_that_raises_late_leaves_no_output(monkeypatch, tmp_path) -> None:
+    out = _script_env(monkeypatch, tmp_path, SCRIPT_ROWS="200", SCRIPT_FAIL_AFTER="120")
+    with pytest.raises(RunError, match="stand-in model failed late"):
+        run(str(IMAGES), runner="ray", batch_size=20, concurrency=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.parquet"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("df = daft.from_pydict({'x': [1]})\n", "no terminal action"),
+        ("df = daft.from_pydict({'x': [1]})\ndf.show()\ndf.write_parquet(OUT)\n", "2 terminal actions"),
+        (
+            "a = daft.from_pydict({'k': [1]})\nb = daft.from_pydict({'k': [1]})\na.join(b, on='k').collect()\n",
+            "reads 2 sources",
+        ),
+        ("df = daft.from_pydict({'x': [1]})\ndf.write_lance(OUT)\n", "write_lance"),
+    ],
+)
+def test_scripts_daftscale_cannot_run_get_one_line(tmp_path, body: str, words: str) -> None:
+    path = tmp_path / "script.py"
+    path.write_text(f"import daft\nOUT = {str(tmp_path / 'out')!r}\n{body}")
+    with pytest.raises(PipelineError, match=words) as caught:
+        run(str(path), runner="ray", progress=False)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_script_alone_and_under_daftscale_native(tmp_path) -> None:
+    # Alone: the script never imports daftscale and writes its output itself.
+    alone = subprocess.run(
+        [sys.executable, str(EMBEDDINGS)],
+        env=_env(tmp_path, SCRIPT_OUT=str(tmp_path / "alone")),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert alone.returncode == 0, alone.stderr
+    assert pq.read_table(str(tmp_path / "alone")).num_rows == 300
+    out = tmp_path / "under"
+    argv = [*DAFTSCALE, "run", str(EMBEDDINGS), "--no-progress", "--report", str(tmp_path / "rep")]
+    proc = subprocess.run(argv, env=_env(tmp_path, SCRIPT_OUT=str(out)), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert data["runner"] == "native" and data["rows_out"] == 300 == pq.read_table(str(out)).num_rows
+    # The same embeddings as the script alone: daftscale changed how it ran, not what it computed.
+    alone_rows = sorted(map(str, pq.read_table(str(tmp_path / "alone")).to_pylist()))
+    assert sorted(map(str, pq.read_table(str(out)).to_pylist())) == alone_rows
+    again = subprocess.run(argv, env=_env(tmp_path, SCRIPT_OUT=str(out)), capture_output=True, text=True, timeout=180)
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "already holds" in again.stderr
+
+
+def _staging(parent: Path) -> list[Path]:
+    return [p for p in parent.iterdir() if ".daftscale-staging-" in p.name]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_run_killed_mid_write_leaves_no_output(tmp_path, sig: signal.Signals) -> None:
+    out = tmp_path / "out"
+    # 40 batches of 0.25 s on the native runner: the write is under way for several seconds.
+    env = _env(tmp_path, SCRIPT_OUT=str(out), SCRIPT_DOCS="400", SCRIPT_SLEEP="0.25")
+    argv = [*DAFTSCALE, "run", str(EMBEDDINGS), "--no-progress", "--batch-size", "32", "--concurrency", "1"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not _staging(tmp_path) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert _staging(tmp_path), "the run never started writing"
+        time.sleep(2.0)  # well into the write (it takes 10 s)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not out.exists()
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        # Daft's native engine takes Ctrl-C too, so the exit code varies (130 interrupted, 2 the query's error,
+        # or an abort as the process exits under Daft's engine); the output is never there.
+        assert not _staging(tmp_path), err  # an interrupted run cleans up after itself
+    # A killed run's staging directory is hidden beside the target, and the next run removes it.
+    rerun = subprocess.run(
+        [*argv[:-4], "--batch-size", "64"],
+        env={**env, "SCRIPT_SLEEP": "0"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert pq.read_table(str(out)).num_rows == 1200
+    assert not _staging(tmp_path)
