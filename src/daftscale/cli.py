@@ -233,6 +233,14 @@ def render_plan(result: Any) -> None:
 )
 @click.option("--force-plan", is_flag=True, help="Run a --plan file made for another cluster shape anyway.")
 @click.option("--max-memory", metavar="SIZE", help="Stop the run if any node's resident memory passes SIZE, e.g. 8GiB.")
+@click.option(
+    "--calibrate",
+    default="auto",
+    show_default=True,
+    metavar="auto|off|SECONDS",
+    help="Before planning, measure the pipeline on a sample on this runner: "
+    "auto (unless the job is tiny), off, or a budget in seconds.",
+)
 @plan_options
 def run_command(
     pipeline_path: str,
@@ -247,9 +255,15 @@ def run_command(
     check_rows: bool | None,
     force_plan: bool,
     max_memory: str | None,
+    calibrate: str,
     **params: Any,
 ) -> None:
-    """Plan and run PIPELINE (a pipeline .py file), measure it, and print the summary."""
+    """Plan and run PIPELINE (a pipeline .py file), measure it, and print the summary.
+
+    With --plan auto the plan is calibrated first: the pipeline runs on a small sample with no scaling
+    step and with the formula plan made from what that measured, and the faster is kept (see the
+    report's "decision" and "calibration" rows).
+    """
     from daftscale.run import run
 
     kwargs = _explicit_planner_kwargs(params)
@@ -275,6 +289,7 @@ def run_command(
         check_rows=check_rows,
         force_plan=force_plan,
         max_memory=max_memory,
+        calibrate=calibrate,
         **kwargs,
     )
     render_run(report, report_dir)

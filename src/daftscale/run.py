@@ -425,6 +425,7 @@ def run(
     check_rows: bool | None = None,
     force_plan: bool = False,
     max_memory: str | int | None = None,
+    calibrate: str | float = "auto",
     **planner_kwargs: Any,
 ) -> RunReport:
     """Plan (unless a plan is given), run and measure a pipeline; write the report if ``report_dir``.
@@ -454,9 +455,16 @@ def run(
         max_memory: memory budget per node (``"8GiB"``): if any node's resident memory passes it, the
             query is stopped, what daftscale started is shut down, a partial report (status "stopped:
             memory budget") is written and a ``RunError`` raised.
+        calibrate: with ``plan="auto"``, measure the pipeline on a sample on this runner first
+            (:mod:`daftscale.calibrate`): ``"auto"`` (unless the job is tiny), ``"off"`` (the formula
+            plan as ``daftscale plan`` makes it), or a budget in seconds. Its time counts in ``plan_s``
+            (and ``calibration_s``) of the report.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
+    from daftscale.calibrate import parse_calibrate
+
     runner = resolve_runner(runner, ray_address, local_cluster)
+    calibrate = parse_calibrate(calibrate)
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one")
     budget = None if max_memory is None else parse_memory(max_memory, name="max_memory")
@@ -490,6 +498,7 @@ def run(
                 on_error=on_error,
                 check_rows=check_rows,
                 max_memory=budget,
+                calibrate=calibrate,
             )
         except _RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
@@ -515,8 +524,9 @@ def _run_on(
     on_error: str | None = None,
     check_rows: bool | None = None,
     max_memory: int | None = None,
+    calibrate: str | float = "off",
 ) -> RunReport:
-    from daftscale.plan import plan as make_plan
+    from daftscale.calibrate import calibrated_plan
     from daftscale.profile import profile_dataframe
 
     started = time.time()
@@ -524,9 +534,20 @@ def _run_on(
     if given_plan is None:
         data = profile_dataframe(scaling.scaling_input)
         rows_in = data.rows
-        chosen = make_plan(data, cluster, **planner_kwargs)
+
+        def run_sample(sampled: ScalingPlan) -> RunReport:
+            # A calibration run: the same runtime, the pipeline's instrumented UDFs, a df.limit sample.
+            return _run_on(
+                pipe, runner, cluster, sampled, planner_kwargs, progress=False, console=None, check_rows=False
+            )
+
+        say = (console or _stderr_console()).print if progress else (lambda _text: None)
+        chosen = calibrated_plan(
+            data, cluster, planner_kwargs, runner=runner, calibrate=calibrate, run_sample=run_sample, say=say
+        )
     else:
-        rows_in = _count(scaling.scaling_input)
+        # A sampled plan (calibration, tune) runs df.limit(n) rows: no need to count the whole input.
+        rows_in = getattr(given_plan, "sample_rows", 0) or _count(scaling.scaling_input)
         chosen = given_plan
 
     collector = make_collector(runner)
@@ -602,6 +623,12 @@ def _run_on(
             "if the pipeline changes the row count on purpose",
         )
     return report
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _safe_snapshot(collector: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
