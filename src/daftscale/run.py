@@ -338,6 +338,13 @@ def _rows_checkable(scaling_input: Any, output: Any) -> bool:
     return set(added) <= ROW_PRESERVING_OPS
 
 
+def output_keeps_rows(pipe: Pipeline) -> bool:
+    """True when the pipeline's output has a row for each row at its scaling step (nothing after it filters,
+    joins, explodes or aggregates): what a sampled run's rows out can be checked against."""
+    scaling = probe(pipe)
+    return _rows_checkable(scaling.scaling_input, scaling.output)
+
+
 def error_line(exc: BaseException) -> str:
     """One line for an error raised inside Daft or Ray: their messages carry whole remote tracebacks.
 
@@ -728,4 +735,4 @@ def _wait_with_progress(
     return None
 
 
-__all__ = ["NodeMemorySampler", "check_plan_fits", "error_line", "run", "runtime"]
+__all__ = ["NodeMemorySampler", "check_plan_fits", "error_line", "output_keeps_rows", "run", "runtime"]
