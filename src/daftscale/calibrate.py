@@ -28,9 +28,10 @@ budget and calibrates whatever the size. Declared UDF costs (a UDF profile) or a
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from daftscale.cluster import ClusterSpec
@@ -38,6 +39,7 @@ from daftscale.errors import ConfigError, DaftscaleError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan
 from daftscale.profile import DataProfile, UdfProfile
 from daftscale.report import RunReport, fit_udf_cost
+from daftscale.tune import SampledPlan, extrapolated_wall_s
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
 # actor (two each, so every actor runs, and a batch's cost is seen more than once).
@@ -58,6 +60,13 @@ MAX_BUDGET_S = 300.0
 # The formula plan must be predicted this much faster than Daft's default to be chosen. Wider than the
 # tuner's 5 %: the default runs first, so it alone pays a cold start (workers, file cache) on the sample.
 DECISION_MARGIN = 0.10
+
+# Operators before the scaling step whose output is cut into pieces unrelated to the source's files: a
+# df.limit sample there still runs them in full, and keeps the head partitions whole, which hides how a
+# repartition of their many pieces fragments the UDF's batches. Such pipelines are sampled with
+# df.sample(fraction), which keeps every partition (smaller), so a sampled repartition hands the UDF
+# pieces of the same size as the full run's.
+SHUFFLING_OPS = frozenset({"Join", "Repartition", "Aggregate", "Distinct", "Pivot", "Concat", "Sort"})
 
 CALIBRATE_HELP = "auto (default: measure on a sample unless the job is tiny), off, or a budget in SECONDS"
 
@@ -111,6 +120,34 @@ def skip_reason(calibrate: str | float, kwargs: dict[str, Any], rows: int, sampl
     return None
 
 
+def upstream_shuffles(df: Any) -> bool:
+    """True when an operator of ``SHUFFLING_OPS`` comes before the scaling step (``df`` is the DataFrame there)."""
+    try:
+        text = df._builder.pretty_print(simple=True)
+    except Exception:  # a Daft without this private API: sample by the head, as the tuner does
+        return False
+    return bool(set(re.findall(r"\*\s+([A-Za-z]+)", text)) & SHUFFLING_OPS)
+
+
+def sampled(plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool) -> ScalingPlan:
+    """``plan`` on a sample of about ``sample_rows`` of the ``rows`` at the scaling step (``rows`` there, not at
+    the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``."""
+    head = SampledPlan.of(replace(plan, inputs={**plan.inputs, "rows": rows}), sample_rows)
+    if not by_fraction:
+        return head
+    return FractionSampledPlan(**{f.name: getattr(head, f.name) for f in fields(head)}, fraction=sample_rows / rows)
+
+
+@dataclass(frozen=True)
+class FractionSampledPlan(SampledPlan):
+    """A sampled plan whose ``apply`` takes ``df.sample(fraction)`` (seeded), then applies the scaling step."""
+
+    fraction: float = 1.0
+
+    def apply(self, df: Any) -> Any:
+        return ScalingPlan.apply(self, df.sample(fraction=min(1.0, self.fraction), seed=0))
+
+
 @dataclass
 class SampleRun:
     """One calibration run: which plan, what it measured, and what it predicts for all the data."""
@@ -157,8 +194,6 @@ def _udf_rows(report: RunReport) -> int:
 def _summarise(
     name: str, plan: ScalingPlan, report: RunReport, elapsed: float, sample: int, udf_rows_full: int
 ) -> SampleRun:
-    from daftscale.tune import extrapolated_wall_s
-
     udf_rows = _udf_rows(report)
     calls = len(report.udf_calls)
     # Rows at the UDF on both sides: the extrapolation adds the rows the UDF did not see at its steady rate.
@@ -204,16 +239,17 @@ def calibrated_plan(
     runner: str,
     calibrate: str | float,
     run_sample: Callable[[ScalingPlan], RunReport],
+    scaling_input: Any = None,
     say: Callable[[str], None] = lambda _text: None,
 ) -> ScalingPlan:
     """The plan to run: the formula plan made from measurements, or Daft's default, whichever is predicted faster.
 
-    ``run_sample(plan)`` runs the pipeline with a sampled plan (:class:`daftscale.tune.SampledPlan`) on
-    the runtime at hand and returns its report. With calibration skipped, the formula plan as
-    ``daftscale plan`` makes it (its JSON unchanged when ``calibrate`` is ``"off"``).
+    ``run_sample(plan)`` runs the pipeline with a sampled plan (:func:`sampled`) on the runtime at hand
+    and returns its report; ``scaling_input`` (the DataFrame at the scaling step) chooses how to sample
+    (:func:`upstream_shuffles`). With calibration skipped, the formula plan as ``daftscale plan`` makes it
+    (its JSON unchanged when ``calibrate`` is ``"off"``).
     """
     from daftscale.plan import plan as make_plan
-    from daftscale.tune import SampledPlan
 
     started = time.monotonic()
     formula = make_plan(data, cluster, **kwargs)
@@ -225,15 +261,17 @@ def calibrated_plan(
             return formula
         note = Calibration(sample_rows=0, rows=rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
         return replace(formula, calibration=note.to_dict())
+    by_fraction = scaling_input is not None and upstream_shuffles(scaling_input)
     budget = float(calibrate) if not isinstance(calibrate, str) else None
     cal = Calibration(sample_rows=sample, rows=rows, runner=runner, budget_s=budget)
-    say(f"calibrating on {sample:,} of {rows:,} rows (Daft's default, then the formula plan)…")
+    how = f"df.sample({sample / rows:.3g})" if by_fraction else f"df.limit({sample})"
+    say(f"calibrating on {sample:,} of {rows:,} rows ({how}): Daft's default, then the formula plan…")
 
     # 1. Daft's default: no scaling step, the pipeline's own batch size and concurrency.
     default = no_scaling_step(formula, "calibration baseline")
     t0 = time.monotonic()
-    default_report = run_sample(SampledPlan.of(default, sample))
-    default_elapsed = time.monotonic() - t0
+    default_report = run_sample(sampled(default, rows, sample, by_fraction=by_fraction))
+    run_s = time.monotonic() - t0
     udf_rows = _udf_rows(default_report)
     if udf_rows == 0:
         cal.skipped = "no rows reached the UDF in the sample: nothing to measure"
@@ -243,45 +281,63 @@ def calibrated_plan(
     growth = udf_rows / sample
     rows_at_udf = max(1, round(rows * growth))
     cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
-    first = _summarise("Daft's default", default, default_report, default_elapsed, sample, rows_at_udf)
+    first = _summarise("Daft's default", default, default_report, run_s, sample, rows_at_udf)
     cal.runs.append(first)
     if budget is None:
         budget = min(MAX_BUDGET_S, max(MIN_BUDGET_S, BUDGET_SHARE * (first.predicted_full_s or 0.0)))
         cal.budget_s = round(budget, 1)
+    calls = list(default_report.udf_calls)
 
-    # 2. The formula plan from what the default run measured.
-    fit = fit_udf_cost(default_report.udf_calls)
+    # 2. The formula plan from what the default run measured; 3. merged fragments if it was handed them.
+    fit = fit_udf_cost(calls)
     fragments = first.mean_rows_per_call if first.mean_rows_per_call < FRAGMENTED_SHARE * formula.batch_size else None
-    calibrated = _formula_from(data, cluster, kwargs, fit, default_report.udf_calls, growth, fragments)
-    spent = time.monotonic() - started
-    if spent + default_elapsed > budget:
-        # No time to measure the formula plan: only a measured win may replace Daft's default.
-        why = (
-            f"calibration had no budget left to measure the formula plan ({spent:.1f} s spent of {budget:.0f} s, "
-            f"a run takes about {default_elapsed:.1f} s): Daft's default is kept, as it was measured"
-        )
-        return _finish(cal, default_report.udf_calls, formula, calibrated, None, why, started)
+    candidate = _formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
+    measured: list[tuple[ScalingPlan, SampleRun]] = []
+    while candidate is not None:
+        spent = time.monotonic() - started
+        if spent + run_s > budget:
+            cal.changed.append(
+                f"no budget left to measure {_describe(candidate)} ({spent:.1f} s spent of {budget:.0f} s, "
+                f"a sample run takes about {run_s:.1f} s)"
+            )
+            break
+        t0 = time.monotonic()
+        report = run_sample(sampled(candidate, rows, sample, by_fraction=by_fraction))
+        name = "formula plan" if not measured else "formula plan, fragments merged"
+        run = _summarise(name, candidate, report, time.monotonic() - t0, sample, rows_at_udf)
+        cal.runs.append(run)
+        measured.append((candidate, run))
+        calls += report.udf_calls
+        candidate = None
+        if (
+            len(measured) == 1
+            and not measured[0][0].coalesce
+            and run.calls
+            and run.mean_rows_per_call < FRAGMENTED_SHARE * measured[0][0].batch_size
+        ):
+            fit = fit_udf_cost(calls)
+            merged = _formula_from(data, cluster, kwargs, fit, calls, growth, run.mean_rows_per_call)
+            candidate = merged if merged.coalesce else None
 
-    t0 = time.monotonic()
-    sampled = SampledPlan.of(replace(calibrated, inputs={**calibrated.inputs, "rows": rows}), sample)
-    formula_report = run_sample(sampled)
-    second = _summarise("formula plan", calibrated, formula_report, time.monotonic() - t0, sample, rows_at_udf)
-    cal.runs.append(second)
-    calls = [*default_report.udf_calls, *formula_report.udf_calls]
+    timed = [(p, r) for p, r in measured if r.predicted_full_s]
+    best = min(timed, key=lambda pr: pr[1].predicted_full_s or math.inf) if timed else None
     if (
-        first.predicted_full_s
-        and second.predicted_full_s
-        and (second.predicted_full_s * (1 + DECISION_MARGIN) < first.predicted_full_s)
+        best is not None
+        and first.predicted_full_s
+        and ((best[1].predicted_full_s or math.inf) * (1 + DECISION_MARGIN) < first.predicted_full_s)
     ):
-        return _finish(cal, calls, formula, calibrated, calibrated, "", started)
-    why = (
-        f"the formula plan ({second.scaling_step}, batch {calibrated.batch_size}) was predicted "
-        f"{second.predicted_full_s or 0:.1f} s on all the data against Daft's default's "
-        f"{first.predicted_full_s or 0:.1f} s "
-        f"(no scaling step, batch {formula.batch_size}), measured on a {sample:,}-row sample: not "
-        f"{DECISION_MARGIN:.0%} faster, so Daft's default is kept"
-    )
-    return _finish(cal, calls, formula, calibrated, None, why, started)
+        return _finish(cal, calls, formula, best[0], best, "", started)
+    if best is None:
+        why = "there was no budget left to measure the formula plan: Daft's default is kept, as it was measured"
+    else:
+        why = (
+            f"the formula plan ({best[1].scaling_step}, batch {best[0].batch_size}) was predicted "
+            f"{best[1].predicted_full_s or 0:.1f} s on all the data against Daft's default's "
+            f"{first.predicted_full_s or 0:.1f} s "
+            f"(no scaling step, batch {formula.batch_size}), measured on a {sample:,}-row sample: not "
+            f"{DECISION_MARGIN:.0%} faster, so Daft's default is kept"
+        )
+    return _finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
 
 
 def _formula_from(
@@ -321,7 +377,7 @@ def _finish(
     calls: list[dict[str, Any]],
     formula: ScalingPlan,
     calibrated: ScalingPlan,
-    chosen: ScalingPlan | None,
+    chosen: tuple[ScalingPlan, SampleRun] | None,
     why: str,
     started: float,
 ) -> ScalingPlan:
@@ -333,25 +389,23 @@ def _finish(
             fit["seconds_per_row"],
             len(calls),
         )
-    cal.changed = _changes(formula, calibrated)
+    cal.changed = _changes(formula, calibrated) + cal.changed
     cal.elapsed_s = round(time.monotonic() - started, 3)
     cal.lines = _lines(cal)
     record = cal.to_dict()
+    predicted = {r.name: r.predicted_full_s for r in cal.runs}
     if chosen is None:
-        default = no_scaling_step(formula, why, predicted_s={r.name: r.predicted_full_s for r in cal.runs})
+        default = no_scaling_step(formula, why, predicted_s=predicted)
         return replace(default, calibration=record, steps=(*formula.steps, f"Calibration: {why}."))
-    first, second = cal.runs[0], cal.runs[1]
-    speedup = (first.predicted_full_s or 0) / (second.predicted_full_s or math.inf)
+    plan, run = chosen
+    baseline = cal.runs[0].predicted_full_s or 0.0
     because = (
-        f"measured on a {cal.sample_rows:,}-row sample, the formula plan was predicted {second.predicted_full_s:.1f} s "
-        f"on all the data against {first.predicted_full_s:.1f} s with no scaling step ({speedup:.2f}×)"
+        f"measured on a {cal.sample_rows:,}-row sample, the formula plan ({run.scaling_step}, batch {plan.batch_size}) "
+        f"was predicted {run.predicted_full_s or 0:.1f} s on all the data against {baseline:.1f} s with no scaling "
+        f"step ({baseline / (run.predicted_full_s or math.inf):.2f}×)"
     )
-    decision = {
-        "scaling_step": True,
-        "why": because,
-        "predicted_s": {r.name: r.predicted_full_s for r in cal.runs},
-    }
-    return replace(chosen, calibration=record, decision=decision, steps=(*chosen.steps, f"Calibration: {because}."))
+    decision = {"scaling_step": True, "why": because, "predicted_s": predicted}
+    return replace(plan, calibration=record, decision=decision, steps=(*plan.steps, f"Calibration: {because}."))
 
 
 def _changes(formula: ScalingPlan, calibrated: ScalingPlan) -> list[str]:
@@ -398,10 +452,12 @@ def _lines(cal: Calibration) -> list[str]:
 __all__ = [
     "CALIBRATE_HELP",
     "Calibration",
+    "FractionSampledPlan",
     "SampleRun",
     "calibrated_plan",
     "no_scaling_step",
     "parse_calibrate",
     "sample_rows_for",
     "skip_reason",
+    "upstream_shuffles",
 ]

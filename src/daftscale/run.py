@@ -550,7 +550,14 @@ def _run_on(
 
         say = (console or _stderr_console()).print if progress else (lambda _text: None)
         chosen = calibrated_plan(
-            data, cluster, planner_kwargs, runner=runner, calibrate=calibrate, run_sample=run_sample, say=say
+            data,
+            cluster,
+            planner_kwargs,
+            runner=runner,
+            calibrate=calibrate,
+            run_sample=run_sample,
+            scaling_input=scaling.scaling_input,
+            say=say,
         )
     else:
         # A sampled plan (calibration, tune) runs df.limit(n) rows: no need to count the whole input.
