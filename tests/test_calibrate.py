@@ -12,13 +12,14 @@ from pathlib import Path
 import daft
 import pytest
 
-from daftscale.calibrate import no_scaling_step, parse_calibrate, sample_rows_for, skip_reason
+from daftscale.calibrate import calibrated_plan, no_scaling_step, parse_calibrate, sample_rows_for, skip_reason
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError
 from daftscale.pipeline import load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.plan import plan as make_plan
 from daftscale.profile import profile_dataframe, profile_numbers
+from daftscale.report import RunReport
 from daftscale.run import run
 
 # ---------------------------------------------------------------------------------------------------
@@ -66,6 +67,56 @@ def test_no_scaling_step_leaves_the_dataframe_alone_and_says_why() -> None:
     again = ScalingPlan.from_json(kept.to_json())
     assert not again.scaling_step and again.apply(df) is df
     assert "no scaling step" in kept.to_code()
+
+
+def _report(plan: ScalingPlan, wall_s: float, sizes: list[int]) -> RunReport:
+    """A run report as a sample run would give it: calls of ``sizes`` rows, back to back over the plan's actors,
+    each taking 10 ms + 0.03 ms per row (a synthetic model's cost)."""
+    clock = dict.fromkeys(range(plan.concurrency), 1.0)
+    records = []
+    for i, rows in enumerate(sizes):
+        actor = i % plan.concurrency
+        start, clock[actor] = clock[actor], clock[actor] + 0.010 + 0.00003 * rows
+        records.append({"actor": f"a{actor}", "node": "n", "start": start, "end": clock[actor], "rows": rows})
+    assert max(clock.values()) < wall_s
+    return RunReport(
+        runner="ray", nodes=2, wall_s=wall_s, rows_in=sum(sizes), rows_out=sum(sizes), partitions=1,
+        batches=len(sizes), actors=plan.concurrency, actor_utilization=0.5, peak_memory_bytes=0,
+        plan=plan.to_dict(), udf_calls=records,
+    )  # fmt: skip
+
+
+def _decide(formula_wall_s: float, budget: float = 600.0) -> ScalingPlan:
+    """The decision on synthetic sample runs: Daft's default took 6 s for its 40,000-row sample (calls of 40
+    and 88 rows, as fragments come), the formula plan ``formula_wall_s`` (full calls of its B rows)."""
+
+    def run_sample(sampled: ScalingPlan) -> RunReport:
+        if not sampled.scaling_step:
+            return _report(sampled, 6.0, [40, 88] * 312 + [64])
+        full, rest = divmod(40_000, sampled.batch_size)
+        return _report(sampled, formula_wall_s, [sampled.batch_size] * full + ([rest] if rest else []))
+
+    cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    data = profile_numbers(800_000, 100)
+    kwargs = {"batch_size": 64, "concurrency": 2}
+    return calibrated_plan(data, cluster, kwargs, runner="ray", calibrate=budget, run_sample=run_sample)
+
+
+def test_decision_no_scaling_step_when_the_formula_plan_is_predicted_slower() -> None:
+    # Synthetic sample runs (no Daft here): the decision logic alone, on known numbers.
+    kept = _decide(formula_wall_s=90.0)  # say, an expensive shuffle: its sample run alone outlasts the default
+    assert not kept.scaling_step and kept.batch_size == 64 and "not 10% faster" in kept.decision["why"]
+    assert kept.explain().startswith("Decision: no scaling step")
+    df = daft.from_pydict({"x": [1, 2]})
+    assert kept.apply(df) is df
+    chosen = _decide(formula_wall_s=3.0)
+    assert chosen.scaling_step and chosen.batch_size > 64, chosen.explain()
+    assert chosen.decision["predicted_s"]["formula plan"] < chosen.decision["predicted_s"]["Daft's default"]
+    assert abs(chosen.calibration["seconds_per_batch"] - 0.010) < 0.003, chosen.calibration["lines"]
+    # No budget left after the first run: only a measured win replaces Daft's default.
+    broke = _decide(formula_wall_s=3.0, budget=0.001)
+    assert not broke.scaling_step and "no budget left" in broke.decision["why"]
+    assert [r["name"] for r in broke.calibration["runs"]] == ["Daft's default"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -175,8 +226,9 @@ def test_calibrate_off_gives_the_plan_of_before(tmp_path: Path) -> None:
     assert "tiny" in tiny.plan["calibration"]["skipped"] and tiny.plan["batch_size"] == 64
 
 
-# A cheap UDF (2 ms per call) on light rows in one partition: a shuffle cannot pay for itself here, so the
-# formula plan is not predicted 10 % faster than Daft's default, and the plan leaves the DataFrame alone.
+# A cheap UDF (2 ms per call) on rows of 3 KB already in 4 partitions: a shuffle of 60 MB cannot pay for
+# itself here, so the formula plan is not predicted 10 % faster than Daft's default, and the plan leaves the
+# DataFrame alone.
 CHEAP = """
     import time
     import daft, daftscale
@@ -188,7 +240,7 @@ CHEAP = """
 
     @daftscale.pipeline(batch_size=256, concurrency=2)
     def build(plan):
-        df = daft.from_pydict({{"x": list(range({rows}))}})
+        df = daft.from_pydict({{"x": list(range({rows})), "pad": ["p" * 3000] * {rows}}}).into_partitions(4)
         df = plan.apply(df)
         model = plan.udf(Model, return_dtype=daft.DataType.int64())
         return df.with_column("y", model(df["x"]))
