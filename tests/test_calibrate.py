@@ -153,7 +153,7 @@ def _write(tmp_path: Path, text: str, **values: object) -> str:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_fragments_get_the_coalescing_lever_and_the_fit_finds_the_per_call_cost(tmp_path: Path) -> None:
-    path = _write(tmp_path, FRAGMENTS, rows=12_000, parts=48)
+    path = _write(tmp_path, FRAGMENTS, rows=40_000, parts=48)
     report = run(path, runner="ray", calibrate=240, progress=False)
     plan = ScalingPlan.from_dict(report.plan)
     cal = plan.calibration
@@ -226,9 +226,9 @@ def test_calibrate_off_gives_the_plan_of_before(tmp_path: Path) -> None:
     assert "tiny" in tiny.plan["calibration"]["skipped"] and tiny.plan["batch_size"] == 64
 
 
-# A cheap UDF (2 ms per call) on rows of 3 KB already in 4 partitions: a shuffle of 60 MB cannot pay for
-# itself here, so the formula plan is not predicted 10 % faster than Daft's default, and the plan leaves the
-# DataFrame alone.
+# A cheap UDF (2 ms per call) on rows already in 4 partitions: the UDF's time is too small for a shuffle to
+# pay for itself, so the formula plan is not predicted 10 % faster than Daft's default, and the plan leaves
+# the DataFrame alone.
 CHEAP = """
     import time
     import daft, daftscale
@@ -240,7 +240,7 @@ CHEAP = """
 
     @daftscale.pipeline(batch_size=256, concurrency=2)
     def build(plan):
-        df = daft.from_pydict({{"x": list(range({rows})), "pad": ["p" * 3000] * {rows}}}).into_partitions(4)
+        df = daft.from_pydict({{"x": list(range({rows}))}}).into_partitions(4)
         df = plan.apply(df)
         model = plan.udf(Model, return_dtype=daft.DataType.int64())
         return df.with_column("y", model(df["x"]))

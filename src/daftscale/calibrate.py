@@ -8,21 +8,25 @@ and stacking add per-call cost an in-process profile misses), the rows per call 
 rows reaching the UDF per row at the scaling step (explode, filter, join fan-out).
 
 How (each run is the tuner's sampled trial, :class:`daftscale.tune.SampledPlan`: ``df.limit(n)`` at the
-scaling step, the pipeline's instrumented UDFs, the same runner and cluster):
+scaling step, or ``df.sample(fraction)`` when a join or shuffle comes before it (:func:`upstream_shuffles`),
+with the pipeline's instrumented UDFs, on the same runner and cluster):
 
 1. **Daft's default**: the sample with no scaling step and the pipeline's own batch size and concurrency.
    Its UDF calls give the rows at the UDF per row, the delivered rows per call, and a first cost fit
    (fragments come in many sizes, which is what a fit needs);
 2. **the formula plan** made from those numbers (R at the UDF, B from the fitted costs, ``into_batches``
-   to merge fragments), on the same sample;
+   to merge fragments), on the same sample; if that run is handed fragments (its repartition cuts the
+   upstream's many pieces finer), the formula plan with the merge is measured as well;
 3. each run predicts its wall time on all the data (:func:`daftscale.tune.extrapolated_wall_s`); the
    formula plan is chosen only when predicted faster than Daft's default by ``DECISION_MARGIN``, else
    the plan records the decision and ``plan.apply`` leaves the DataFrame alone.
 
-Cost: each run costs about a sample's wall time. ``auto`` skips calibration for a job too small to sample
-(the sample would be a large share of it), and skips the second run when it would take calibration past
-``BUDGET_SHARE`` of the predicted job (within ``MIN_BUDGET_S``..``MAX_BUDGET_S``); ``SECONDS`` sets the
-budget and calibrates whatever the size. Declared UDF costs (a UDF profile) or a given plan skip it.
+Cost: each run costs about a sample's wall time, which includes all the work before the scaling step that
+the sample does not cut (a limit or sample after a join still runs the join in full). ``auto`` skips
+calibration for a job too small to sample (the sample would be a large share of it), and skips a further
+run when it would take calibration past ``BUDGET_SHARE`` of the predicted job (within
+``MIN_BUDGET_S``..``MAX_BUDGET_S``); ``SECONDS`` sets the budget and calibrates whatever the size.
+Declared UDF costs (a UDF profile) or a given plan skip it.
 """
 
 from __future__ import annotations
@@ -172,6 +176,8 @@ class Calibration:
     rows: int
     runner: str
     budget_s: float | None = None
+    # How the sample was taken: "df.limit(n)", or "df.sample(fraction)" after a join or shuffle.
+    sampling: str = ""
     elapsed_s: float = 0.0
     rows_at_udf_per_row: float | None = None
     rows_at_udf: int | None = None
@@ -263,8 +269,8 @@ def calibrated_plan(
         return replace(formula, calibration=note.to_dict())
     by_fraction = scaling_input is not None and upstream_shuffles(scaling_input)
     budget = float(calibrate) if not isinstance(calibrate, str) else None
-    cal = Calibration(sample_rows=sample, rows=rows, runner=runner, budget_s=budget)
     how = f"df.sample({sample / rows:.3g})" if by_fraction else f"df.limit({sample})"
+    cal = Calibration(sample_rows=sample, rows=rows, runner=runner, budget_s=budget, sampling=how)
     say(f"calibrating on {sample:,} of {rows:,} rows ({how}): Daft's default, then the formula plan…")
 
     # 1. Daft's default: no scaling step, the pipeline's own batch size and concurrency.
@@ -425,7 +431,8 @@ def _changes(formula: ScalingPlan, calibrated: ScalingPlan) -> list[str]:
 
 def _lines(cal: Calibration) -> list[str]:
     lines = [
-        f"sample: {cal.sample_rows:,} of {cal.rows:,} rows (df.limit at the scaling step) on the {cal.runner} runner, "
+        f"sample: {cal.sample_rows:,} of {cal.rows:,} rows ({cal.sampling} at the scaling step) "
+        f"on the {cal.runner} runner, "
         f"{len(cal.runs)} run{'s' if len(cal.runs) != 1 else ''}, "
         f"{cal.elapsed_s:.1f} s of a {cal.budget_s or 0:.0f} s budget"
     ]
