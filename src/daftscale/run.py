@@ -543,9 +543,17 @@ def _run_on(
         rows_in = data.rows
 
         def run_sample(sampled: ScalingPlan) -> RunReport:
-            # A calibration run: the same runtime, the pipeline's instrumented UDFs, a df.limit sample.
+            # A calibration run: the same runtime, the pipeline's instrumented UDFs, a sample of the rows.
             return _run_on(
-                pipe, runner, cluster, sampled, planner_kwargs, progress=False, console=None, check_rows=False
+                pipe,
+                runner,
+                cluster,
+                sampled,
+                planner_kwargs,
+                progress=False,
+                console=None,
+                on_error=on_error,
+                check_rows=False,
             )
 
         say = (console or _stderr_console()).print if progress else (lambda _text: None)
@@ -560,7 +568,7 @@ def _run_on(
             say=say,
         )
     else:
-        # A sampled plan (calibration, tune) runs df.limit(n) rows: no need to count the whole input.
+        # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.
         rows_in = getattr(given_plan, "sample_rows", 0) or _count(scaling.scaling_input)
         chosen = given_plan
 
