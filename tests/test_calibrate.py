@@ -235,3 +235,16 @@ def test_calibrate_off_gives_the_plan_of_before(tmp_path: Path) -> None:
     # A tiny job under "auto": calibration skipped, and the report says why.
     tiny = run(_write(tmp_path, EXPLODE, rows=300), runner="ray", progress=False)
     assert "tiny" in tiny.plan["calibration"]["skipped"] and tiny.plan["batch_size"] == 64
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_tune_measures_a_pipeline_whose_output_is_not_row_for_row(tmp_path: Path) -> None:
+    # The tuner shares the sampled runs: a groupby after the UDF gives 5 rows out of a 1,000-row sample,
+    # which is not a lost row, so the trials run (before, the search stopped with "rows were lost").
+    from daftscale.tune import tune
+
+    search = {"sample": 0.5, "batch_multiples": (1, 2), "partition_multiples": (1,), "measured_costs": False}
+    result = tune(_write(tmp_path, EXPLODE, rows=2_000), runner="ray", cache_dir=tmp_path, progress=False, **search)
+    measured = [t for t in result.trials if t.measured]
+    assert len({t.batch_size for t in measured}) == 2 and all(t.full_s for t in measured), result.trials
