@@ -9,7 +9,8 @@ It starts a local 2 × 2 Ray cluster and runs, interleaved, ``--repeats`` times 
 
 - **no scaling step**: Daft's default, the pipeline's own batch size (64) and concurrency;
 - **daftscale default**: ``daftscale run`` as a user gets it (calibration on a sample included);
-- **formula, no calibration**: ``daftscale run --calibrate off`` (the formula plan as before calibration).
+- **formula, no calibration**: ``daftscale run --calibrate off`` (the formula plan as before calibration);
+- ``budgetSECONDS`` (e.g. ``--cases budget120``): ``daftscale run --calibrate SECONDS``.
 
 Each time counted is ``total_s`` from the report: from the start of probing to the query's end, so probe,
 profile, calibration and planning all count. It prints a table of medians and the UDF's mean rows per call
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                         report = run(pipe, ray_address=cluster_handle.address, plan=given, progress=False)
                     elif case == "default":
                         report = run(pipe, ray_address=cluster_handle.address, progress=False)
+                    elif case.startswith("budget"):
+                        # "budget120": calibration with a budget of 120 s (daftscale run --calibrate 120).
+                        seconds = float(case.removeprefix("budget"))
+                        report = run(pipe, ray_address=cluster_handle.address, progress=False, calibrate=seconds)
                     else:
                         report = run(pipe, ray_address=cluster_handle.address, progress=False, calibrate="off")
                     calls = report.udf_calls
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         "scaling": report.summary()[1][1],
                     }
                     print(json.dumps(row), flush=True)
-                    if case == "default" and repeat == 0:
+                    if (case == "default" or case.startswith("budget")) and repeat == 0:
                         print("\n".join((report.plan.get("calibration") or {}).get("lines") or []), flush=True)
                     results.setdefault(case, []).append(row)
     print("\n| case | total_s (median) | calibration_s | batch | mean rows/call | util (busy / work) |")
