@@ -73,6 +73,14 @@ DECISION_MARGIN = 0.10
 # there the partitions' own size is what the UDF gets.)
 SHUFFLING_OPS = frozenset({"Join", "Repartition", "Aggregate", "Distinct", "Pivot", "Concat", "Sort"})
 
+# When Daft's default run cannot separate the UDF's costs (its calls are all about one size), the formula
+# plan is first measured at this multiple of the batch size, so two sizes have run (the tuner's widest).
+PROBE_BATCH_MULTIPLE = 4
+
+# Most runs of formula plans one calibration makes (after Daft's default): a probe at another batch size or
+# the plan from the costs, then the plan that merges fragments.
+MAX_FORMULA_RUNS = 3
+
 CALIBRATE_HELP = "auto (default: measure on a sample unless the job is tiny), off, or a budget in SECONDS"
 
 
@@ -300,7 +308,12 @@ def calibrated_plan(
     # 2. The formula plan from what the default run measured; 3. merged fragments if it was handed them.
     fit = fit_udf_cost(calls)
     fragments = first.mean_rows_per_call if first.mean_rows_per_call < FRAGMENTED_SHARE * formula.batch_size else None
-    candidate = _formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
+    # Calls of one size (or nearly) do not separate per-call from per-row cost: the formula plan is then
+    # measured at PROBE_BATCH_MULTIPLE × B first (the tuner's widest multiple), and planned again from both runs.
+    probing = not _separates(fit)
+    options = {**kwargs, "batch_size": PROBE_BATCH_MULTIPLE * formula.batch_size} if probing else kwargs
+    candidate = _formula_from(data, cluster, options, None if probing else fit, calls, growth, fragments)
+    name = f"formula plan, batch ×{PROBE_BATCH_MULTIPLE}" if probing else "formula plan"
     measured: list[tuple[ScalingPlan, SampleRun]] = []
     while candidate is not None:
         spent = time.monotonic() - started
@@ -312,21 +325,22 @@ def calibrated_plan(
             break
         t0 = time.monotonic()
         report = run_sample(sampled(candidate, rows, sample, by_fraction=by_fraction))
-        name = "formula plan" if not measured else "formula plan, fragments merged"
         run = _summarise(name, candidate, report, time.monotonic() - t0, sample, rows_at_udf)
         cal.runs.append(run)
         measured.append((candidate, run))
         calls += report.udf_calls
-        candidate = None
-        if (
-            len(measured) == 1
-            and not measured[0][0].coalesce
-            and run.calls
-            and run.mean_rows_per_call < FRAGMENTED_SHARE * measured[0][0].batch_size
-        ):
-            fit = fit_udf_cost(calls)
+        fit = fit_udf_cost(calls)
+        last, candidate = measured[-1][0], None
+        handed_fragments = run.calls and run.mean_rows_per_call < FRAGMENTED_SHARE * last.batch_size
+        if probing:
+            probing = False
+            if _separates(fit):
+                planned = _formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
+                if _describe(planned) != _describe(last) or planned.batch_size != last.batch_size:
+                    candidate, name = planned, "formula plan (measured costs)"
+        elif handed_fragments and not last.coalesce and len(measured) < MAX_FORMULA_RUNS:
             merged = _formula_from(data, cluster, kwargs, fit, calls, growth, run.mean_rows_per_call)
-            candidate = merged if merged.coalesce else None
+            candidate, name = (merged, "formula plan, fragments merged") if merged.coalesce else (None, name)
 
     timed = [(p, r) for p, r in measured if r.predicted_full_s]
     best = min(timed, key=lambda pr: pr[1].predicted_full_s or math.inf) if timed else None
@@ -347,6 +361,11 @@ def calibrated_plan(
             f"{DECISION_MARGIN:.0%} faster, so Daft's default is kept"
         )
     return _finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
+
+
+def _separates(fit: dict[str, float] | None) -> bool:
+    """Whether a cost fit pins down both costs (calls of several sizes gave a per-row cost above 0)."""
+    return fit is not None and fit["seconds_per_row"] > 0
 
 
 def _formula_from(
