@@ -252,6 +252,14 @@ def render_plan(result: Any) -> None:
     is_flag=True,
     help="Plain scripts: keep the @daft.cls concurrency and batch size the script gives (plan around them).",
 )
+@click.option(
+    "--calibrate",
+    default="auto",
+    show_default=True,
+    metavar="auto|off|SECONDS",
+    help="Before planning, measure the pipeline on a sample on this runner: "
+    "auto (unless the job is tiny), off, or a budget in seconds.",
+)
 @plan_options
 def run_command(
     pipeline_path: str,
@@ -271,12 +279,17 @@ def run_command(
     output_format: str | None,
     append: bool,
     keep_udf_settings: bool,
+    calibrate: str,
     **params: Any,
 ) -> None:
     """Plan and run PIPELINE, measure it, and print the summary.
 
     PIPELINE is a pipeline file (a build(plan) function) or a plain Daft script, run as it is: daftscale
     puts the scaling step after its read, sizes its @daft.cls UDFs and writes its output whole or not at all.
+
+    With --plan auto the plan is calibrated first: the pipeline runs on a small sample with no scaling
+    step and with the formula plan made from what that measured, and the faster is kept (see the
+    report's "decision" and "calibration" rows).
     """
     from daftscale.run import run
 
@@ -308,6 +321,7 @@ def run_command(
         output_format=output_format,
         append=append,
         keep_udf_settings=keep_udf_settings,
+        calibrate=calibrate,
         **kwargs,
     )
     render_run(report, report_dir)

@@ -99,6 +99,7 @@ class MeasurementHealth:
         if self.records_error is not None:
             report.batches = None
             report.actor_utilization = None
+            report.actor_work_utilization = None
             report.rows_failed = None
             report.udf_profile = None
         if self.memory_unmeasured:

@@ -100,6 +100,22 @@ def fit_udf_cost(calls: list[dict[str, Any]]) -> dict[str, float] | None:
     return {"seconds_per_row": round(slope, 9), "seconds_per_batch": round(intercept, 9)}
 
 
+def work_utilization(calls: list[dict[str, Any]], actors: int, seconds_per_batch: float) -> float:
+    """The share of the actors' time spent on per-row work: busy time less the fitted per-call cost of each call,
+    over ``actors`` × the UDF stage's span. :func:`actor_utilization` counts a call's fixed cost as busy;
+    this does not, so an actor busy on 4-row calls that are mostly per-call overhead does not look well used.
+
+    >>> calls = [{"actor": "a", "start": 0.0, "end": 1.0}, {"actor": "a", "start": 1.0, "end": 2.0}]
+    >>> work_utilization(calls, 1, 0.75)   # each 1 s call: 0.75 s fixed cost, 0.25 s of work
+    0.25
+    """
+    _, span = actor_utilization(calls, actors)
+    if span <= 0:
+        return 0.0
+    work = sum(max(0.0, float(c["end"]) - float(c["start"]) - seconds_per_batch) for c in calls)
+    return min(1.0, work / (max(actors, 1) * span))
+
+
 def actor_starts(ready: list[dict[str, Any]], run_start: float) -> list[dict[str, Any]]:
     """Each actor's start-up relative to ``run_start``: process created (``spawned``, clipped to 0 for a
     worker Ray had started before the run), ``__init__`` begun (``start``) and done (``end``).
@@ -203,6 +219,12 @@ class RunReport:
     rows_checked: bool = False
     # Where the run wrote its rows (path, format, mode, origin, files, rows), or None when it kept none.
     output: dict[str, Any] | None = None
+    # Utilisation on per-row work only: busy time less the fitted per-call cost (work_utilization).
+    actor_work_utilization: float | None = 0.0
+    # Calibration on a sample before the run (part of plan_s), and the whole: probe, profile, calibration,
+    # planning and the query, from the start of planning to the query's end (cluster start not included).
+    calibration_s: float = 0.0
+    total_s: float = 0.0
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -243,6 +265,8 @@ class RunReport:
         wall = max(end - run_start, 0.0)
         failed = sorted(failed_calls or [], key=lambda f: f["start"])
         starts = actor_starts(ready or [], run_start)
+        fit = fit_udf_cost(relative)
+        calibration = getattr(plan, "calibration", None) or {}
         return cls(
             runner=runner,
             nodes=cluster.nodes,
@@ -256,7 +280,7 @@ class RunReport:
             peak_memory_bytes=max(node_memory.values(), default=0),
             plan=plan.to_dict(),
             udf_calls=relative,
-            udf_profile=fit_udf_cost(relative),
+            udf_profile=fit,
             node_peak_memory_bytes=dict(sorted(node_memory.items())),
             throughput=throughput_curve(relative),
             stage_span_s=round(span, 4),
@@ -271,6 +295,11 @@ class RunReport:
             udf_errors=list(dict.fromkeys(str(f.get("error", "")) for f in failed))[:10],
             actor_startup_s=max((a["end"] for a in starts), default=0.0),
             actor_starts=starts,
+            actor_work_utilization=round(
+                work_utilization(relative, plan.concurrency, fit["seconds_per_batch"]) if fit else utilization, 4
+            ),
+            calibration_s=round(float(calibration.get("elapsed_s") or 0.0), 3),
+            total_s=round(max(end - started_at, 0.0), 4),
         )
 
     # -- serialisation -----------------------------------------------------------------------------
@@ -361,14 +390,14 @@ class RunReport:
         rows = [
             ("runner", f"{self.runner} ({self.nodes} node{'s' if self.nodes != 1 else ''})"),
             ("plan", f"{how}, batch_size {plan.get('batch_size')}, {self.actors} actors"),
-            ("wall time", f"{self.wall_s:.2f} s (+ {self.plan_s:.2f} s to probe and plan)"),
+            ("wall time", self._wall_text()),
             ("rows in → out", f"{self.rows_in:,} → {self.rows_out:,}"),
             ("throughput", f"{self.rows_per_s:,.0f} rows/s"),
             ("partitions out", f"{self.partitions:,}"),
             ("UDF batches", "unknown" if self.batches is None else f"{self.batches:,} over {self.stage_span_s:.2f} s"),
             ("actors used", f"{self.actors_used} of {self.actors}"),
             ("actor start-up", self._actor_start_text()),
-            ("actor utilisation", "unknown" if self.actor_utilization is None else f"{self.actor_utilization:.0%}"),
+            ("actor utilisation", self._utilization_text()),
             ("peak memory (node)", format_optional_bytes(self.peak_memory_bytes)),
         ]
         if self.output:
@@ -396,6 +425,13 @@ class RunReport:
                     f"({self.stall.get('actors_planned', 0)} planned)",
                 ),
             )
+        decision = plan.get("decision")
+        if decision:
+            verdict = "scaling step" if decision.get("scaling_step", True) else "no scaling step (Daft's default)"
+            rows.append(("decision", f"{verdict}: {decision.get('why', '')}"))
+        calibration = plan.get("calibration")
+        if calibration:
+            rows.append(("calibration", "; ".join(calibration.get("lines") or [])))
         if self.udf_profile:
             rows.append(
                 (
@@ -405,6 +441,25 @@ class RunReport:
                 )
             )
         return rows
+
+    def _wall_text(self) -> str:
+        text = f"{self.wall_s:.2f} s (+ {self.plan_s:.2f} s to probe and plan"
+        if self.calibration_s:
+            text += f", {self.calibration_s:.2f} s of it calibrating on a sample"
+        total = self.total_s or self.wall_s + self.plan_s
+        return text + f"; {total:.2f} s in all)"
+
+    def _utilization_text(self) -> str:
+        if self.actor_utilization is None:
+            return "unknown"
+        text = f"{self.actor_utilization:.0%} busy"
+        work = self.actor_work_utilization
+        if self.udf_profile and work is not None and work < self.actor_utilization:
+            text += (
+                f", {work:.0%} on per-row work (the rest is the "
+                f"{self.udf_profile['seconds_per_batch'] * 1e3:.1f} ms per-call cost)"
+            )
+        return text
 
     def summary_table(self) -> Any:
         """The summary as a ``rich.table.Table``."""

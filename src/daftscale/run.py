@@ -249,6 +249,13 @@ def _rows_checkable(scaling_input: Any, output: Any) -> tuple[bool, str | None]:
     return set(added) <= ROW_PRESERVING_OPS, None
 
 
+def output_keeps_rows(pipe: Pipeline) -> bool:
+    """True when the pipeline's output has a row for each row at its scaling step (nothing after it filters,
+    joins, explodes or aggregates): what a sampled run's rows out can be checked against."""
+    scaling = probe(pipe)
+    return _rows_checkable(scaling.scaling_input, scaling.output)
+
+
 def error_line(exc: BaseException) -> str:
     """One line for an error raised inside Daft or Ray: their messages carry whole remote tracebacks.
 
@@ -347,6 +354,7 @@ def run(
     output_format: str | None = None,
     append: bool = False,
     keep_udf_settings: bool = False,
+    calibrate: str | float = "auto",
     **planner_kwargs: Any,
 ) -> RunReport:
     """Plan (unless a plan is given), run and measure a pipeline; write the report if ``report_dir``.
@@ -390,9 +398,16 @@ def run(
         append: add this run's files to an existing output.
         keep_udf_settings: a script's UDFs keep their author's concurrency and batch size (the plan is
             made around them) instead of the plan's.
+        calibrate: with ``plan="auto"``, measure the pipeline on a sample on this runner first
+            (:mod:`daftscale.calibrate`): ``"auto"`` (unless the job is tiny), ``"off"`` (the formula
+            plan as ``daftscale plan`` makes it), or a budget in seconds. Its time counts in ``plan_s``
+            (and ``calibration_s``) of the report.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
+    from daftscale.calibrate import parse_calibrate
+
     runner = resolve_runner(runner, ray_address, local_cluster)
+    calibrate = parse_calibrate(calibrate)
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}: pick one")
     budget = None if max_memory is None else parse_memory(max_memory, name="max_memory")
@@ -437,6 +452,7 @@ def run(
                 max_memory=budget,
                 stall_timeout=stall_floor,
                 output=target,
+                calibrate=calibrate,
             )
         except _RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
@@ -464,8 +480,9 @@ def _run_on(
     max_memory: int | None = None,
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
     output: OutputTarget | None = None,
+    calibrate: str | float = "off",
 ) -> RunReport:
-    from daftscale.plan import plan as make_plan
+    from daftscale.calibrate import calibrated_plan
     from daftscale.profile import profile_dataframe
 
     started = time.time()
@@ -473,9 +490,35 @@ def _run_on(
     if given_plan is None:
         data = profile_dataframe(scaling.scaling_input)
         rows_in = data.rows
-        chosen = make_plan(data, cluster, **planner_kwargs)
+
+        def run_sample(sampled: ScalingPlan) -> RunReport:
+            # A calibration run: the same runtime, the pipeline's instrumented UDFs, a sample of the rows.
+            return _run_on(
+                pipe,
+                runner,
+                cluster,
+                sampled,
+                planner_kwargs,
+                progress=False,
+                console=None,
+                on_error=on_error,
+                check_rows=False,
+            )
+
+        say = (console or _stderr_console()).print if progress else (lambda _text: None)
+        chosen = calibrated_plan(
+            data,
+            cluster,
+            planner_kwargs,
+            runner=runner,
+            calibrate=calibrate,
+            run_sample=run_sample,
+            scaling_input=scaling.scaling_input,
+            say=say,
+        )
     else:
-        rows_in = _count(scaling.scaling_input)
+        # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.
+        rows_in = getattr(given_plan, "sample_rows", 0) or _count(scaling.scaling_input)
         chosen = given_plan
 
     collector = make_collector(runner)
@@ -584,6 +627,12 @@ def _run_on(
             "if the pipeline changes the row count on purpose",
         )
     return report
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _snapshot_error(collector: Any) -> str | None:
@@ -748,4 +797,4 @@ def _wait_with_progress(
     return None
 
 
-__all__ = ["NodeMemorySampler", "check_plan_fits", "error_line", "run", "runtime"]
+__all__ = ["NodeMemorySampler", "check_plan_fits", "error_line", "output_keeps_rows", "run", "runtime"]

@@ -861,6 +861,15 @@ class _Search:
         self.last_trial_s: tuple[int, float] | None = None
         self.last_report: RunReport | None = None
         self.stopped_by_budget = False
+        self._keeps_rows: bool | None = None
+
+    def keeps_rows(self) -> bool:
+        """Whether the pipeline's output is row-for-row with its scaling step (a groupby after the UDF is not)."""
+        if self._keeps_rows is None:
+            from daftscale.run import output_keeps_rows
+
+            self._keeps_rows = output_keeps_rows(self.pipe)
+        return self._keeps_rows
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -911,17 +920,21 @@ class _Search:
                 raise
             return trial
         self.last_trial_s = (sampled.sample_rows, time.monotonic() - t0)
-        if report.rows_out != sampled.sample_rows:
+        if report.rows_out != sampled.sample_rows and self.keeps_rows():
             # Never a silent short output: a trial that lost or duplicated rows stops the search.
             raise RunError(
                 f"trial {cand.name} returned {report.rows_out:,} rows for a {sampled.sample_rows:,}-row sample: "
-                "the pipeline must keep every row after plan.apply (no filters that depend on partitioning)"
+                "rows were lost or duplicated in a pipeline that keeps every row after plan.apply; re-run it "
+                "(check the Ray logs for dead workers)"
             )
         self.calls.extend(report.udf_calls)
         trial.wall_s = report.wall_s
         trial.rows_per_s = report.rows_out / report.wall_s if report.wall_s > 0 else None
+        # In rows at the UDF, which the calls' rates count (an explode or filter after plan.apply changes them).
+        udf_rows = sum(int(c.get("rows") or 0) for c in report.udf_calls) or sampled.sample_rows
+        growth = udf_rows / max(sampled.sample_rows, 1)
         trial.full_s = extrapolated_wall_s(
-            report.udf_calls, report.wall_s, sampled.sample_rows, self.data.rows, full.concurrency
+            report.udf_calls, report.wall_s, udf_rows, round(self.data.rows * growth), full.concurrency
         )
         trial.utilization = report.actor_utilization
         self.trials.append(trial)
