@@ -32,7 +32,7 @@ from daftscale.profile import (
     profile_parquet,
 )
 from daftscale.report import RunReport
-from daftscale.run import run
+from daftscale.run import Session, run
 from daftscale.simulate import Costs, SimulationResult, simulate
 from daftscale.tune import TuneResult, tune
 from daftscale.udf import actor_udf
@@ -56,6 +56,7 @@ __all__ = [
     "RunError",
     "RunReport",
     "ScalingPlan",
+    "Session",
     "SimulationResult",
     "TuneResult",
     "UdfProfile",

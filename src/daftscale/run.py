@@ -334,6 +334,101 @@ def resolve_runner(runner: str, ray_address: str | None, local_cluster: object |
     return "ray" if ray_address is not None or local_cluster is not None else runner
 
 
+class Session:
+    """Measured execution on one runtime: a context manager that owns it, and runs pipelines on it.
+
+    The runtime is Daft's native runner, a running Ray cluster joined by address, or a local
+    multi-node Ray cluster started for the session; what the session started is torn down when the
+    ``with`` block ends, also on error or Ctrl-C. :meth:`execute` plans (unless given a plan), runs
+    and measures one pipeline and returns its :class:`~daftscale.report.RunReport`. :func:`run` is a
+    session opened for one pipeline (as ``httpx.get`` opens a short-lived client); the tuner and the
+    calibration run their sample trials through :meth:`execute` on the session they were given.
+
+    Example (not run here: it starts a local Ray cluster)::
+
+        with daftscale.Session(local_cluster="2x2") as session:
+            print(session.cluster.describe())
+            report = session.execute("pipeline.py")
+            tuned = session.execute("pipeline.py", plan=daftscale.ScalingPlan.from_json(text))
+    """
+
+    def __init__(
+        self,
+        runner: str = "native",
+        *,
+        ray_address: str | None = None,
+        local_cluster: str | tuple[int, int] | None = None,
+    ) -> None:
+        self.runner = resolve_runner(runner, ray_address, local_cluster)
+        if isinstance(local_cluster, str):
+            from daftscale.cluster import parse_local_cluster
+
+            parse_local_cluster(local_cluster)  # malformed NxC fails before anything is started
+        self._runtime_options: dict[str, Any] = {"ray_address": ray_address, "local_cluster": local_cluster}
+        self._stack: contextlib.ExitStack | None = None
+        self._cluster: ClusterSpec | None = None
+
+    @property
+    def cluster(self) -> ClusterSpec:
+        """The cluster the open session runs on (this machine for the native runner)."""
+        if self._cluster is None:
+            raise RunError("this daftscale Session is not open: use `with daftscale.Session(...) as session:`")
+        return self._cluster
+
+    def __enter__(self) -> Session:
+        stack = contextlib.ExitStack()
+        try:
+            self._cluster = stack.enter_context(runtime(self.runner, **self._runtime_options))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        stack, self._stack, self._cluster = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def execute(
+        self,
+        pipeline: Pipeline | str | os.PathLike[str],
+        *,
+        plan: ScalingPlan | None = None,
+        planner_kwargs: dict[str, Any] | None = None,
+        progress: bool = False,
+        console: Any = None,
+        on_error: str | None = None,
+        check_rows: bool | None = None,
+        max_memory: int | None = None,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
+        output: OutputTarget | None = None,
+        calibrate: str | float = "off",
+    ) -> RunReport:
+        """Plan (unless ``plan`` is given), run and measure ``pipeline`` on this session's runtime.
+
+        Options are those of :func:`run`, already checked (``max_memory`` in bytes, ``stall_timeout``
+        in seconds or None for off, ``output`` from :func:`daftscale.script.prepare_job`). A run that
+        did not finish as planned (memory budget, stall, rows lost) raises a :class:`RunError` whose
+        ``report`` attribute is the partial report.
+        """
+        return _run_on(
+            load_pipeline(pipeline),
+            self.runner,
+            self.cluster,
+            plan,
+            dict(planner_kwargs or {}),
+            progress=progress,
+            console=console,
+            on_error=on_error,
+            check_rows=check_rows,
+            max_memory=max_memory,
+            stall_timeout=stall_timeout,
+            output=output,
+            calibrate=calibrate,
+        )
+
+
 def run(
     pipeline_or_path: Pipeline | str | os.PathLike[str],
     *,
@@ -416,10 +511,7 @@ def run(
     for key in ("concurrency", "batch_size", "batches_per_task"):
         if planner_kwargs.get(key) is not None:
             require_positive_int(planner_kwargs[key], key)
-    if isinstance(local_cluster, str):
-        from daftscale.cluster import parse_local_cluster
-
-        parse_local_cluster(local_cluster)  # malformed NxC fails before anything is loaded or started
+    session = Session(runner, ray_address=ray_address, local_cluster=local_cluster)  # checks NxC before loading
     report_path = os.fspath(report_dir) if report_dir is not None else None
     _check_report_dir(report_path, overwrite)
     given_plan = _resolve_plan(plan)
@@ -435,16 +527,14 @@ def run(
     kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
 
     stopped: _RunStopped | None = None
-    with runtime(runner, ray_address=ray_address, local_cluster=local_cluster) as cluster:
+    with session:
         if given_plan is not None:
-            check_plan_fits(given_plan, cluster, force=force_plan)
+            check_plan_fits(given_plan, session.cluster, force=force_plan)
         try:
-            report = _run_on(
+            report = session.execute(
                 pipe,
-                runner,
-                cluster,
-                given_plan,
-                kwargs,
+                plan=given_plan,
+                planner_kwargs=kwargs,
                 progress=progress,
                 console=console,
                 on_error=on_error,
@@ -797,4 +887,4 @@ def _wait_with_progress(
     return None
 
 
-__all__ = ["NodeMemorySampler", "check_plan_fits", "error_line", "output_keeps_rows", "run", "runtime"]
+__all__ = ["NodeMemorySampler", "Session", "check_plan_fits", "error_line", "output_keeps_rows", "run", "runtime"]

@@ -55,7 +55,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daftscale.cluster import ClusterSpec
 from daftscale.config import require_positive_number
@@ -65,6 +65,9 @@ from daftscale.plan import ScalingPlan
 from daftscale.profile import DataProfile
 from daftscale.report import RunReport, atomic_write
 from daftscale.simulate import costs_from_report, simulate
+
+if TYPE_CHECKING:
+    from daftscale.run import Session  # run imports calibrate, which imports this module
 
 TUNE_FORMAT_VERSION = 4
 
@@ -680,13 +683,12 @@ def tune(
     if hit is not None:
         result = hit
     else:
-        from daftscale.run import runtime
+        from daftscale.run import Session
 
-        with runtime(runner, ray_address=ray_address, local_cluster=local_cluster) as cluster:
+        with Session(runner, ray_address=ray_address, local_cluster=local_cluster) as session:
             result = _search(
                 pipe,
-                runner,
-                cluster,
+                session,
                 kwargs,
                 say=say,
                 sample=float(sample),
@@ -784,8 +786,7 @@ def _cached_before_start(
 
 def _search(
     pipe: Pipeline,
-    runner: str,
-    cluster: ClusterSpec,
+    session: Session,
     kwargs: dict[str, Any],
     *,
     say: _Console,
@@ -803,6 +804,7 @@ def _search(
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
 
+    runner, cluster = session.runner, session.cluster
     data = profile_dataframe(probe(pipe).scaling_input)
     formula = make_plan(data, cluster, **kwargs)
     settings = _settings(
@@ -817,7 +819,7 @@ def _search(
             return hit
 
     search = _Search(
-        pipe, runner, cluster, kwargs, data, formula, say, budget_s=budget_s, started=started, fit_costs=measured_costs
+        pipe, session, kwargs, data, formula, say, budget_s=budget_s, started=started, fit_costs=measured_costs
     )
     result = search.run(sample, batch_multiples, partition_multiples, eta, max_candidates)
     result.cache_path = path
@@ -836,8 +838,7 @@ class _Search:
     def __init__(
         self,
         pipe: Pipeline,
-        runner: str,
-        cluster: ClusterSpec,
+        session: Session,
         kwargs: dict[str, Any],
         data: DataProfile,
         formula: ScalingPlan,
@@ -847,7 +848,9 @@ class _Search:
         started: float,
         fit_costs: bool = True,
     ) -> None:
-        self.pipe, self.runner, self.cluster, self.kwargs = pipe, runner, cluster, kwargs
+        # Trials run on the tuner's open session (its runtime, its measurement): Session.execute.
+        self.pipe, self.session, self.kwargs = pipe, session, kwargs
+        self.runner, self.cluster = session.runner, session.cluster
         # True until the search's one cost fit is made. Only where the planner had no costs: with a UDF profile
         # the formula already used them.
         self.fit_pending = fit_costs and kwargs.get("udf_profile") is None
@@ -887,8 +890,6 @@ class _Search:
         return elapsed + (1 + then) * last_s * max(1.0, rows / max(last_rows, 1)) > self.budget_s
 
     def measure(self, cand: Candidate, rung: int, rows: int) -> Trial:
-        from daftscale.run import _run_on
-
         full = self.plans[cand.name]
         sampled = SampledPlan.of(full, rows)
         predicted = self.predicted.get(cand.name)
@@ -903,15 +904,10 @@ class _Search:
             predicted_s=predicted[0] if predicted else None,
             predicted_oom=predicted[1] if predicted else False,
         )
-        extra: dict[str, Any] = {}
-        if "check_rows" in inspect.signature(_run_on).parameters:
-            # run's own check compares with the full input's rows; the exact check on the sample is below.
-            extra["check_rows"] = False
         t0 = time.monotonic()
         try:
-            report = _run_on(
-                self.pipe, self.runner, self.cluster, sampled, self.kwargs, progress=False, console=None, **extra
-            )
+            # run's own check compares with the full input's rows; the exact check on the sample is below.
+            report = self.session.execute(self.pipe, plan=sampled, planner_kwargs=self.kwargs, check_rows=False)
         except DaftscaleError as exc:
             trial.error = str(exc)
             self.trials.append(trial)
