@@ -12,6 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# tests/scripts holds plain Daft scripts that the tests run as users would: importing one (as
+# --doctest-modules would) runs its job, so pytest must not collect them.
+collect_ignore_glob = ["tests/scripts/*"]
+
 # Nodes × logical CPUs of the shared test cluster: 2 × 2 is the smallest cluster where placement
 # across nodes matters, and fits the CI machine (2 real cores).
 TEST_CLUSTER_NODES = 2
