@@ -173,7 +173,8 @@ def test_a_join_fed_udf_is_calibrated_from_its_measured_per_call_cost(tmp_path: 
     assert 0.07 <= cal["seconds_per_batch"] <= 0.13, lines
     # B from the measured costs: far above the declared 64, and the formula plan beats Daft's default.
     assert plan.scaling_step and plan.decision is not None and plan.batch_size > 64, plan.explain()
-    if any(r["mean_rows_per_call"] < r["batch_size"] / 2 for r in cal["runs"][1:]):
+    # Fragments: calls well short of what the 1,000-row sample could fill (B, or its rows per actor).
+    if any(r["mean_rows_per_call"] < min(r["batch_size"], 1000 / plan.concurrency) / 2 for r in cal["runs"][1:]):
         assert plan.coalesce, plan.explain()  # fragments were measured: the plan merges them
     mean = sum(c["rows"] for c in report.udf_calls) / len(report.udf_calls)
     assert mean >= min(plan.batch_size, 20_000 / plan.concurrency) / 2, (mean, plan.batch_size, lines)

@@ -357,10 +357,12 @@ def test_short_output_is_a_run_error(tmp_path) -> None:
 
 
 def test_memory_budget_stops_the_run_with_a_partial_report(tmp_path) -> None:
-    path = _pipeline(tmp_path, rows=400, batch=10, sleep=0.05)
+    # Calls of 0.2 s, so the query is still running when the first memory check (0.5 s in) stops it;
+    # calibrate off: the run checked is the one under the budget (a calibration sample runs without it).
+    path = _pipeline(tmp_path, rows=400, batch=10, sleep=0.2)
     start = time.time()
     with pytest.raises(RunError, match=r"memory budget exceeded: node \w+ reached .* over --max-memory 1.0 MiB"):
-        run(path, runner="ray", progress=False, max_memory="1MiB", report_dir=tmp_path / "rep")
+        run(path, runner="ray", progress=False, max_memory="1MiB", report_dir=tmp_path / "rep", calibrate="off")
     assert time.time() - start < 60
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["status"] == "stopped: memory budget" and data["rows_out"] < data["rows_in"] == 400

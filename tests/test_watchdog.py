@@ -236,7 +236,9 @@ def test_native_model_that_stops_answering_ends_the_run(tmp_path, images: bool) 
     path = _pipeline(tmp_path, images=images)
     marker = uuid.uuid4().hex
     began = time.time()
-    done = _run_cli(["run", path, "--stall-timeout", "1", "--report", str(tmp_path / "rep"), "--no-progress"], marker)
+    # --calibrate off: the run itself must meet the stuck model (not a calibration sample run first).
+    args = ["run", path, "--stall-timeout", "1", "--calibrate", "off", "--report", str(tmp_path / "rep")]
+    done = _run_cli([*args, "--no-progress"], marker)
     took = time.time() - began
     assert done.returncode == 2, done.stderr
     line = [x for x in done.stderr.splitlines() if x.startswith("daftscale: error:")]
@@ -272,7 +274,8 @@ def test_native_slow_but_alive_model_is_not_stopped(tmp_path) -> None:
 def test_ray_model_that_stops_answering_ends_the_run_and_its_cluster(tmp_path) -> None:
     path = _pipeline(tmp_path, answer=3, sleep=0.02)
     marker = uuid.uuid4().hex
-    args = ["run", path, "--local-cluster", "2x1", "--stall-timeout", "5", "--report", str(tmp_path / "rep")]
+    args = ["run", path, "--local-cluster", "2x1", "--stall-timeout", "5", "--calibrate", "off"]
+    args += ["--report", str(tmp_path / "rep")]
     done = _run_cli([*args, "--no-progress"], marker, timeout=170)
     assert done.returncode == 2, done.stderr
     assert "the run stalled" in done.stderr and "killed" in done.stderr

@@ -103,6 +103,15 @@ def parse_calibrate(value: str | float | int | None) -> str | float:
     return seconds
 
 
+def _full_call_rows(batch_size: int, sample_rows_at_udf: float, concurrency: int) -> float:
+    """The rows a full call can carry in a sample run: B, or fewer when the sample has fewer rows per actor.
+
+    >>> _full_call_rows(64, 1000, 2), _full_call_rows(4441, 1000, 2)
+    (64, 500.0)
+    """
+    return max(1.0, min(batch_size, sample_rows_at_udf / max(concurrency, 1)))
+
+
 def sample_rows_for(rows: int, concurrency: int, batch_size: int) -> int:
     """Rows the calibration sample takes: ``SAMPLE_FRACTION`` of the rows, at least two batches per actor.
 
@@ -307,7 +316,10 @@ def calibrated_plan(
 
     # 2. The formula plan from what the default run measured; 3. merged fragments if it was handed them.
     fit = fit_udf_cost(calls)
-    fragments = first.mean_rows_per_call if first.mean_rows_per_call < FRAGMENTED_SHARE * formula.batch_size else None
+    # A sample cannot fill calls bigger than its own rows per actor: fragments are calls short of what it could.
+    sample_at_udf = sample * growth
+    full = _full_call_rows(formula.batch_size, sample_at_udf, formula.concurrency)
+    fragments = first.mean_rows_per_call if first.mean_rows_per_call < FRAGMENTED_SHARE * full else None
     # Calls of one size (or nearly) do not separate per-call from per-row cost: the formula plan is then
     # measured at PROBE_BATCH_MULTIPLE × B first (the tuner's widest multiple), and planned again from both runs.
     probing = not _separates(fit)
@@ -331,7 +343,8 @@ def calibrated_plan(
         calls += report.udf_calls
         fit = fit_udf_cost(calls)
         last, candidate = measured[-1][0], None
-        handed_fragments = run.calls and run.mean_rows_per_call < FRAGMENTED_SHARE * last.batch_size
+        full = _full_call_rows(last.batch_size, sample_at_udf, last.concurrency)
+        handed_fragments = run.calls and run.mean_rows_per_call < FRAGMENTED_SHARE * full
         if probing:
             probing = False
             if _separates(fit):

@@ -398,10 +398,10 @@ def _remote_len(ref: Any) -> Any:
 
 def _drain(pending: list[Any], on_partition: Callable[[int], None], *, wait_all: bool) -> list[Any]:
     """Report the counts that are ready (all of them with ``wait_all``); return the refs still pending."""
+    if not pending:
+        return pending  # before importing Ray: the native runner never has counts pending, and may have no Ray
     import ray
 
-    if not pending:
-        return pending
     # timeout 0 takes the counts already done without waiting; wait_all waits for every one.
     ready, rest = ray.wait(pending, num_returns=len(pending), timeout=None if wait_all else 0)
     for count in ray.get(ready):

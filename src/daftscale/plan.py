@@ -695,7 +695,7 @@ def plan(
         )
     else:
         batch = DEFAULT_BATCH_SIZE
-        b.step(f"Batch size B = {batch} (the seed's default; no UDF profile to choose from).")
+        b.step(f"Batch size B = {batch} (Daft's scaling guide's default; no UDF profile to choose from).")
 
     budget, budget_why = _actor_memory_budget(cluster, udf, a)
     bound = memory_bounded_batch_size(budget or 0, per_row_memory)
@@ -902,12 +902,12 @@ def _actor_memory_budget(cluster: ClusterSpec, udf: UdfResources, actors_on_node
 def _streaming_partition_target(cluster: ClusterSpec, inflation: float, b: _Builder) -> tuple[int, str]:
     target = DEFAULT_PARTITION_BYTES_TARGET
     if not cluster.memory_per_node:
-        return target, "the seed's 1 GiB; node memory unknown, so not bounded"
+        return target, "the scaling guide's 1 GiB; node memory unknown, so not bounded"
     slots = cluster.cpus_per_node or 1.0
     bound = partition_bytes_bound(cluster.memory_per_node, slots, inflation)
     if bound >= target:
         return target, (
-            f"the seed's 1 GiB fits: {format_bytes(cluster.memory_per_node)} per node holds {slots:g} such "
+            f"the scaling guide's 1 GiB fits: {format_bytes(cluster.memory_per_node)} per node holds {slots:g} such "
             f"partitions at {inflation:g}× inflation"
         )
     if bound < 1:

@@ -253,7 +253,8 @@ def output_keeps_rows(pipe: Pipeline) -> bool:
     """True when the pipeline's output has a row for each row at its scaling step (nothing after it filters,
     joins, explodes or aggregates): what a sampled run's rows out can be checked against."""
     scaling = probe(pipe)
-    return _rows_checkable(scaling.scaling_input, scaling.output)
+    checkable, _note = _rows_checkable(scaling.scaling_input, scaling.output)
+    return checkable
 
 
 def error_line(exc: BaseException) -> str:
@@ -593,6 +594,7 @@ def _run_on(
                 console=None,
                 on_error=on_error,
                 check_rows=False,
+                stall_timeout=stall_timeout,  # a sample run that stalls is stopped like the run itself
             )
 
         say = (console or _stderr_console()).print if progress else (lambda _text: None)
