@@ -28,10 +28,10 @@ class RecordedModel:
 
     def __init__(self, cls: type, args: tuple[Any, ...], column: str, sink: dict[str, Any] | None) -> None:
         # daftscale's recorder (the one inside its Daft actor UDFs) works in any Ray actor.
-        from daftscale.udf import _Recorder
+        from daftscale.udf import recorder_for
 
         start = time.time()
-        self.recorder = _Recorder(sink, "RayDataModel")
+        self.recorder = recorder_for(sink, "RayDataModel")
         self.model = cls(*args)
         self.column = column
         self.recorder.ready(start, time.time())
