@@ -342,8 +342,9 @@ class Session:
     multi-node Ray cluster started for the session; what the session started is torn down when the
     ``with`` block ends, also on error or Ctrl-C. :meth:`execute` plans (unless given a plan), runs
     and measures one pipeline and returns its :class:`~daftscale.report.RunReport`. :func:`run` is a
-    session opened for one pipeline (as ``httpx.get`` opens a short-lived client); the tuner and the
-    calibration run their sample trials through :meth:`execute` on the session they were given.
+    session opened for one pipeline (as ``httpx.get`` opens a short-lived client); the tuner runs its
+    trials through :meth:`execute` on its session. (Calibration's sample runs still call the private
+    ``_run_on`` from inside it, on the same runtime.)
 
     Example (not run here: it starts a local Ray cluster)::
 
