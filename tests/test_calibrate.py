@@ -6,6 +6,7 @@ model call (launch and transfer per call, compute per row) whose true costs the 
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -105,8 +106,31 @@ def _decide(formula_wall_s: float, budget: float = 600.0, fragments: bool = Fals
     return calibrated_plan(data, cluster, kwargs, runner="ray", calibrate=budget, run_sample=run_sample)
 
 
-def test_decision_no_scaling_step_when_the_formula_plan_is_predicted_slower() -> None:
-    # Synthetic sample runs (no Daft here): the decision logic alone, on known numbers.
+def test_a_clear_simulated_verdict_decides_after_one_sample_run() -> None:
+    # Synthetic sample runs (no Daft here). Daft's default sample: 40,000 rows in calls of 40 and 88 rows at
+    # 10 ms + 0.03 ms per row. Simulated on all 800,000 rows, Daft's default (one scan task: one actor busy)
+    # is far slower than the formula plan over both actors, so no second sample run is made.
+    chosen = _decide(formula_wall_s=90.0)
+    assert [r["name"] for r in chosen.calibration["runs"]] == ["Daft's default"]
+    assert chosen.scaling_step and chosen.decision["basis"].startswith("simulated"), chosen.explain()
+    predicted = chosen.decision["predicted_s"]
+    assert predicted["formula plan (simulated)"] * 1.2 < predicted["Daft's default (simulated)"], predicted
+    assert "decision by simulation" in "\n".join(chosen.calibration["lines"])
+
+
+def test_daft_default_keeps_daft_own_batch_when_the_pipeline_declares_none() -> None:
+    formula = make_plan(profile_numbers(10_000, 100), ClusterSpec(nodes=2, cpus_per_node=2))
+    assert formula.udf_batch_size == formula.batch_size  # a formula plan sets its B on the UDF
+    own = no_scaling_step(formula, "kept", udf_batch_size=None)
+    declared = no_scaling_step(formula, "kept", udf_batch_size=32)
+    assert own.udf_batch_size is None and declared.udf_batch_size == 32
+    assert ScalingPlan.from_json(own.to_json()).udf_batch_size is None
+
+
+def test_decision_no_scaling_step_when_the_formula_plan_is_predicted_slower(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Synthetic sample runs (no Daft here): the measured decision alone, on known numbers. The simulator's
+    # verdict is made never clear enough for the formula plan, so the formula plan's sample run decides.
+    monkeypatch.setattr("daftscale.calibrate.SIMULATED_DECISION_MARGIN", math.inf)
     kept = _decide(formula_wall_s=90.0)  # say, an expensive shuffle: its sample run alone outlasts the default
     assert not kept.scaling_step and kept.batch_size == 64 and "not 10% faster" in kept.decision["why"]
     assert kept.explain().startswith("Decision: no scaling step")

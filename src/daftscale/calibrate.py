@@ -65,6 +65,15 @@ MAX_BUDGET_S = 300.0
 # tuner's 5 %: the default runs first, so it alone pays a cold start (workers, file cache) on the sample.
 DECISION_MARGIN = 0.10
 
+# A decision from the simulator alone (no sample run of the formula plan) needs the formula plan predicted
+# this much faster than Daft's default: twice the measured margin, for the simulator's own error (its
+# held-out predictions are within about 25 %).
+SIMULATED_DECISION_MARGIN = 0.20
+
+# The simulator is trusted for a decision only when its prediction of Daft's default on all the data is
+# within this factor of the default sample run's own extrapolation (both say how Daft's default scales).
+SIMULATOR_AGREEMENT = 2.0
+
 # Operators before the scaling step whose output is cut into pieces unrelated to the source's files: a
 # df.limit sample there keeps the head partitions whole, which hides how a repartition of their many
 # pieces fragments the UDF's batches. The formula plan's run on such pipelines samples with
@@ -171,11 +180,36 @@ class FractionSampledPlan(SampledPlan):
 
 
 @dataclass
+class SimulatedChoice:
+    """The simulator's verdict between Daft's default and the formula plan, fitted to Daft's default sample run.
+
+    ``clear`` when the verdict needs no further sample run: the formula plan predicted at least
+    ``SIMULATED_DECISION_MARGIN`` faster (``scaling_step``), or no faster at all (Daft's default kept).
+    """
+
+    default_s: float | None
+    formula_s: float | None
+    default_oom: bool
+    formula_oom: bool
+    scaling_step: bool
+    clear: bool
+    why: str
+    basis: str = "simulated with the costs fitted to Daft's default sample run"
+
+    def predicted_s(self) -> dict[str, float | None]:
+        return {"Daft's default (simulated)": self.default_s, "formula plan (simulated)": self.formula_s}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class SampleRun:
     """One calibration run: which plan, what it measured, and what it predicts for all the data."""
 
     name: str
-    batch_size: int
+    # None: Daft's own batch (each morsel whole), for Daft's default with no declared batch size.
+    batch_size: int | None
     scaling_step: str
     wall_s: float
     elapsed_s: float
@@ -203,6 +237,8 @@ class Calibration:
     seconds_per_row: float | None = None
     fitted_calls: int = 0
     runs: list[SampleRun] = field(default_factory=list)
+    # The simulator's verdict from Daft's default run (SimulatedChoice.to_dict), when it could fit the costs.
+    simulated: dict[str, Any] | None = None
     changed: list[str] = field(default_factory=list)
     skipped: str | None = None
     lines: list[str] = field(default_factory=list)
@@ -224,7 +260,7 @@ def _summarise(
     predicted = extrapolated_wall_s(report.udf_calls, report.wall_s, udf_rows, udf_rows_full, plan.concurrency)
     return SampleRun(
         name=name,
-        batch_size=plan.batch_size,
+        batch_size=plan.udf_batch_size,
         scaling_step=_describe(plan),
         wall_s=report.wall_s,
         elapsed_s=round(elapsed, 3),
@@ -292,7 +328,8 @@ def calibrated_plan(
     say(f"calibrating on {sample:,} of {rows:,} rows ({how}): Daft's default, then the formula plan…")
 
     # 1. Daft's default: no scaling step, the pipeline's own batch size and concurrency.
-    default = no_scaling_step(formula, "calibration baseline")
+    declared_batch = kwargs.get("batch_size")
+    default = no_scaling_step(formula, "calibration baseline", udf_batch_size=declared_batch)
     t0 = time.monotonic()
     # By the head always: a fraction sample would shrink every partition, and with no scaling step the UDF
     # gets the partitions as they are (measured: 3.4 rows per call on a 5 % sample, 47 on all the data).
@@ -326,6 +363,17 @@ def calibrated_plan(
     options = {**kwargs, "batch_size": PROBE_BATCH_MULTIPLE * formula.batch_size} if probing else kwargs
     candidate = _formula_from(data, cluster, options, None if probing else fit, calls, growth, fragments)
     name = f"formula plan, batch ×{PROBE_BATCH_MULTIPLE}" if probing else "formula plan"
+
+    # The simulator, fitted to Daft's default run, predicts both candidates on all the data. A clear verdict
+    # decides without another sample run (each costs about the query's fixed start, seconds: on a short job
+    # as much as the plan could win); a close one is measured when the budget allows.
+    if not probing:
+        verdict = simulated_choice(data, cluster, candidate, default_report, declared_batch, first.predicted_full_s)
+        if verdict is not None:
+            cal.simulated = verdict.to_dict()
+            if verdict.clear:
+                return _finish(cal, calls, formula, candidate, verdict, verdict.why, started)
+
     measured: list[tuple[ScalingPlan, SampleRun]] = []
     while candidate is not None:
         spent = time.monotonic() - started
@@ -363,17 +411,111 @@ def calibrated_plan(
         and ((best[1].predicted_full_s or math.inf) * (1 + DECISION_MARGIN) < first.predicted_full_s)
     ):
         return _finish(cal, calls, formula, best[0], best, "", started)
+    own = _batch_words(declared_batch)
     if best is None:
         why = "there was no budget left to measure the formula plan: Daft's default is kept, as it was measured"
+        if cal.simulated:
+            why = f"{cal.simulated['why']}; {why}"
     else:
         why = (
             f"the formula plan ({best[1].scaling_step}, batch {best[0].batch_size}) was predicted "
             f"{best[1].predicted_full_s or 0:.1f} s on all the data against Daft's default's "
             f"{first.predicted_full_s or 0:.1f} s "
-            f"(no scaling step, batch {formula.batch_size}), measured on a {sample:,}-row sample: not "
+            f"(no scaling step, {own}), measured on a {sample:,}-row sample: not "
             f"{DECISION_MARGIN:.0%} faster, so Daft's default is kept"
         )
     return _finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
+
+
+def _batch_words(declared_batch: int | None) -> str:
+    return f"batch {declared_batch}" if declared_batch else "Daft's own batch"
+
+
+def daft_default_as_plan(formula: ScalingPlan, data: DataProfile, declared_batch: int | None) -> ScalingPlan:
+    """Daft's default as a plan the simulator runs: no scaling step, one task per input file, and the UDF's
+    batch the declared one or Daft's own (each morsel whole: a Parquet row group, else the file's rows)."""
+    rows = int(formula.inputs.get("rows") or data.rows)
+    if declared_batch:
+        batch = int(declared_batch)
+    elif data.row_groups:
+        batch = math.ceil(rows / data.row_groups)
+    else:
+        batch = math.ceil(rows / max(1, data.files))
+    return replace(
+        formula,
+        strategy="streaming",
+        partitions=None,
+        partition_op=None,
+        partition_keys=(),
+        into_batches=None,
+        partition_bytes_target=None,
+        coalesce=False,
+        batch_size=max(1, min(batch, rows)),
+        decision=None,
+        calibration=None,
+        predicted=None,
+    )
+
+
+def simulated_choice(
+    data: DataProfile,
+    cluster: ClusterSpec,
+    candidate: ScalingPlan,
+    default_report: RunReport,
+    declared_batch: int | None,
+    measured_default_s: float | None,
+) -> SimulatedChoice | None:
+    """Daft's default against ``candidate`` on all the data, both simulated with the costs fitted to Daft's
+    default sample run (:func:`daftscale.simulate.costs_from_report`); None when the simulator cannot fit them.
+
+    Both predictions share every fitted cost (start-up, per-task, the UDF's per call and per row, the
+    fragments Daft delivered), so their ratio is what the decision reads. The candidate is simulated with
+    full batches when it merges fragments (``into_batches`` before the UDF does).
+    """
+    from daftscale.simulate import costs_from_report, simulate
+
+    try:
+        costs = costs_from_report(default_report.to_dict())
+        default_plan = daft_default_as_plan(candidate, data, declared_batch)
+        default = simulate(default_plan, cluster, costs=costs)
+        candidate_costs = replace(costs, delivered_rows_per_call=None) if candidate.coalesce else costs
+        formula = simulate(candidate, cluster, costs=candidate_costs)
+    except DaftscaleError:
+        return None
+    default_s, formula_s = round(default.makespan_s, 2), round(formula.makespan_s, 2)
+    step = f"{_describe(candidate)}, batch {candidate.batch_size}"
+    own = _batch_words(declared_batch)
+    head = f"simulated from Daft's default sample run: the formula plan ({step})"
+    if formula.oom:
+        return SimulatedChoice(
+            default_s, None, default.oom, True, False, not default.oom,
+            f"{head} runs out of memory ({formula.verdict}): Daft's default is kept",
+        )  # fmt: skip
+    if default.oom:
+        return SimulatedChoice(
+            None, formula_s, True, False, True, True,
+            f"{head} takes {formula_s:.1f} s on all the data; Daft's default ({own}) runs out of memory",
+        )  # fmt: skip
+    if measured_default_s and not (
+        1 / SIMULATOR_AGREEMENT <= default.makespan_s / measured_default_s <= SIMULATOR_AGREEMENT
+    ):
+        return SimulatedChoice(
+            default_s, formula_s, False, False, False, False,
+            f"the simulator predicts Daft's default at {default_s:.1f} s but its sample run extrapolates to "
+            f"{measured_default_s:.1f} s: not trusted for the decision",
+        )  # fmt: skip
+    versus = f"{formula_s:.1f} s on all the data against {default_s:.1f} s for Daft's default (no scaling step, {own})"
+    if formula.makespan_s * (1 + SIMULATED_DECISION_MARGIN) < default.makespan_s:
+        ratio = default.makespan_s / max(formula.makespan_s, 1e-9)
+        return SimulatedChoice(default_s, formula_s, False, False, True, True, f"{head} takes {versus} ({ratio:.2f}×)")
+    if formula.makespan_s >= default.makespan_s:
+        return SimulatedChoice(
+            default_s, formula_s, False, False, False, True, f"{head} takes {versus}: no faster, Daft's default is kept"
+        )
+    return SimulatedChoice(
+        default_s, formula_s, False, False, False, False,
+        f"{head} takes {versus}: not {SIMULATED_DECISION_MARGIN:.0%} faster by simulation alone",
+    )  # fmt: skip
 
 
 def _separates(fit: dict[str, float] | None) -> bool:
@@ -418,11 +560,15 @@ def _finish(
     calls: list[dict[str, Any]],
     formula: ScalingPlan,
     calibrated: ScalingPlan,
-    chosen: tuple[ScalingPlan, SampleRun] | None,
+    chosen: tuple[ScalingPlan, SampleRun] | SimulatedChoice | None,
     why: str,
     started: float,
 ) -> ScalingPlan:
-    """The full-data plan to run, with the calibration's record and the decision (``chosen`` None: Daft's default)."""
+    """The full-data plan to run, with the calibration's record and the decision.
+
+    ``chosen``: a measured formula plan and its sample run, or the simulator's verdict (which may keep
+    Daft's default), or None: Daft's default, for ``why``.
+    """
     fit = fit_udf_cost(calls)
     if fit is not None:
         cal.seconds_per_batch, cal.seconds_per_row, cal.fitted_calls = (
@@ -434,9 +580,20 @@ def _finish(
     cal.elapsed_s = round(time.monotonic() - started, 3)
     cal.lines = _lines(cal)
     record = cal.to_dict()
-    predicted = {r.name: r.predicted_full_s for r in cal.runs}
+    predicted: dict[str, float | None] = {r.name: r.predicted_full_s for r in cal.runs}
+    declared = cal.runs[0].batch_size if cal.runs else None
+    if isinstance(chosen, SimulatedChoice):
+        predicted.update(chosen.predicted_s())
+        if not chosen.scaling_step:
+            chosen, why = None, chosen.why
+        else:
+            because = chosen.why
+            decision = {"scaling_step": True, "why": because, "predicted_s": predicted, "basis": chosen.basis}
+            return replace(
+                calibrated, calibration=record, decision=decision, steps=(*calibrated.steps, f"Calibration: {because}.")
+            )
     if chosen is None:
-        default = no_scaling_step(formula, why, predicted_s=predicted)
+        default = no_scaling_step(formula, why, predicted_s=predicted, udf_batch_size=declared)
         return replace(default, calibration=record, steps=(*formula.steps, f"Calibration: {why}."))
     plan, run = chosen
     baseline = cal.runs[0].predicted_full_s or 0.0
@@ -445,7 +602,7 @@ def _finish(
         f"was predicted {run.predicted_full_s or 0:.1f} s on all the data against {baseline:.1f} s with no scaling "
         f"step ({baseline / (run.predicted_full_s or math.inf):.2f}×)"
     )
-    decision = {"scaling_step": True, "why": because, "predicted_s": predicted}
+    decision = {"scaling_step": True, "why": because, "predicted_s": predicted, "basis": "measured sample runs"}
     return replace(plan, calibration=record, decision=decision, steps=(*plan.steps, f"Calibration: {because}."))
 
 
@@ -483,10 +640,12 @@ def _lines(cal: Calibration) -> list[str]:
         )
     for run in cal.runs:
         lines.append(
-            f"{run.name} ({run.scaling_step}, batch {run.batch_size}): {run.calls:,} calls of "
+            f"{run.name} ({run.scaling_step}, {_batch_words(run.batch_size)}): {run.calls:,} calls of "
             f"{run.mean_rows_per_call:.1f} rows on average; {run.wall_s:.2f} s on the sample, "
             f"predicted {run.predicted_full_s or 0:.1f} s on all the data"
         )
+    if cal.simulated:
+        lines.append(f"decision by simulation: {cal.simulated['why']}")
     lines.append("changed: " + ("; ".join(cal.changed) if cal.changed else "nothing"))
     return lines
 
@@ -496,10 +655,13 @@ __all__ = [
     "Calibration",
     "FractionSampledPlan",
     "SampleRun",
+    "SimulatedChoice",
     "calibrated_plan",
+    "daft_default_as_plan",
     "no_scaling_step",
     "parse_calibrate",
     "sample_rows_for",
+    "simulated_choice",
     "skip_reason",
     "upstream_shuffles",
 ]

@@ -357,6 +357,23 @@ class ScalingPlan:
         """False when calibration measured Daft's default (no scaling step) as no slower: apply leaves df alone."""
         return not (self.decision is not None and self.decision.get("scaling_step") is False)
 
+    @property
+    def udf_batch_size(self) -> int | None:
+        """Rows per UDF call the plan sets on the UDF: ``batch_size``, or None to leave Daft's own.
+
+        None only for the decision "no scaling step" when the pipeline declared no batch size: Daft's
+        default is then measured and run as Daft runs it, each morsel handed to the UDF whole (a Parquet
+        row group, thousands of rows), not the planner's B.
+        """
+        if (
+            self.decision is not None
+            and self.decision.get("scaling_step") is False
+            and "udf_batch_size" in self.decision
+        ):
+            value = self.decision["udf_batch_size"]
+            return None if value is None else int(value)
+        return self.batch_size
+
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 

@@ -498,8 +498,9 @@ def configure(func: Any, plan: Any, *, keep: bool) -> Any:
     changes: dict[str, Any] = {}
     if not keep:
         changes["max_concurrency"] = plan.concurrency
-        if func.is_batch:
-            changes["batch_size"] = plan.batch_size
+        if func.is_batch and plan.udf_batch_size is not None:
+            # None: the plan keeps the script's own batch size (Daft's default, measured as it is).
+            changes["batch_size"] = plan.udf_batch_size
     changes["cpus"] = plan.udf_cpus if plan.udf_cpus else func.cpus
     changes["gpus"] = plan.udf_gpus
     sink = current_sink()

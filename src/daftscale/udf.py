@@ -250,7 +250,7 @@ def actor_udf(
         self._recorder.finished(key, start, end, rows)
         return result
 
-    __call__ = daft.method.batch(return_dtype=return_dtype, batch_size=plan.batch_size)(__call__)
+    __call__ = daft.method.batch(return_dtype=return_dtype, batch_size=plan.udf_batch_size)(__call__)
     # A class made here (not at module level) is pickled by value, so workers need only daftscale and
     # the user's class, and the sink spec travels with it.
     wrapper = type(label, (), {"__init__": __init__, "__call__": __call__, "__module__": __name__})
