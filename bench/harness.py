@@ -129,6 +129,10 @@ class _Sizing:
     udf_cpus: float = 1.0
     udf_gpus: float = 0.0
 
+    @property
+    def udf_batch_size(self) -> int | None:
+        return self.batch_size
+
 
 def _classify(exc: BaseException) -> tuple[str, str]:
     """``(status, one-line message)``; ``oom`` when a MemoryError is anywhere in the chain or the text."""
