@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import daft
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from daftscale.calibrate import calibrated_plan, no_scaling_step, parse_calibrate, sample_rows_for, skip_reason
@@ -245,6 +247,56 @@ def test_rows_at_the_udf_are_counted_through_an_explode_and_a_groupby_after_it_c
     assert sum(c["rows"] for c in report.udf_calls) == 24_000, "every chunk reached the UDF"
     if plan.scaling_step:
         assert plan.inputs["rows"] >= 20_000 and "Rows at the UDF R =" in plan.explain(), plan.explain()
+
+
+# A UDF that decodes 1 MiB per row into real, touched memory and raises MemoryError (as a GPU raises its
+# out-of-memory error) when a batch would pass its 24 MiB budget; 5 ms per call + 0.2 ms per row (synthetic).
+MEMORY_TIGHT = """
+    import time
+    import daft, daftscale
+    import numpy as np
+
+    MIB = 1 << 20
+
+    class Decoder:
+        def __call__(self, xs: list[int]) -> list[int]:
+            if len(xs) * MIB > 24 * MIB:
+                raise MemoryError(f"a batch of {{len(xs)}} rows needs {{len(xs)}} MiB, over the 24 MiB budget")
+            decoded = np.empty(len(xs) * MIB, dtype=np.uint8)
+            decoded[::4096] = 1  # resident, as a decoded image batch would be
+            time.sleep(0.005 + 0.0002 * len(xs))
+            return [x + 1 for x in xs]
+
+    @daftscale.pipeline(concurrency=2, udf=daftscale.UdfResources.of(memory="24MiB"))
+    def build(plan):
+        df = daft.read_parquet({source!r})
+        df = plan.apply(df)
+        model = plan.udf(Decoder, return_dtype=daft.DataType.int64())
+        return df.with_column("y", model(df["x"]))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_daft_default_out_of_memory_is_calibrated_to_a_batch_that_fits(tmp_path: Path) -> None:
+    # Daft's own batch (whole partitions) raises MemoryError in the sample; calibration measures the UDF's
+    # peak memory per row at a small batch and bounds B by the declared 24 MiB, so the run finishes.
+    # Four Parquet files of 2,000 rows. (Not from_pydict(...).into_partitions(4): on Daft 0.7.26's Ray runner a
+    # limit after into_partitions never returns, and profiling the DataFrame takes one.)
+    source = tmp_path / "data"
+    source.mkdir()
+    for i in range(4):
+        pq.write_table(pa.table({"x": list(range(i * 2_000, (i + 1) * 2_000))}), source / f"part-{i}.parquet")
+    report = run(_write(tmp_path, MEMORY_TIGHT, source=str(source)), runner="ray", calibrate=240, progress=False)
+    plan = ScalingPlan.from_dict(report.plan)
+    cal = plan.calibration
+    assert cal is not None and cal["runs"][0]["failed"] and "MemoryError" in cal["runs"][0]["failed"], cal["lines"]
+    # Measured in the actors: about 1 MiB per row (the decoded batch), not the 8 bytes of the input column.
+    assert 0.8 * 2**20 <= cal["memory_per_row_bytes"] <= 2.0 * 2**20, cal["lines"]
+    assert report.status == "ok" and report.rows_out == 8_000
+    assert plan.scaling_step and plan.batch_size <= 24, plan.explain()
+    assert max(c["rows"] for c in report.udf_calls) <= 24
+    assert "ran out of memory" in plan.decision["why"]
 
 
 @pytest.mark.ray

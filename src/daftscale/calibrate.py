@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from daftscale.cluster import ClusterSpec
-from daftscale.errors import ConfigError, DaftscaleError
+from daftscale.errors import ConfigError, DaftscaleError, RunError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan
 from daftscale.profile import DataProfile, UdfProfile
-from daftscale.report import RunReport, fit_udf_cost
+from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
 from daftscale.tune import SampledPlan, extrapolated_wall_s
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
@@ -85,6 +85,13 @@ SHUFFLING_OPS = frozenset({"Join", "Repartition", "Aggregate", "Distinct", "Pivo
 # When Daft's default run cannot separate the UDF's costs (its calls are all about one size), the formula
 # plan is first measured at this multiple of the batch size, so two sizes have run (the tuner's widest).
 PROBE_BATCH_MULTIPLE = 4
+
+# After Daft's default ran out of memory on the sample, the next sample run's batch is this many times
+# smaller than both B and the smallest call that failed: small enough to fit, big enough to measure.
+OOM_PROBE_DIVISOR = 8
+
+# Longest failure text kept in a sample run's record.
+MAX_FAILURE_CHARS = 300
 
 # Most runs of formula plans one calibration makes (after Daft's default): a probe at another batch size or
 # the plan from the costs, then the plan that merges fragments.
@@ -218,6 +225,8 @@ class SampleRun:
     calls: int
     mean_rows_per_call: float
     predicted_full_s: float | None
+    # Why the run failed (Daft's default out of memory), or None.
+    failed: str | None = None
 
 
 @dataclass
@@ -235,6 +244,8 @@ class Calibration:
     rows_at_udf: int | None = None
     seconds_per_batch: float | None = None
     seconds_per_row: float | None = None
+    # The UDF's peak memory per row in the actors (report.fit_udf_memory_per_row), when it was measured.
+    memory_per_row_bytes: float | None = None
     fitted_calls: int = 0
     runs: list[SampleRun] = field(default_factory=list)
     # The simulator's verdict from Daft's default run (SimulatedChoice.to_dict), when it could fit the costs.
@@ -333,7 +344,15 @@ def calibrated_plan(
     t0 = time.monotonic()
     # By the head always: a fraction sample would shrink every partition, and with no scaling step the UDF
     # gets the partitions as they are (measured: 3.4 rows per call on a 5 % sample, 47 on all the data).
-    default_report = run_sample(sampled(default, rows, sample, by_fraction=False))
+    try:
+        default_report = run_sample(sampled(default, rows, sample, by_fraction=False))
+    except RunError as exc:
+        if not exc.out_of_memory:
+            raise
+        # Daft's default does not fit the UDF's memory: it is no candidate, and the run must find a batch that fits.
+        return _after_default_ran_out_of_memory(
+            data, cluster, kwargs, formula, cal, exc, time.monotonic() - t0, sampled_run=run_sample, started=started
+        )
     run_s = time.monotonic() - t0
     udf_rows = _udf_rows(default_report)
     if udf_rows == 0:
@@ -427,6 +446,75 @@ def calibrated_plan(
     return _finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
 
 
+def _after_default_ran_out_of_memory(
+    data: DataProfile,
+    cluster: ClusterSpec,
+    kwargs: dict[str, Any],
+    formula: ScalingPlan,
+    cal: Calibration,
+    error: RunError,
+    elapsed: float,
+    *,
+    sampled_run: Callable[[ScalingPlan], RunReport],
+    started: float,
+) -> ScalingPlan:
+    """The plan when Daft's default ran out of memory on the sample: one sample run at a small batch, which
+    measures the UDF's peak memory per row in the actors, then the formula plan with B bounded by it.
+
+    The small batch is ``OOM_PROBE_DIVISOR`` times below both B and the smallest call that failed. A UDF
+    whose memory the actors cannot see (a GPU's) keeps that batch, since it was measured to fit.
+    """
+    rows, sample = data.rows, cal.sample_rows
+    failed_rows = [int(c.get("rows") or 0) for c in error.failed_calls if c.get("rows")]
+    smallest_failed = min(failed_rows, default=formula.batch_size)
+    declared = kwargs.get("batch_size")
+    first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
+    raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
+    oom = f"Daft's default ({_batch_words(declared)}) ran out of memory on the sample: {raised}"
+    cal.runs.append(
+        SampleRun(
+            name="Daft's default", batch_size=declared, scaling_step="no scaling step", wall_s=0.0,
+            elapsed_s=round(elapsed, 3), sample_rows=sample, udf_rows=0, calls=len(error.failed_calls),
+            mean_rows_per_call=round(sum(failed_rows) / len(failed_rows), 2) if failed_rows else 0.0,
+            predicted_full_s=None, failed=oom[:MAX_FAILURE_CHARS],
+        )
+    )  # fmt: skip
+    probe_batch = max(1, min(formula.batch_size, smallest_failed) // OOM_PROBE_DIVISOR)
+    probe = _formula_from(data, cluster, {**kwargs, "batch_size": probe_batch}, None, [], 1.0, None)
+    t0 = time.monotonic()
+    try:
+        report = sampled_run(sampled(probe, rows, sample, by_fraction=False))
+    except RunError as exc:
+        if exc.out_of_memory:
+            raise RunError(
+                f"the UDF ran out of memory on the calibration sample at a batch of {probe_batch} rows as well as "
+                f"with Daft's default: give the UDF more memory (--udf-memory, fewer actors per node) ({exc})"
+            ) from exc
+        raise
+    calls = list(report.udf_calls)
+    udf_rows = _udf_rows(report)
+    growth = udf_rows / sample if udf_rows else 1.0
+    rows_at_udf = max(1, round(rows * growth))
+    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
+    run = _summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, sample, rows_at_udf)
+    cal.runs.append(run)
+    memory = fit_udf_memory_per_row(calls)
+    cal.memory_per_row_bytes = memory
+    fit = fit_udf_cost(calls)
+    options = kwargs if memory else {**kwargs, "batch_size": probe_batch}
+    planned = _formula_from(data, cluster, options, fit if _separates(fit) else None, calls, growth, None)
+    if memory:
+        why = (
+            f"{oom}; a batch of {probe_batch} rows measured {memory / 2**20:.2f} MiB per row at the UDF's peak, "
+            f"so B = {planned.batch_size} fits the actor's memory"
+        )
+    else:
+        why = f"{oom}; the UDF's memory is not visible in the actors (a GPU's?), so B = {probe_batch}, measured to fit"
+    record = _finish(cal, calls, formula, planned, (planned, run), "", started)
+    decision = {**(record.decision or {}), "why": why, "basis": "Daft's default ran out of memory on the sample"}
+    return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
+
+
 def _batch_words(declared_batch: int | None) -> str:
     return f"batch {declared_batch}" if declared_batch else "Daft's own batch"
 
@@ -476,6 +564,9 @@ def simulated_choice(
 
     try:
         costs = costs_from_report(default_report.to_dict())
+        memory = fit_udf_memory_per_row(default_report.udf_calls)
+        if memory:
+            costs = replace(costs, udf_memory_per_row=memory)
         default_plan = daft_default_as_plan(candidate, data, declared_batch)
         default = simulate(default_plan, cluster, costs=costs)
         candidate_costs = replace(costs, delivered_rows_per_call=None) if candidate.coalesce else costs
@@ -540,6 +631,9 @@ def _formula_from(
     from daftscale.plan import plan as make_plan
 
     options = dict(kwargs)
+    memory = fit_udf_memory_per_row(calls)
+    if memory:
+        options["udf_memory_per_row"] = memory
     if fit is not None and fit["seconds_per_row"] > 0:
         options.pop("batch_size", None)
         options["udf_profile"] = UdfProfile(
@@ -577,6 +671,8 @@ def _finish(
             len(calls),
         )
     cal.changed = _changes(formula, calibrated) + cal.changed
+    if cal.memory_per_row_bytes is None:
+        cal.memory_per_row_bytes = fit_udf_memory_per_row(calls)
     cal.elapsed_s = round(time.monotonic() - started, 3)
     cal.lines = _lines(cal)
     record = cal.to_dict()
@@ -612,7 +708,7 @@ def _changes(formula: ScalingPlan, calibrated: ScalingPlan) -> list[str]:
     if calibrated.inputs.get("rows") != formula.inputs.get("rows"):
         out.append(f"R: {formula.inputs.get('rows'):,} → {calibrated.inputs.get('rows'):,} (rows at the UDF)")
     if calibrated.batch_size != formula.batch_size:
-        out.append(f"B: {formula.batch_size} → {calibrated.batch_size} (from the fitted costs)")
+        out.append(f"B: {formula.batch_size} → {calibrated.batch_size} (from the measured costs and memory)")
     if calibrated.partitions != formula.partitions:
         out.append(f"partitions: {formula.partitions} → {calibrated.partitions}")
     if calibrated.into_batches != formula.into_batches:
@@ -638,7 +734,12 @@ def _lines(cal: Calibration) -> list[str]:
             f"UDF cost as Daft delivers batches: {cal.seconds_per_batch * 1e3:.1f} ms per call + "
             f"{cal.seconds_per_row * 1e3:.3f} ms per row (fitted over {cal.fitted_calls:,} calls)"
         )
+    if cal.memory_per_row_bytes:
+        lines.append(f"UDF peak memory per row in the actors: {cal.memory_per_row_bytes / 2**20:.3f} MiB")
     for run in cal.runs:
+        if run.failed:
+            lines.append(f"{run.name} ({run.scaling_step}, {_batch_words(run.batch_size)}): failed: {run.failed}")
+            continue
         lines.append(
             f"{run.name} ({run.scaling_step}, {_batch_words(run.batch_size)}): {run.calls:,} calls of "
             f"{run.mean_rows_per_call:.1f} rows on average; {run.wall_s:.2f} s on the sample, "

@@ -46,7 +46,24 @@ class PipelineError(DaftscaleError):
 
 
 class RunError(DaftscaleError):
-    """A run failed, or its output does not account for every input row."""
+    """A run failed, or its output does not account for every input row.
+
+    ``failed_calls``: the UDF calls that raised, as recorded (rows, error, ``memory_bytes``), when the
+    run failed because one did; calibration reads them (a batch too big for memory is not a lost cause).
+    """
+
+    def __init__(self, message: str, *, failed_calls: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.failed_calls = list(failed_calls or [])
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether a UDF call failed for memory (a ``MemoryError``, or a GPU's "out of memory")."""
+        return any(_is_memory_error(str(call.get("error", ""))) for call in self.failed_calls)
+
+
+def _is_memory_error(text: str) -> bool:
+    return "MemoryError" in text or "out of memory" in text.lower()
 
 
 __all__ = [

@@ -593,6 +593,7 @@ def plan(
     inflation: float = DEFAULT_INFLATION,
     rows_at_udf_per_row: float = 1.0,
     delivered_rows_per_call: float | None = None,
+    udf_memory_per_row: float | None = None,
 ) -> ScalingPlan:
     """Choose the strategy and compute every number for this data on this cluster.
 
@@ -613,6 +614,8 @@ def plan(
         delivered_rows_per_call: the mean rows per UDF call Daft delivered in a calibration run (at or
             below that run's batch size). Well short of B (``FRAGMENTED_SHARE``), a shuffle plan adds
             ``into_batches`` before the UDF so that full batches arrive.
+        udf_memory_per_row: the peak bytes per row a UDF call needed in the actors, as calibration
+            measured it; bounds B by the actor's memory (over the UDF profile's and the decoded size).
 
     Examples:
         The seed's worked example (1M rows, 4 nodes, 16 actors, batch 64):
@@ -684,6 +687,8 @@ def plan(
     per_row_memory = profile.bytes_per_row * inflation
     if udf_profile and udf_profile.memory_per_row_bytes:
         per_row_memory = udf_profile.memory_per_row_bytes
+    if udf_memory_per_row:
+        per_row_memory = float(udf_memory_per_row)
     if batch_size is not None:
         batch = require_positive_int(batch_size, "batch_size")
         b.step(f"Batch size B = {batch} rows per UDF call (requested).")

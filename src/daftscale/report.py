@@ -100,6 +100,28 @@ def fit_udf_cost(calls: list[dict[str, Any]]) -> dict[str, float] | None:
     return {"seconds_per_row": round(slope, 9), "seconds_per_batch": round(intercept, 9)}
 
 
+def fit_udf_memory_per_row(calls: list[dict[str, Any]]) -> float | None:
+    """Bytes a UDF call needs per row, from the calls' measured peak memory (``memory_bytes``); None unmeasured.
+
+    The largest peak per row among the larger half of the calls by rows. Largest, because an allocator that
+    keeps freed memory makes an actor's later calls look cheaper than its first (memory is the side to
+    overestimate); the larger calls, because a small call's fixed part (the hand-over, scratch space) is
+    not per row.
+
+    >>> fit_udf_memory_per_row([{"rows": 2, "memory_bytes": 6 << 20}, {"rows": 16, "memory_bytes": 17 << 20},
+    ...                         {"rows": 16, "memory_bytes": 0}]) / 2**20
+    1.0625
+    >>> fit_udf_memory_per_row([{"rows": 8}]) is None
+    True
+    """
+    points = [(int(c["rows"]), float(c["memory_bytes"])) for c in calls if c.get("rows") and "memory_bytes" in c]
+    if not points:
+        return None
+    sizes = sorted(x for x, _ in points)
+    median = sizes[(len(sizes) - 1) // 2]
+    return round(max(y / x for x, y in points if x >= median), 1)
+
+
 def work_utilization(calls: list[dict[str, Any]], actors: int, seconds_per_batch: float) -> float:
     """The share of the actors' time spent on per-row work: busy time less the fitted per-call cost of each call,
     over ``actors`` × the UDF stage's span. :func:`actor_utilization` counts a call's fixed cost as busy;
@@ -256,6 +278,8 @@ class RunReport:
                     "start": round(c["start"] - run_start, 6),
                     "end": round(c["end"] - run_start, 6),
                     "rows": int(c["rows"]),
+                    # The call's peak resident memory above the actor's before it (udf.reset_peak_rss), if measured.
+                    **({"memory_bytes": int(c["memory_bytes"])} if c.get("memory_bytes") is not None else {}),
                 }
                 for c in calls
             ),

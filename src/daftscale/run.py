@@ -654,7 +654,8 @@ def _run_on(
             if isinstance(error, DaftscaleError):
                 raise error
             # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
-            raise RunError(_failure_message(error, failed if on_error in (None, "raise") else [])) from error
+            raised = failed if on_error in (None, "raise") else []
+            raise RunError(_failure_message(error, raised), failed_calls=raised) from error
         # Read once more now the query is over (the first read may have missed the last records).
         records_error = _snapshot_error(collector)
         calls, _ = _merge_calls(collector) if records_error is None else ([], [])

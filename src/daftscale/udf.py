@@ -107,6 +107,7 @@ class _Recorder:
         self.actor = f"{self.node}:{self.pid}"
         self._handle: Any = None
         self._file: Any = None
+        self._rss_before: dict[str, int | None] = {}
         if self.kind == "ray":
             import ray
 
@@ -122,6 +123,14 @@ class _Recorder:
     def started(self, key: str, start: float, rows: int) -> None:
         event = {"event": "start", "key": key, "actor": self.actor, "node": self.node, "start": start, "rows": rows}
         self._emit(event, wait=False)
+        self._rss_before[key] = reset_peak_rss()
+
+    def _memory(self, key: str, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` with ``memory_bytes``, the call's peak resident memory above the process's before it."""
+        before, peak = self._rss_before.pop(key, None), peak_rss()
+        if before is not None and peak is not None:
+            event["memory_bytes"] = max(0, peak - before)
+        return event
 
     def _call_event(self, kind: str, key: str, start: float, end: float, rows: int) -> dict[str, Any]:
         return {
@@ -137,7 +146,7 @@ class _Recorder:
         }
 
     def finished(self, key: str, start: float, end: float, rows: int) -> None:
-        self._emit(self._call_event("end", key, start, end, rows), wait=True)
+        self._emit(self._memory(key, self._call_event("end", key, start, end, rows)), wait=True)
 
     def ready(self, start: float, end: float) -> None:
         """The actor built the user's class (its model load). Daft does this on the actor's first batch, so
@@ -147,7 +156,7 @@ class _Recorder:
 
     def failed(self, key: str, start: float, end: float, rows: int, error: BaseException) -> None:
         # Awaited like a finished call: the run's failed-row count and its error message come from here.
-        event = self._call_event("failed", key, start, end, rows)
+        event = self._memory(key, self._call_event("failed", key, start, end, rows))
         event["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:MAX_ERROR_CHARS]
         self._emit(event, wait=True)
 
@@ -170,6 +179,38 @@ class _Recorder:
         except Exception:  # measurement must never fail the user's batch: count the loss instead
             if counted:
                 self.dropped += 1
+
+
+def reset_peak_rss() -> int | None:
+    """Reset this process's peak resident memory to its current resident memory, and return that (bytes).
+
+    Linux keeps a high-water mark of each process's resident memory (``VmHWM``); writing ``5`` to
+    ``/proc/self/clear_refs`` resets it, so the mark read after a UDF call (:func:`peak_rss`) is that call's
+    own peak: the memory a batch really needs as Daft delivers it, measured in the actor. It sees host
+    memory only (a GPU model's device memory is not in it). ``None`` where the kernel does not offer it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return _proc_status("VmRSS")
+    except OSError:
+        return None
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory since :func:`reset_peak_rss` (bytes), or ``None``."""
+    try:
+        return _proc_status("VmHWM")
+    except OSError:
+        return None
+
+
+def _proc_status(field_name: str) -> int | None:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024  # the kernel writes kB
+    return None
 
 
 def recorder_for(sink: dict[str, Any] | None, udf_name: str) -> Any:
