@@ -479,8 +479,14 @@ class Bench:
         if workload.name not in self._read_profiles:
             # For the simulator's predictions only (a run report times UDF calls, not the read step).
             self._read_profiles[workload.name] = profile_read(workload)
+        from daftscale.plan import ScalingPlan
+
         plan = report.plan
-        if plan["strategy"] == "shuffle":
+        decision = plan.get("decision") or {}
+        if decision.get("scaling_step") is False:
+            # Calibration kept Daft's default: the plan's numbers are the formula's, not what ran.
+            step = "none (calibration kept Daft's default)"
+        elif plan["strategy"] == "shuffle":
             step = f"{plan['partition_op']}({plan['partitions']})"
             if plan.get("into_batches"):
                 step += f" + into_batches({plan['into_batches']})"
@@ -511,7 +517,8 @@ class Bench:
             "actors_used": report.actors_used,
             "stage_span_s": report.stage_span_s,
             "first_call_s": round(min((c["start"] for c in report.udf_calls), default=0.0), 3),
-            "batch_size": plan["batch_size"],
+            # What the UDF ran with: the plan's B, or None where calibration kept Daft's own batch.
+            "batch_size": ScalingPlan.from_dict(plan).udf_batch_size,
             "scaling_step": step,
             "plan_steps": plan["steps"],
             "read_seconds_per_row": self._read_profiles[workload.name],

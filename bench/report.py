@@ -53,12 +53,13 @@ def targets(summary: list[dict[str, Any]], fixed_start_s: float | None, peers: t
             point = best.get("expert_point")
             row["best_peer"] = best["config"] + (f" ({point})" if point else "")
         row["best_peer_s"] = best["wall_s"] if best else None
-        row["vs_daft_default"] = _div(mine["wall_s"], row["daft_default_s"])
-        row["vs_best_peer"] = _div(mine["wall_s"], row["best_peer_s"])
+        # A failed daftscale run's time (how long it took to fail) is no result: no ratio, every target failed.
+        row["vs_daft_default"] = _div(mine["wall_s"], row["daft_default_s"]) if ok else None
+        row["vs_best_peer"] = _div(mine["wall_s"], row["best_peer_s"]) if ok else None
         ideal = mine.get("ideal_s")
         row["fixed_start_s"] = fixed_start_s
         row["vs_ideal_after_start"] = (
-            round((mine["wall_s"] - fixed_start_s) / ideal, 2) if fixed_start_s is not None and ideal else None
+            round((mine["wall_s"] - fixed_start_s) / ideal, 2) if ok and fixed_start_s is not None and ideal else None
         )
         ran = {"vs_daft_default": default is not None, "vs_best_peer": any(c in same for c in peers)}
         for key, bound, _ in TARGETS:
