@@ -105,7 +105,9 @@ def _decide(formula_wall_s: float, budget: float = 600.0, fragments: bool = Fals
     cluster = ClusterSpec(nodes=2, cpus_per_node=2)
     data = profile_numbers(800_000, 100)
     kwargs = {"batch_size": 64, "concurrency": 2}
-    return calibrated_plan(data, cluster, kwargs, runner="ray", calibrate=budget, run_sample=run_sample)
+    return calibrated_plan(
+        data, cluster, kwargs, runner="ray", calibrate=budget, run_sample=run_sample, upstream_shuffle=True
+    )
 
 
 def test_a_clear_simulated_verdict_decides_after_one_sample_run() -> None:
@@ -118,6 +120,32 @@ def test_a_clear_simulated_verdict_decides_after_one_sample_run() -> None:
     predicted = chosen.decision["predicted_s"]
     assert predicted["formula plan (simulated)"] * 1.2 < predicted["Daft's default (simulated)"], predicted
     assert "decision by simulation" in "\n".join(chosen.calibration["lines"])
+
+
+def test_with_nothing_shuffled_before_the_step_one_cost_probe_decides() -> None:
+    # Synthetic sample run (no Daft here): the cost probe's chunks of 80 rows before a UDF of 64 give calls
+    # of 64 and 16 rows (as Daft 0.7.26 does), at 10 ms + 0.03 ms per row. Daft's default never runs: the
+    # simulator lays it out from the data profile.
+    seen: list[ScalingPlan] = []
+
+    def run_sample(sampled: ScalingPlan) -> RunReport:
+        seen.append(sampled)
+        return _report(sampled, 8.0, [64, 16] * 400)
+
+    cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    data = profile_numbers(800_000, 100)
+    plan = calibrated_plan(
+        data, cluster, {"concurrency": 2}, runner="ray", calibrate=600, run_sample=run_sample, upstream_shuffle=False
+    )
+    assert len(seen) == 1 and seen[0].into_batches == 80 and seen[0].batch_size == 64
+    cal = plan.calibration
+    assert [r["name"] for r in cal["runs"]][0].startswith("cost probe"), cal["lines"]
+    assert abs(cal["seconds_per_batch"] - 0.010) < 0.002 and abs(cal["seconds_per_row"] - 3e-5) < 1e-5, cal["lines"]
+    assert cal["simulated"] is not None and plan.decision is not None, cal["lines"]
+    if plan.scaling_step:
+        assert plan.decision["basis"].startswith("simulated") and plan.batch_size > 64, plan.explain()
+    else:
+        assert plan.udf_batch_size is None, "Daft's default kept with Daft's own batch"
 
 
 def test_daft_default_keeps_daft_own_batch_when_the_pipeline_declares_none() -> None:

@@ -7,19 +7,30 @@ and stacking add per-call cost an in-process profile misses), the rows per call 
 (a join's or shuffle's output reaches the UDF in fragments: ``batch_size`` is only a maximum), and the
 rows reaching the UDF per row at the scaling step (explode, filter, join fan-out).
 
-How (each run is the tuner's sampled trial, :class:`daftscale.tune.SampledPlan`: ``df.limit(n)`` at the
-scaling step, or for the formula plan ``df.sample(fraction)`` when a join or shuffle comes before it
-(:func:`upstream_shuffles`), with the pipeline's instrumented UDFs, on the same runner and cluster):
+How. Each sample run is the tuner's sampled trial (:class:`daftscale.tune.SampledPlan`: ``df.limit(n)`` at
+the scaling step, or ``df.sample(fraction)`` when a join or shuffle comes before it, see
+:func:`upstream_shuffles`), with the pipeline's instrumented UDFs, on the same runner and cluster. Every
+sample run costs about the query's fixed start (seconds, as much as a short job's plan can win), so as few
+run as the decision allows:
 
-1. **Daft's default**: the sample with no scaling step and the pipeline's own batch size and concurrency.
-   Its UDF calls give the rows at the UDF per row, the delivered rows per call, and a first cost fit
-   (fragments come in many sizes, which is what a fit needs);
-2. **the formula plan** made from those numbers (R at the UDF, B from the fitted costs, ``into_batches``
-   to merge fragments), on the same sample; if that run is handed fragments (its repartition cuts the
-   upstream's many pieces finer), the formula plan with the merge is measured as well;
-3. each run predicts its wall time on all the data (:func:`daftscale.tune.extrapolated_wall_s`); the
-   formula plan is chosen only when predicted faster than Daft's default by ``DECISION_MARGIN``, else
-   the plan records the decision and ``plan.apply`` leaves the DataFrame alone.
+- **Nothing shuffles before the scaling step** (a read, per-row steps): Daft's default is the input's
+  files and row groups, which the simulator lays out from the data profile. One **cost probe**
+  (:func:`cost_probe_plan`: chunks of 1.25 B rows before a UDF of B, so calls come in two sizes) measures
+  the UDF's per-call and per-row cost as Daft delivers batches, the rows reaching the UDF per row and its
+  peak memory per row. The simulator (:func:`simulated_choice`) then predicts Daft's default and the
+  formula plan made from those costs on all the data; the plan is chosen only when predicted
+  ``SIMULATED_DECISION_MARGIN`` faster, else Daft's default is kept.
+- **A join or shuffle before it**: the pieces Daft hands the UDF depend on that operator, so Daft's
+  default itself runs on the sample first (its fragments come in many sizes, which also separates the
+  costs). A clear simulated verdict decides; a close one measures the formula plan (and, if it is handed
+  fragments, the plan that merges them) within the budget, and each run predicts its wall time on all
+  the data (:func:`daftscale.tune.extrapolated_wall_s`): the plan must be ``DECISION_MARGIN`` faster.
+- A sample run whose UDF **runs out of memory** (Daft's default's whole morsels, or the probe's B) is
+  followed by one run at a small batch, which measures the peak memory per row in the actors
+  (:func:`daftscale.udf.reset_peak_rss`); B is then bounded by the actor's memory.
+
+"No scaling step" keeps the pipeline's own UDF settings: its declared batch size, or Daft's own
+(:attr:`daftscale.plan.ScalingPlan.udf_batch_size` is None), so it really is Daft's default.
 
 Cost: each run costs about a sample's wall time, which includes all the work before the scaling step that
 the sample does not cut (a limit or sample after a join still runs the join in full). ``auto`` skips
@@ -85,6 +96,9 @@ SHUFFLING_OPS = frozenset({"Join", "Repartition", "Aggregate", "Distinct", "Pivo
 # When Daft's default run cannot separate the UDF's costs (its calls are all about one size), the formula
 # plan is first measured at this multiple of the batch size, so two sizes have run (the tuner's widest).
 PROBE_BATCH_MULTIPLE = 4
+
+# The cost probe's chunks before the UDF, in batches: a full batch and a quarter batch per chunk.
+COST_PROBE_CHUNK = 1.25
 
 # After Daft's default ran out of memory on the sample, the next sample run's batch is this many times
 # smaller than both B and the smallest call that failed: small enough to fit, big enough to measure.
@@ -311,9 +325,14 @@ def calibrated_plan(
     calibrate: str | float,
     run_sample: Callable[[ScalingPlan], RunReport],
     scaling_input: Any = None,
+    upstream_shuffle: bool | None = None,
     say: Callable[[str], None] = lambda _text: None,
 ) -> ScalingPlan:
     """The plan to run: the formula plan made from measurements, or Daft's default, whichever is predicted faster.
+
+    ``upstream_shuffle``: whether a join or shuffle comes before the scaling step (None: read from
+    ``scaling_input`` by :func:`upstream_shuffles`); it chooses between the cost probe and Daft's default
+    as the first sample run.
 
     ``run_sample(plan)`` runs the pipeline with a sampled plan (:func:`sampled`) on the runtime at hand
     and returns its report; ``scaling_input`` (the DataFrame at the scaling step) chooses how to sample
@@ -332,15 +351,23 @@ def calibrated_plan(
             return formula
         note = Calibration(sample_rows=0, rows=rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
         return replace(formula, calibration=note.to_dict())
-    by_fraction = scaling_input is not None and upstream_shuffles(scaling_input)
+    if upstream_shuffle is None:
+        upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
+    by_fraction = upstream_shuffle
     budget = float(calibrate) if not isinstance(calibrate, str) else None
     how = f"df.limit({sample})" + (f", df.sample({sample / rows:.3g}) for the formula plan" if by_fraction else "")
     cal = Calibration(sample_rows=sample, rows=rows, runner=runner, budget_s=budget, sampling=how)
     say(f"calibrating on {sample:,} of {rows:,} rows ({how}): Daft's default, then the formula plan…")
 
-    # 1. Daft's default: no scaling step, the pipeline's own batch size and concurrency.
     declared_batch = kwargs.get("batch_size")
     default = no_scaling_step(formula, "calibration baseline", udf_batch_size=declared_batch)
+    if not by_fraction:
+        # Nothing before the scaling step cuts the rows into pieces of its own: Daft's default is the input's
+        # files and row groups, which the simulator lays out from the data profile. One cost probe measures
+        # what it needs; Daft's default need not run.
+        return _calibrate_by_cost_probe(data, cluster, kwargs, formula, cal, run_sample, started)
+
+    # 1. Daft's default: no scaling step, the pipeline's own batch size and concurrency.
     t0 = time.monotonic()
     # By the head always: a fraction sample would shrink every partition, and with no scaling step the UDF
     # gets the partitions as they are (measured: 3.4 rows per call on a 5 % sample, 47 on all the data).
@@ -446,6 +473,83 @@ def calibrated_plan(
     return _finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
 
 
+def cost_probe_plan(formula: ScalingPlan, batch_size: int) -> ScalingPlan:
+    """The plan of a cost probe: ``into_batches`` of ``COST_PROBE_CHUNK`` × ``batch_size`` rows before a UDF of
+    ``batch_size``, so that Daft calls the UDF with full batches and with the chunks' remainders (measured on
+    Daft 0.7.26's Ray runner: chunks of 80 rows gave calls of 64 and 16 rows, in equal numbers) and the two
+    sizes separate the per-call from the per-row cost in one run."""
+    chunk = max(batch_size + 1, math.ceil(COST_PROBE_CHUNK * batch_size))
+    return replace(
+        formula,
+        strategy="streaming",
+        partitions=None,
+        partition_op=None,
+        partition_keys=(),
+        into_batches=chunk,
+        partition_bytes_target=None,
+        batch_size=batch_size,
+        coalesce=True,
+        decision=None,
+        calibration=None,
+    )
+
+
+def _calibrate_by_cost_probe(
+    data: DataProfile,
+    cluster: ClusterSpec,
+    kwargs: dict[str, Any],
+    formula: ScalingPlan,
+    cal: Calibration,
+    run_sample: Callable[[ScalingPlan], RunReport],
+    started: float,
+) -> ScalingPlan:
+    """One sample run of :func:`cost_probe_plan`, then the simulator's verdict between Daft's default and the
+    formula plan made from the measured costs; Daft's default is kept unless the verdict is clearly the plan."""
+    rows, sample = data.rows, cal.sample_rows
+    declared_batch = kwargs.get("batch_size")
+    probe = cost_probe_plan(formula, formula.batch_size)
+    name = f"cost probe (calls of {probe.batch_size} rows and the rest of {probe.into_batches}-row chunks)"
+    t0 = time.monotonic()
+    try:
+        report = run_sample(sampled(probe, rows, sample, by_fraction=False))
+    except RunError as exc:
+        if not exc.out_of_memory:
+            raise
+        return _after_default_ran_out_of_memory(
+            data, cluster, kwargs, formula, cal, exc, time.monotonic() - t0, sampled_run=run_sample, started=started,
+            failed_name=f"the cost probe (batch {probe.batch_size})",
+        )  # fmt: skip
+    udf_rows = _udf_rows(report)
+    if udf_rows == 0:
+        cal.skipped = "no rows reached the UDF in the sample: nothing to measure"
+        cal.elapsed_s = round(time.monotonic() - started, 3)
+        cal.lines = [f"skipped: {cal.skipped}"]
+        return replace(formula, calibration=cal.to_dict())
+    growth = udf_rows / sample
+    rows_at_udf = max(1, round(rows * growth))
+    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
+    run = _summarise(name, probe, report, time.monotonic() - t0, sample, rows_at_udf)
+    cal.runs.append(run)
+    calls = list(report.udf_calls)
+    fit = fit_udf_cost(calls)
+    candidate = _formula_from(data, cluster, kwargs, fit if _separates(fit) else None, calls, growth, None)
+    verdict = (
+        simulated_choice(data, cluster, candidate, report, declared_batch, None, measured_fragments=False)
+        if _separates(fit)
+        else None
+    )
+    if verdict is None:
+        why = (
+            "the cost probe did not separate the UDF's per-call from its per-row cost, so no plan is predicted "
+            "faster: Daft's default is kept"
+        )
+        return _finish(cal, calls, formula, candidate, None, why, started)
+    cal.simulated = verdict.to_dict()
+    if verdict.clear:
+        return _finish(cal, calls, formula, candidate, verdict, verdict.why, started)
+    return _finish(cal, calls, formula, candidate, None, f"{verdict.why}: Daft's default is kept", started)
+
+
 def _after_default_ran_out_of_memory(
     data: DataProfile,
     cluster: ClusterSpec,
@@ -457,9 +561,11 @@ def _after_default_ran_out_of_memory(
     *,
     sampled_run: Callable[[ScalingPlan], RunReport],
     started: float,
+    failed_name: str = "Daft's default",
 ) -> ScalingPlan:
-    """The plan when Daft's default ran out of memory on the sample: one sample run at a small batch, which
-    measures the UDF's peak memory per row in the actors, then the formula plan with B bounded by it.
+    """The plan when Daft's default (or the cost probe) ran out of memory on the sample: one sample run at a
+    small batch, which measures the UDF's peak memory per row in the actors, then the formula plan with B
+    bounded by it.
 
     The small batch is ``OOM_PROBE_DIVISOR`` times below both B and the smallest call that failed. A UDF
     whose memory the actors cannot see (a GPU's) keeps that batch, since it was measured to fit.
@@ -470,10 +576,11 @@ def _after_default_ran_out_of_memory(
     declared = kwargs.get("batch_size")
     first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
     raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
-    oom = f"Daft's default ({_batch_words(declared)}) ran out of memory on the sample: {raised}"
+    what = f"Daft's default ({_batch_words(declared)})" if failed_name == "Daft's default" else failed_name
+    oom = f"{what} ran out of memory on the sample: {raised}"
     cal.runs.append(
         SampleRun(
-            name="Daft's default", batch_size=declared, scaling_step="no scaling step", wall_s=0.0,
+            name=failed_name, batch_size=declared, scaling_step="no scaling step", wall_s=0.0,
             elapsed_s=round(elapsed, 3), sample_rows=sample, udf_rows=0, calls=len(error.failed_calls),
             mean_rows_per_call=round(sum(failed_rows) / len(failed_rows), 2) if failed_rows else 0.0,
             predicted_full_s=None, failed=oom[:MAX_FAILURE_CHARS],
@@ -511,7 +618,7 @@ def _after_default_ran_out_of_memory(
     else:
         why = f"{oom}; the UDF's memory is not visible in the actors (a GPU's?), so B = {probe_batch}, measured to fit"
     record = _finish(cal, calls, formula, planned, (planned, run), "", started)
-    decision = {**(record.decision or {}), "why": why, "basis": "Daft's default ran out of memory on the sample"}
+    decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
     return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
 
 
@@ -552,18 +659,23 @@ def simulated_choice(
     default_report: RunReport,
     declared_batch: int | None,
     measured_default_s: float | None,
+    *,
+    measured_fragments: bool = True,
 ) -> SimulatedChoice | None:
     """Daft's default against ``candidate`` on all the data, both simulated with the costs fitted to Daft's
     default sample run (:func:`daftscale.simulate.costs_from_report`); None when the simulator cannot fit them.
 
     Both predictions share every fitted cost (start-up, per-task, the UDF's per call and per row, the
     fragments Daft delivered), so their ratio is what the decision reads. The candidate is simulated with
-    full batches when it merges fragments (``into_batches`` before the UDF does).
+    full batches when it merges fragments (``into_batches`` before the UDF does). ``measured_fragments``
+    False: the report's short calls were the cost probe's own remainders, not fragments Daft delivers.
     """
     from daftscale.simulate import costs_from_report, simulate
 
     try:
         costs = costs_from_report(default_report.to_dict())
+        if not measured_fragments:
+            costs = replace(costs, delivered_rows_per_call=None)
         memory = fit_udf_memory_per_row(default_report.udf_calls)
         if memory:
             costs = replace(costs, udf_memory_per_row=memory)
@@ -758,6 +870,7 @@ __all__ = [
     "SampleRun",
     "SimulatedChoice",
     "calibrated_plan",
+    "cost_probe_plan",
     "daft_default_as_plan",
     "no_scaling_step",
     "parse_calibrate",
