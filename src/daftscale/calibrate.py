@@ -40,7 +40,7 @@ from typing import Any
 
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, DaftscaleError
-from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan
+from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
 from daftscale.profile import DataProfile, UdfProfile
 from daftscale.report import RunReport, fit_udf_cost
 from daftscale.tune import SampledPlan, extrapolated_wall_s
@@ -225,7 +225,7 @@ def _summarise(
     return SampleRun(
         name=name,
         batch_size=plan.batch_size,
-        scaling_step=_describe(plan),
+        scaling_step=describe_step(plan),
         wall_s=report.wall_s,
         elapsed_s=round(elapsed, 3),
         sample_rows=sample,
@@ -234,15 +234,6 @@ def _summarise(
         mean_rows_per_call=round(udf_rows / calls, 2) if calls else 0.0,
         predicted_full_s=predicted,
     )
-
-
-def _describe(plan: ScalingPlan) -> str:
-    if not plan.scaling_step:
-        return "no scaling step"
-    if plan.strategy == "shuffle":
-        text = f"{plan.partition_op}({plan.partitions})"
-        return text + (f".into_batches({plan.into_batches})" if plan.into_batches else "")
-    return f"into_batches({plan.into_batches})"
 
 
 def no_scaling_step(plan: ScalingPlan, why: str, **decision: Any) -> ScalingPlan:
@@ -331,7 +322,7 @@ def calibrated_plan(
         spent = time.monotonic() - started
         if spent + run_s > budget:
             cal.changed.append(
-                f"no budget left to measure {_describe(candidate)} ({spent:.1f} s spent of {budget:.0f} s, "
+                f"no budget left to measure {describe_step(candidate)} ({spent:.1f} s spent of {budget:.0f} s, "
                 f"a sample run takes about {run_s:.1f} s)"
             )
             break
@@ -349,7 +340,7 @@ def calibrated_plan(
             probing = False
             if _separates(fit):
                 planned = _formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
-                if _describe(planned) != _describe(last) or planned.batch_size != last.batch_size:
+                if describe_step(planned) != describe_step(last) or planned.batch_size != last.batch_size:
                     candidate, name = planned, "formula plan (measured costs)"
         elif handed_fragments and not last.coalesce and len(measured) < MAX_FORMULA_RUNS:
             merged = _formula_from(data, cluster, kwargs, fit, calls, growth, run.mean_rows_per_call)

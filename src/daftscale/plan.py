@@ -510,6 +510,21 @@ class ScalingPlan:
         return replace(self, predicted=predicted)
 
 
+def describe_step(plan: ScalingPlan) -> str:
+    """The plan's scaling step in a few words, as the DataFrame calls it makes.
+
+    >>> from daftscale import ClusterSpec, profile_numbers
+    >>> describe_step(plan(profile_numbers(100_000, 100), ClusterSpec(nodes=2, cpus_per_node=4), concurrency=4))
+    'repartition(196)'
+    """
+    if not plan.scaling_step:
+        return "no scaling step"
+    if plan.strategy == "shuffle":
+        text = f"{plan.partition_op}({plan.partitions})"
+        return text + (f".into_batches({plan.into_batches})" if plan.into_batches else "")
+    return f"into_batches({plan.into_batches})"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building a plan
 
@@ -697,7 +712,7 @@ def plan(
         batch = DEFAULT_BATCH_SIZE
         b.step(f"Batch size B = {batch} (Daft's scaling guide's default; no UDF profile to choose from).")
 
-    budget, budget_why = _actor_memory_budget(cluster, udf, a)
+    budget, budget_why = actor_memory_budget(cluster, udf, a)
     bound = memory_bounded_batch_size(budget or 0, per_row_memory)
     if bound is not None:
         if bound < 1:
@@ -885,14 +900,27 @@ def plan(
     )
 
 
-def _actor_memory_budget(cluster: ClusterSpec, udf: UdfResources, actors_on_node: int) -> tuple[int | None, str]:
+def actor_memory_budget(
+    cluster: ClusterSpec, udf: UdfResources, actors_on_node: int | None = None
+) -> tuple[int | None, str]:
+    """One actor's memory budget and why: the declared UDF memory, else a GPU UDF's share of GPU memory,
+    else (CPU actors, given ``actors_on_node``) the node's memory over its actors; ``(None, "unknown")``
+    when nothing bounds it. The planner sizes batches to it; the simulator checks a batch against it
+    without ``actors_on_node`` (a CPU actor without a declared budget shares its node's memory, which the
+    node's own verdict covers).
+
+    >>> actor_memory_budget(ClusterSpec(nodes=1, memory_per_node=8 << 30), UdfResources(), actors_on_node=4)
+    (2147483648, 'node memory 8.0 GiB / 4 actors')
+    >>> actor_memory_budget(ClusterSpec(nodes=1, gpus_per_node=1, gpu_memory_per_gpu=16 << 30), UdfResources(gpus=0.5))
+    (8589934592, '0.5 × 16.0 GiB GPU memory')
+    """
     if udf.memory is not None:
         return udf.memory, f"--udf-memory {format_bytes(udf.memory)}"
     if udf.gpus > 0 and cluster.gpu_memory_per_gpu:
         # A fractional GPU gets that share of one GPU's memory; several GPUs pool theirs.
         budget = int(cluster.gpu_memory_per_gpu * udf.gpus)
         return budget, f"{udf.gpus:g} × {format_bytes(cluster.gpu_memory_per_gpu)} GPU memory"
-    if udf.gpus == 0 and cluster.memory_per_node:
+    if udf.gpus == 0 and cluster.memory_per_node and actors_on_node:
         return cluster.memory_per_node // actors_on_node, (
             f"node memory {format_bytes(cluster.memory_per_node)} / {actors_on_node} actors"
         )

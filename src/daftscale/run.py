@@ -21,6 +21,7 @@ from typing import Any
 
 from daftscale.cluster import ClusterSpec
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes, parse_memory, require_positive_int
+from daftscale.console import stderr_console
 from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
 from daftscale.gpu import prepare_driver_cuda
 from daftscale.health import MeasurementHealth
@@ -598,7 +599,7 @@ def _run_on(
                 stall_timeout=stall_timeout,  # a sample run that stalls is stopped like the run itself
             )
 
-        say = (console or _stderr_console()).print if progress else (lambda _text: None)
+        say = (console or stderr_console()).print if progress else (lambda _text: None)
         chosen = calibrated_plan(
             data,
             cluster,
@@ -720,12 +721,6 @@ def _run_on(
             "if the pipeline changes the row count on purpose",
         )
     return report
-
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _snapshot_error(collector: Any) -> str | None:
@@ -857,10 +852,9 @@ def _wait_with_progress(
             if reason:
                 return reason  # type: ignore[no-any-return]
         return None
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    out = console or Console(stderr=True)
+    out = console or stderr_console()
     columns = (
         TextColumn("[bold]running[/bold]"),
         BarColumn(),
