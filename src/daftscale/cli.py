@@ -293,6 +293,8 @@ def run_command(
     """
     from daftscale.run import run
 
+    # build.main() hands the CLI its Pipeline object (main(pipeline=...)); else PIPELINE is a path to load.
+    handed = click.get_current_context().find_root().obj
     kwargs = _explicit_planner_kwargs(params)
     if plan_source != "auto" and kwargs:
         from daftscale.errors import ConfigError
@@ -304,7 +306,7 @@ def run_command(
             "drop them, or use --plan auto to plan with them"
         )
     report = run(
-        pipeline_path,
+        handed if handed is not None else pipeline_path,
         runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
         ray_address=ray_address,
         local_cluster=local_cluster,
@@ -399,6 +401,7 @@ def simulate_command(
     plan' takes (SOURCE or --rows, cluster and plan options) to plan and simulate in one go.
     """
     from daftscale.errors import ConfigError
+    from daftscale.run import read_plan_file
     from daftscale.simulate import plot_utilization, resolve_costs, simulate
 
     if plot and os.path.exists(plot) and not overwrite:
@@ -411,7 +414,7 @@ def simulate_command(
                 "--plan cannot be combined with SOURCE, --rows, --bytes-per-row or plan options: "
                 "simulate the plan file as it is (cluster options allowed), or drop --plan to plan afresh"
             )
-        the_plan = load_plan(plan_file)
+        the_plan = read_plan_file(plan_file)
         cluster = resolve_cluster(params) if any(params.get(k) is not None for k in cluster_keys) else None
     else:
         from daftscale.plan import plan
@@ -523,31 +526,23 @@ def tune_command(
     )
 
 
-def load_plan(path: str) -> Any:
-    """Read a plan file; a missing or unreadable file is a PlanError with the fix."""
-    from daftscale.errors import PlanError
-    from daftscale.plan import ScalingPlan
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError as exc:
-        raise PlanError(
-            f"plan file {path} not found: make one with 'daftscale plan --format json > plan.json'"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan file {path} cannot be read ({exc}): pass a plan.json from 'daftscale plan'") from exc
-    return ScalingPlan.from_json(text)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Entry point
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+def main(argv: Sequence[str] | None = None, *, pipeline: Any = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted).
+
+    ``pipeline``: the :class:`~daftscale.pipeline.Pipeline` object ``run`` runs in place of loading its
+    PIPELINE path (what ``build.main()`` passes: the file is already imported, as ``__main__``).
+    """
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="daftscale", standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="daftscale",
+            standalone_mode=False,
+            obj=pipeline,
+        )
     except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - depends on click version
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return EXIT_BAD_INPUT
