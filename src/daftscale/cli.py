@@ -183,7 +183,7 @@ def plan_command(
 
 
 def render_plan(result: Any) -> None:
-    """The plan as the seed's worked example: headline numbers, the steps, the levers, the warnings."""
+    """The plan as in Daft's scaling guide's worked example: headline numbers, the steps, the levers, the warnings."""
     from daftscale.config import format_bytes
 
     head = [

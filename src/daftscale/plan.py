@@ -1,7 +1,7 @@
-"""The planner: profile + cluster → :class:`ScalingPlan`, with the seed's formulas as pure functions.
+"""The planner: profile + cluster → :class:`ScalingPlan`, with Daft's scaling guide's formulas as pure functions.
 
-Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas are the seed's
-(``seed/SKILL.md``) with its worked example as the first doctest of each:
+Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas are Daft's
+scaling guide's, with its worked example as the first doctest of each:
 
 - shuffle (light data): ``A = ceil(C / N)``, ``min_rows_per_partition = B * A``,
   ``max_partitions = max(1, floor(R / min_rows))``,
@@ -10,7 +10,7 @@ Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas a
   inflation of decoded data) and ``into_batches(B)`` feeds the UDF, with B lowered when one decoded
   batch would not fit an actor's memory.
 
-A plan sets three levers and says which number sets which (see ``DAFT_NOTES.md``):
+A plan sets three levers and says which number sets which:
 
 1. partitions before the UDF: ``repartition(N)`` / ``into_partitions(N)`` (shuffle plans);
 2. task granularity: ``into_batches(T)`` (streaming plans, and shuffle plans whose partitions are
@@ -67,7 +67,7 @@ Strategy = Literal["shuffle", "streaming"]
 
 PLAN_FORMAT_VERSION = 1
 
-# The keys `daftscale plan --format json` promises (SPEC section 3); more may follow them.
+# The keys `daftscale plan --format json` promises (a stable format); more may follow them.
 PLAN_JSON_KEYS = (
     "strategy",
     "reason",
@@ -136,7 +136,7 @@ class UdfResources:
 class ScalingPlan:
     """The numbers for one pipeline on one cluster, each with its reason.
 
-    JSON (``to_json``) has the stable keys of SPEC section 3. Use :meth:`apply` on a DataFrame,
+    JSON (``to_json``) has stable keys (``PLAN_JSON_KEYS``). Use :meth:`apply` on a DataFrame,
     :meth:`explain` to read why, :meth:`to_code` for the Daft lines to paste.
     """
 
@@ -228,7 +228,7 @@ class ScalingPlan:
     # -- reading -----------------------------------------------------------------------------------
 
     def explain(self) -> str:
-        """The steps with the user's own numbers, then the warnings, as the seed's worked example."""
+        """The steps with the user's own numbers, then the warnings, as in Daft's scaling guide's worked example."""
         lines = []
         if self.decision is not None:
             verdict = "the scaling step below" if self.scaling_step else "no scaling step (plan.apply leaves df alone)"
@@ -431,7 +431,7 @@ def plan(
         profile: the data arriving at the scaling step (:func:`daftscale.profile`).
         cluster: where it runs (:class:`ClusterSpec`).
         concurrency: total UDF actors C; default: as many as the cluster can schedule.
-        batch_size: rows per UDF call B; default: chosen from the UDF profile, else the seed's 64.
+        batch_size: rows per UDF call B; default: chosen from the UDF profile, else Daft's scaling guide's 64.
         batches_per_task: K, batches per actor per task (shuffle).
         udf: CPUs, GPUs and memory of one actor.
         strategy: ``"auto"``, ``"shuffle"`` or ``"streaming"``.
@@ -446,7 +446,7 @@ def plan(
             ``into_batches`` before the UDF so that full batches arrive.
 
     Examples:
-        The seed's worked example (1M rows, 4 nodes, 16 actors, batch 64):
+        Daft's scaling guide's worked example (1M rows, 4 nodes, 16 actors, batch 64):
 
         >>> from daftscale import ClusterSpec, profile_numbers
         >>> p = plan(profile_numbers(1_000_000, 100), ClusterSpec(nodes=4), concurrency=16, batch_size=64)
@@ -511,7 +511,7 @@ def plan(
     a = actors_per_node(c, nodes)
     b.step(f"Actors per node A = ceil(C / N) = ceil({c} / {nodes}) = {a}.")
 
-    # Batch size B: user's, else from the UDF's fixed vs per-row cost, else the seed's 64.
+    # Batch size B: user's, else from the UDF's fixed vs per-row cost, else Daft's scaling guide's 64.
     per_row_memory = profile.bytes_per_row * inflation
     if udf_profile and udf_profile.memory_per_row_bytes:
         per_row_memory = udf_profile.memory_per_row_bytes

@@ -33,7 +33,7 @@ MIN_TASKS_PER_CPU = 4
 def actors_per_node(concurrency: int, nodes: int) -> int:
     """Actors on the busiest node: ``A = ceil(C / N)``.
 
-    The seed's example, 16 actors on 4 nodes:
+    The scaling guide's example, 16 actors on 4 nodes:
 
     >>> actors_per_node(16, 4)
     4
@@ -67,7 +67,7 @@ def recommended_partitions(rows: int, concurrency: int, min_rows: int, batches_p
     """``min(max_partitions, max(C, ceil(R / (K * min_rows))))``: K batches per actor per task,
     at least one partition per actor, never more than ``max_partitions``.
 
-    The seed's example recommends "~1000" for 1M rows:
+    The scaling guide's example recommends "~1000" for 1M rows:
 
     >>> recommended_partitions(1_000_000, 16, 256, 4)
     977
@@ -103,7 +103,7 @@ def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: f
 
     >>> shuffle_task_rows(38_400, 16, 363, 16)     # 16 partitions of 2,400 rows → tasks of 2 × 363
     726
-    >>> shuffle_task_rows(1_000_000, 977, 64, 16) is None   # the seed's example: already fine-grained
+    >>> shuffle_task_rows(1_000_000, 977, 64, 16) is None   # the scaling guide's example: already fine-grained
     True
     >>> shuffle_task_rows(5_000, 13, 50, 4) is None         # 385-row partitions, tasks of 300: not two
     True
@@ -137,7 +137,7 @@ def overhead_bounded_batch_size(
     """Smallest batch whose fixed per-call cost is at most ``target_share`` of the call:
     ``fixed / (fixed + B * per_row) <= t``  ⇔  ``B >= fixed * (1 - t) / (t * per_row)``.
 
-    DAFT_NOTES' probe, 20 ms fixed and 0.5 ms per row, wants 360 rows for 10 % overhead:
+    A measured Python actor UDF, 20 ms fixed and 0.5 ms per row, wants 360 rows for 10 % overhead:
 
     >>> overhead_bounded_batch_size(0.020, 0.0005)
     360
@@ -160,7 +160,7 @@ def balanced_batch_size(seconds_per_batch: float, seconds_per_row: float, rows_p
     (many rows per actor) so affords batches bigger than the overhead target's: at 10 % overhead an
     actor with a million rows would spend a tenth of its time on fixed costs for a tail of a fraction of a second.
 
-    DAFT_NOTES' probe (20 ms + 0.5 ms per row) with 4,800 rows per actor, and with 200,000:
+    A measured Python actor UDF (20 ms + 0.5 ms per row) with 4,800 rows per actor, and with 200,000:
 
     >>> balanced_batch_size(0.020, 0.0005, 4_800), balanced_batch_size(0.020, 0.0005, 200_000)
     (620, 4000)

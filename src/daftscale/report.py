@@ -1,6 +1,6 @@
 """The run report: what a real run measured, as ``report.json``, a self-contained ``report.html`` and PNGs.
 
-:class:`RunReport` holds the figures (SPEC section 3 keys plus the raw UDF call intervals that the
+:class:`RunReport` holds the figures (the documented report keys plus the raw UDF call intervals that the
 simulator and tuner calibrate from), derives utilisation, throughput and the UDF cost fit from the
 call records, and writes everything atomically. Plots use matplotlib's Agg backend (no display);
 the HTML embeds them as base64 so it opens offline.
