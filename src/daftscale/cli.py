@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -206,16 +206,27 @@ def render_plan(result: Any) -> None:
     click.echo("\n".join("    " + line if line else "" for line in result.to_code().splitlines()))
 
 
+def runtime_options(*, verb: str, span: str) -> Callable[[Any], Any]:
+    """The runner options of ``run`` and ``tune``: --runner, --ray-address and --local-cluster."""
+
+    def decorate(fn: Any) -> Any:
+        fn = click.option(
+            "--local-cluster", metavar="NxC", help=f"Start N local Ray nodes of C CPUs for {span}, e.g. 2x2."
+        )(fn)
+        fn = click.option("--ray-address", metavar="ADDRESS|auto", help=f"{verb} on this running Ray cluster.")(fn)
+        return click.option(
+            "--runner",
+            type=click.Choice(["native", "ray"]),
+            default=None,
+            help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
+        )(fn)
+
+    return decorate
+
+
 @cli.command("run")
 @click.argument("pipeline_path", metavar="PIPELINE")
-@click.option(
-    "--runner",
-    type=click.Choice(["native", "ray"]),
-    default=None,
-    help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
-)
-@click.option("--ray-address", metavar="ADDRESS|auto", help="Run on this running Ray cluster.")
-@click.option("--local-cluster", metavar="NxC", help="Start N local Ray nodes of C CPUs for this run, e.g. 2x2.")
+@runtime_options(verb="Run", span="this run")
 @click.option("--plan", "plan_source", default="auto", show_default=True, metavar="auto|PLAN.json")
 @click.option("--report", "report_dir", metavar="DIR", help="Write report.json, report.html and plots to DIR.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report in DIR and an existing output.")
@@ -456,14 +467,7 @@ def simulate_command(
 @click.option("--budget", type=float, default=300.0, show_default=True, metavar="SECONDS", help="Search time limit.")
 @click.option("--out", metavar="PLAN.json", help="Save the winning plan there (for 'daftscale run --plan').")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-@click.option(
-    "--runner",
-    type=click.Choice(["native", "ray"]),
-    default=None,
-    help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
-)
-@click.option("--ray-address", metavar="ADDRESS|auto", help="Tune on this running Ray cluster.")
-@click.option("--local-cluster", metavar="NxC", help="Start N local Ray nodes of C CPUs for the search, e.g. 2x2.")
+@runtime_options(verb="Tune", span="the search")
 @click.option("--batch-multiples", metavar="M,M,...", help="Multiples of the formula's batch size (0.25,0.5,1,2,4).")
 @click.option("--partition-multiples", metavar="M,M,...", help="Multiples of its partitions (0.25,0.5,1,2,4).")
 @click.option("--cache-dir", metavar="DIR", help="Result cache (default $DAFTSCALE_CACHE_DIR or ~/.cache/daftscale).")
