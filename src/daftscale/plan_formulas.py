@@ -178,6 +178,7 @@ def partition_bytes_bound(memory_per_node: float, tasks_per_node: float, inflati
     """Largest partition (in-memory bytes) a node can hold for every task it runs at once, after
     Daft's inflation of decoded data, within ``NODE_MEMORY_FRACTION_FOR_PARTITIONS`` of its memory.
 
+    >>> from daftscale.config import format_bytes
     >>> format_bytes(partition_bytes_bound(64 * 2**30, 8, 3.0))
     '1.3 GiB'
     """
