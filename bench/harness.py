@@ -118,8 +118,9 @@ def expert_grid(workload: Workload, concurrency: int) -> list[ExpertPoint]:
 
 
 @dataclass
-class _Sizing:
-    """What :func:`daftscale.udf.actor_udf` reads from a plan, for the configurations that have none.
+class Sizing:
+    """What :func:`daftscale.udf.actor_udf` reads from a plan (batch size, actors, resources), for the
+    configurations that have none.
 
     ``batch_size=None`` leaves Daft's own default (``@daft.method.batch`` without ``batch_size``).
     """
@@ -155,20 +156,29 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return ("oom" if oom else "error"), line[:300]
 
 
-def _count_partitions(df: Any) -> tuple[int, int]:
-    import ray
+def count_partitions(df: Any) -> tuple[int, int]:
+    """Execute ``df`` and return ``(rows, partitions)``, counted as ``daftscale run`` counts them
+    (:func:`daftscale.output.count_partitions`): on Ray from each result's metadata or by a task where the
+    partition lives, so no partition's data moves to the driver to be counted, for daftscale's
+    configurations and the Daft peers alike."""
+    import threading
 
-    rows = parts = 0
-    for part in df.iter_partitions():
-        if not hasattr(part, "__len__"):
-            part = ray.get(part)
-        rows += len(part)
-        parts += 1
-    return rows, parts
+    from daftscale.output import count_partitions as count_on_workers
+
+    counts: list[int] = []
+    count_on_workers(df, threading.Event(), counts.append)
+    return sum(counts), len(counts)
 
 
-def _measure(execute: Callable[[], tuple[int, int]], concurrency: int, build: Callable[[], Any]) -> dict[str, Any]:
-    """Build under a collector, execute with memory sampled, return the measured figures."""
+def measure(execute: Callable[[Any], tuple[int, int]], concurrency: int, build: Callable[[Any], Any]) -> dict[str, Any]:
+    """One measured run of a configuration daftscale does not plan (the Daft peers, the expert, Ray Data).
+
+    ``build(sink)`` makes the query with its UDF recording into ``sink`` (a
+    :class:`daftscale.udf.RayCollector`'s); ``execute(query)`` runs it and returns ``(rows, partitions)``.
+    Node memory is sampled and the UDF calls collected as ``daftscale run`` does, and the figures come back
+    as a dict: status and error (``oom`` or ``error``, one line), wall time, rows and partitions out, peak
+    memory, actor utilisation, the UDF calls' count, rows and mean rows, actors used, the UDF stage's span
+    and the first call's start."""
     from daftscale.report import actor_utilization
     from daftscale.run import NodeMemorySampler
     from daftscale.udf import RayCollector, recording
@@ -255,7 +265,7 @@ class Bench:
         query on a fresh cluster starts Daft's per-node workers and Ray's worker processes, a one-time
         cost that would otherwise land on whichever configuration happens to run first."""
         tiny, files = self._tiny_data()
-        _count_partitions(self._tiny_query())
+        count_partitions(self._tiny_query())
         raydata.quiet()
         note = raydata.path_column_check(os.path.join(self.out_dir, "data", "path-check"))
         if note:
@@ -273,7 +283,7 @@ class Bench:
             self.settle()
             query = self._tiny_query()
             start = time.time()
-            _count_partitions(query)
+            count_partitions(query)
             walls.append(round(time.time() - start, 3))
         return walls
 
@@ -289,7 +299,7 @@ class Bench:
 
         tiny, files = self._tiny_data()
         model = actor_udf(
-            SleepModel, _Sizing(8, self.concurrency), return_dtype=daft.DataType.int64(), init_args=model_args(tiny)
+            SleepModel, Sizing(8, self.concurrency), return_dtype=daft.DataType.int64(), init_args=model_args(tiny)
         )
         return build_daft(tiny, files, lambda df: df.into_batches(8), model)
 
@@ -344,25 +354,25 @@ class Bench:
     def _daft_baseline(self, workload: Workload, files: list[str], config: str) -> dict[str, Any]:
         actors = self.actors(workload)
         if config == "daft-default":
-            return self._daft_run(workload, files, _Sizing(None, actors), lambda df: df, {}, "none")
+            return self._daft_run(workload, files, Sizing(None, actors), lambda df: df, {}, "none")
         if config == "daft-dynamic-batching":
             knobs = {"enable_dynamic_batching": True}
             return self._daft_run(
-                workload, files, _Sizing(None, actors), lambda df: df, knobs, "none (enable_dynamic_batching=True)"
+                workload, files, Sizing(None, actors), lambda df: df, knobs, "none (enable_dynamic_batching=True)"
             )
         if config == "seed-recipe":
             if workload.kind != "heavy":
                 scale, step = (lambda df: df.repartition(SEED_PARTITIONS)), f"repartition({SEED_PARTITIONS})"
             else:
                 scale, step = (lambda df: df.into_batches(SEED_BATCH)), f"into_batches({SEED_BATCH})"
-            return self._daft_run(workload, files, _Sizing(SEED_BATCH, actors), scale, {}, step)
+            return self._daft_run(workload, files, Sizing(SEED_BATCH, actors), scale, {}, step)
         raise ValueError(f"unknown configuration {config!r}: pick from {', '.join(CONFIGS)}")
 
     def _daft_run(
         self,
         workload: Workload,
         files: list[str],
-        sizing: _Sizing,
+        sizing: Sizing,
         scale: Callable[[Any], Any],
         knobs: dict[str, Any],
         step: str,
@@ -386,9 +396,9 @@ class Bench:
 
         def execute(df: Any) -> tuple[int, int]:
             with daft.execution_config_ctx(**knobs):
-                return _count_partitions(df)
+                return count_partitions(df)
 
-        measured = _measure(execute, sizing.concurrency, build)
+        measured = measure(execute, sizing.concurrency, build)
         measured["batch_size"] = sizing.batch_size
         measured["scaling_step"] = step
         return measured
@@ -402,7 +412,7 @@ class Bench:
         tried = []
         for point in points:
             self.settle()
-            measured = self._daft_run(workload, files, _Sizing(point.batch_size, actors), point.scale, {}, point.name)
+            measured = self._daft_run(workload, files, Sizing(point.batch_size, actors), point.scale, {}, point.name)
             tried.append((point, measured))
             self.log(f"    expert {point.name}: {measured['status']} {measured['wall_s']:.2f}s")
         done = [(p, m) for p, m in tried if m["status"] == "ok" and m["rows_out"] == workload.rows_out]
@@ -429,7 +439,7 @@ class Bench:
                 batches += 1
             return rows, batches
 
-        measured = _measure(execute, actors, build)
+        measured = measure(execute, actors, build)
         measured["batch_size"] = batch if recommended else "Ray Data default"
         if recommended:
             measured["scaling_step"] = f"override_num_blocks={blocks}"

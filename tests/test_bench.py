@@ -296,7 +296,7 @@ def test_join_and_explode_pipelines_run_in_daft_and_ray_data(tmp_path, name: str
     Data Datasets (both Ray Data rows), on tiny data with free UDFs: the right rows come out of each."""
     import daft
     from bench import raydata
-    from bench.harness import _Sizing, daftscale_pipeline
+    from bench.harness import Sizing, daftscale_pipeline
     from bench.workloads import SleepModel, build_daft, make_data, model_args, power_law_rows
 
     from daftscale.udf import actor_udf
@@ -304,7 +304,7 @@ def test_join_and_explode_pipelines_run_in_daft_and_ray_data(tmp_path, name: str
     # W5 keeps its per-row step (free here), so the join → step → model → groupby path runs.
     workload = _tiny(name, file_rows=power_law_rows(200, 8), read=Costs(0.0, 0.0) if name == "W5" else None)
     files = make_data(workload, str(tmp_path / name))
-    sizing = _Sizing(16, 1)
+    sizing = Sizing(16, 1)
     model = actor_udf(SleepModel, sizing, return_dtype=daft.DataType.int64(), init_args=model_args(workload))
     out = build_daft(workload, files, lambda df: df.into_batches(32), model).to_pydict()
     assert len(out["out" if name == "W6" else "rows"]) == workload.rows_out

@@ -139,7 +139,7 @@ def test_with_nothing_shuffled_before_the_step_one_cost_probe_decides() -> None:
     )
     assert len(seen) == 1 and seen[0].into_batches == 80 and seen[0].batch_size == 64
     cal = plan.calibration
-    assert [r["name"] for r in cal["runs"]][0].startswith("cost probe"), cal["lines"]
+    assert cal["runs"][0]["name"].startswith("cost probe"), cal["lines"]
     assert abs(cal["seconds_per_batch"] - 0.010) < 0.002 and abs(cal["seconds_per_row"] - 3e-5) < 1e-5, cal["lines"]
     assert cal["simulated"] is not None and plan.decision is not None, cal["lines"]
     if plan.scaling_step:

@@ -288,7 +288,7 @@ def test_cli_simulates_a_plan_file_on_another_cluster(capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["simulate", "--plan", "/nonexistent/plan.json"], "plan file /nonexistent/plan.json not found"),
+        (["simulate", "--plan", "/nonexistent/plan.json"], "plan file /nonexistent/plan.json does not exist"),
         (["simulate", "--plan", "x.json", "--rows", "10"], "--plan cannot be combined"),
         (["simulate", *SEED_ARGS, "--calibration", "/nonexistent/report.json"], "calibration report"),
         (["simulate", *SEED_ARGS, "--udf-seconds-per-batch", "-1"], "--udf-seconds-per-batch"),

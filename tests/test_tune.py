@@ -137,7 +137,8 @@ def test_extrapolation_adds_the_missing_rows_at_the_steady_rate(
 
 
 def test_a_win_in_an_earlier_rung_counts_as_the_repeat() -> None:
-    from daftscale.tune import Trial, _Search
+    from daftscale.tune import Trial
+    from daftscale.tune_search import Search
 
     def rung(formula_s: float, challenger_s: float) -> dict[str, Trial]:
         return {
@@ -145,16 +146,16 @@ def test_a_win_in_an_earlier_rung_counts_as_the_repeat() -> None:
             "B×4 P×1": Trial("B×4 P×1", 32, 4, None, full_s=challenger_s),
         }
 
-    search = object.__new__(_Search)  # only its notes are used: no cluster, no pipeline
+    search = object.__new__(Search)  # only its notes are used: no cluster, no pipeline
     search.notes = []
     # Won both rungs by ≥ 5 %: taken, at the formula's total time over the challenger's.
-    assert search._won_earlier("B×4 P×1", {0: rung(12.0, 10.0), 1: rung(11.0, 9.0)}, 1) == pytest.approx(23 / 19)
+    assert search.won_earlier("B×4 P×1", {0: rung(12.0, 10.0), 1: rung(11.0, 9.0)}, 1) == pytest.approx(23 / 19)
     assert "2 of the 2 rungs" in search.notes[-1]
     # Won only the last rung, or ran in one rung only: a repeat is still needed.
-    assert search._won_earlier("B×4 P×1", {0: rung(10.0, 10.2), 1: rung(11.0, 9.0)}, 1) is None
-    assert search._won_earlier("B×4 P×1", {0: rung(11.0, 9.0)}, 0) is None
+    assert search.won_earlier("B×4 P×1", {0: rung(10.0, 10.2), 1: rung(11.0, 9.0)}, 1) is None
+    assert search.won_earlier("B×4 P×1", {0: rung(11.0, 9.0)}, 0) is None
     # Won earlier but not the deciding rung: no.
-    assert search._won_earlier("B×4 P×1", {0: rung(12.0, 10.0), 1: rung(10.0, 10.0)}, 1) is None
+    assert search.won_earlier("B×4 P×1", {0: rung(12.0, 10.0), 1: rung(10.0, 10.0)}, 1) is None
 
 
 def test_parse_multiples_rejects_nonsense() -> None:
@@ -357,7 +358,8 @@ def test_simulator_prunes_candidates_predicted_much_slower() -> None:
     0.1 ms per row on one actor, the cost shape of the real search below), it drops a candidate predicted
     far slower than the best, never the formula plan, and records why."""
     from daftscale.report import RunReport
-    from daftscale.tune import Candidate, _Search
+    from daftscale.tune import Candidate
+    from daftscale.tune_search import Search
 
     cluster = ClusterSpec(nodes=1, cpus_per_node=1)
     data = profile_numbers(4096, 8)
@@ -382,7 +384,7 @@ def test_simulator_prunes_candidates_predicted_much_slower() -> None:
         Candidate("B×8", 64, batch_multiple=8.0),
         Candidate("B×⅛", 1, batch_multiple=0.125),  # 8× the calls of the formula: far slower
     ]
-    search = object.__new__(_Search)  # the pruning step only: no pipeline runs
+    search = object.__new__(Search)  # the pruning step only: no pipeline runs
     search.cluster, search.notes, search.trials, search.predicted = cluster, [], [], {}
     search.plans = {c.name: replace(formula, batch_size=c.batch_size) for c in grid}
     kept = search.prune(grid, report, max_candidates=8)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.harness import Bench, _count_partitions, _measure, _Sizing, register_by_value, start_cluster
+from bench.harness import Bench, Sizing, count_partitions, measure, register_by_value, start_cluster
 from bench.workloads import SleepModel, Workload, build_daft, model_args
 
 NODES, CPUS_PER_NODE, CONCURRENCY = 4, 4, 8  # the benchmark's cluster and actor pool
@@ -74,7 +74,7 @@ def run_case(
     def build(_sink: Any) -> Any:
         model = actor_udf(
             SleepModel,
-            _Sizing(batch, bench.concurrency),
+            Sizing(batch, bench.concurrency),
             return_dtype=daft.DataType.int64(),
             init_args=model_args(workload),
             name="Model",
@@ -83,10 +83,10 @@ def run_case(
 
     def execute(df: Any) -> tuple[int, int]:
         with daft.execution_config_ctx(**(execution_config or {})):
-            return _count_partitions(df)
+            return count_partitions(df)
 
     bench.settle()
-    return _measure(execute, bench.concurrency, build)
+    return measure(execute, bench.concurrency, build)
 
 
 def workload_at(bench: Bench, name: str, scale: float) -> tuple[Workload, Any, Any]:

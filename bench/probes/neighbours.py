@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
     from daftscale.run import run
-    from daftscale.tune import _candidate_plan, _max_batch_size, candidate_grid
+    from daftscale.tune import candidate_grid
+    from daftscale.tune_search import candidate_plan, max_batch_size
 
     args = parse_args(__doc__, "python -m bench.probes.neighbours", argv, default_scale=1.0, workloads="W1,W2")
     with bench_cluster(args.out) as bench:
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows=data.rows,
                 batch_multiples=MULTIPLES,
                 task_multiples=MULTIPLES,
-                max_batch_size=_max_batch_size(formula, data, cluster, kwargs, formula.batch_size * 4),
+                max_batch_size=max_batch_size(formula, data, cluster, kwargs, formula.batch_size * 4),
             )
-            plans = {cand.name: _candidate_plan(formula, cand, data, cluster, kwargs) for cand in grid}
+            plans = {cand.name: candidate_plan(formula, cand, data, cluster, kwargs) for cand in grid}
             print(f"{name}: {workload.rows:,} rows, formula plan {formula.to_code().splitlines()}", flush=True)
             walls: dict[str, list[float]] = {cand: [] for cand in plans}
             for repeat in range(args.repeats):

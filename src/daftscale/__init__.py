@@ -1,7 +1,7 @@
 """daftscale: scale Daft workflows from one machine to a Ray cluster, with the numbers right.
 
 Profile the data and the cluster, choose shuffle (``repartition``) or streaming (``into_batches``),
-compute the numbers with the seed's formulas, apply them to a DataFrame, run, measure and explain.
+compute the numbers with Daft's scaling guide's formulas, apply them to a DataFrame, run, measure and explain.
 
 >>> import daftscale
 >>> p = daftscale.plan(daftscale.profile(rows=1_000_000, bytes_per_row=100),

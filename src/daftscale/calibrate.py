@@ -51,7 +51,7 @@ from typing import Any
 
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, DaftscaleError, RunError
-from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan
+from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
 from daftscale.profile import DataProfile, UdfProfile
 from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
 from daftscale.tune import SampledPlan, extrapolated_wall_s
@@ -286,7 +286,7 @@ def _summarise(
     return SampleRun(
         name=name,
         batch_size=plan.udf_batch_size,
-        scaling_step=_describe(plan),
+        scaling_step=describe_step(plan),
         wall_s=report.wall_s,
         elapsed_s=round(elapsed, 3),
         sample_rows=sample,
@@ -295,15 +295,6 @@ def _summarise(
         mean_rows_per_call=round(udf_rows / calls, 2) if calls else 0.0,
         predicted_full_s=predicted,
     )
-
-
-def _describe(plan: ScalingPlan) -> str:
-    if not plan.scaling_step:
-        return "no scaling step"
-    if plan.strategy == "shuffle":
-        text = f"{plan.partition_op}({plan.partitions})"
-        return text + (f".into_batches({plan.into_batches})" if plan.into_batches else "")
-    return f"into_batches({plan.into_batches})"
 
 
 def no_scaling_step(plan: ScalingPlan, why: str, **decision: Any) -> ScalingPlan:
@@ -425,7 +416,7 @@ def calibrated_plan(
         spent = time.monotonic() - started
         if spent + run_s > budget:
             cal.changed.append(
-                f"no budget left to measure {_describe(candidate)} ({spent:.1f} s spent of {budget:.0f} s, "
+                f"no budget left to measure {describe_step(candidate)} ({spent:.1f} s spent of {budget:.0f} s, "
                 f"a sample run takes about {run_s:.1f} s)"
             )
             break
@@ -443,7 +434,7 @@ def calibrated_plan(
             probing = False
             if _separates(fit):
                 planned = _formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
-                if _describe(planned) != _describe(last) or planned.batch_size != last.batch_size:
+                if describe_step(planned) != describe_step(last) or planned.batch_size != last.batch_size:
                     candidate, name = planned, "formula plan (measured costs)"
         elif handed_fragments and not last.coalesce and len(measured) < MAX_FORMULA_RUNS:
             merged = _formula_from(data, cluster, kwargs, fit, calls, growth, run.mean_rows_per_call)
@@ -686,7 +677,7 @@ def simulated_choice(
     except DaftscaleError:
         return None
     default_s, formula_s = round(default.makespan_s, 2), round(formula.makespan_s, 2)
-    step = f"{_describe(candidate)}, batch {candidate.batch_size}"
+    step = f"{describe_step(candidate)}, batch {candidate.batch_size}"
     own = _batch_words(declared_batch)
     head = f"simulated from Daft's default sample run: the formula plan ({step})"
     if formula.oom:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -183,7 +183,7 @@ def plan_command(
 
 
 def render_plan(result: Any) -> None:
-    """The plan as the seed's worked example: headline numbers, the steps, the levers, the warnings."""
+    """The plan as in Daft's scaling guide's worked example: headline numbers, the steps, the levers, the warnings."""
     from daftscale.config import format_bytes
 
     head = [
@@ -206,16 +206,27 @@ def render_plan(result: Any) -> None:
     click.echo("\n".join("    " + line if line else "" for line in result.to_code().splitlines()))
 
 
+def runtime_options(*, verb: str, span: str) -> Callable[[Any], Any]:
+    """The runner options of ``run`` and ``tune``: --runner, --ray-address and --local-cluster."""
+
+    def decorate(fn: Any) -> Any:
+        fn = click.option(
+            "--local-cluster", metavar="NxC", help=f"Start N local Ray nodes of C CPUs for {span}, e.g. 2x2."
+        )(fn)
+        fn = click.option("--ray-address", metavar="ADDRESS|auto", help=f"{verb} on this running Ray cluster.")(fn)
+        return click.option(
+            "--runner",
+            type=click.Choice(["native", "ray"]),
+            default=None,
+            help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
+        )(fn)
+
+    return decorate
+
+
 @cli.command("run")
 @click.argument("pipeline_path", metavar="PIPELINE")
-@click.option(
-    "--runner",
-    type=click.Choice(["native", "ray"]),
-    default=None,
-    help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
-)
-@click.option("--ray-address", metavar="ADDRESS|auto", help="Run on this running Ray cluster.")
-@click.option("--local-cluster", metavar="NxC", help="Start N local Ray nodes of C CPUs for this run, e.g. 2x2.")
+@runtime_options(verb="Run", span="this run")
 @click.option("--plan", "plan_source", default="auto", show_default=True, metavar="auto|PLAN.json")
 @click.option("--report", "report_dir", metavar="DIR", help="Write report.json, report.html and plots to DIR.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report in DIR and an existing output.")
@@ -293,6 +304,8 @@ def run_command(
     """
     from daftscale.run import run
 
+    # build.main() hands the CLI its Pipeline object (main(pipeline=...)); else PIPELINE is a path to load.
+    handed = click.get_current_context().find_root().obj
     kwargs = _explicit_planner_kwargs(params)
     if plan_source != "auto" and kwargs:
         from daftscale.errors import ConfigError
@@ -304,7 +317,7 @@ def run_command(
             "drop them, or use --plan auto to plan with them"
         )
     report = run(
-        pipeline_path,
+        handed if handed is not None else pipeline_path,
         runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
         ray_address=ray_address,
         local_cluster=local_cluster,
@@ -399,6 +412,7 @@ def simulate_command(
     plan' takes (SOURCE or --rows, cluster and plan options) to plan and simulate in one go.
     """
     from daftscale.errors import ConfigError
+    from daftscale.run import read_plan_file
     from daftscale.simulate import plot_utilization, resolve_costs, simulate
 
     if plot and os.path.exists(plot) and not overwrite:
@@ -411,7 +425,7 @@ def simulate_command(
                 "--plan cannot be combined with SOURCE, --rows, --bytes-per-row or plan options: "
                 "simulate the plan file as it is (cluster options allowed), or drop --plan to plan afresh"
             )
-        the_plan = load_plan(plan_file)
+        the_plan = read_plan_file(plan_file)
         cluster = resolve_cluster(params) if any(params.get(k) is not None for k in cluster_keys) else None
     else:
         from daftscale.plan import plan
@@ -453,14 +467,7 @@ def simulate_command(
 @click.option("--budget", type=float, default=300.0, show_default=True, metavar="SECONDS", help="Search time limit.")
 @click.option("--out", metavar="PLAN.json", help="Save the winning plan there (for 'daftscale run --plan').")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-@click.option(
-    "--runner",
-    type=click.Choice(["native", "ray"]),
-    default=None,
-    help="Daft's native runner (default) or Ray (implied by --ray-address/--local-cluster).",
-)
-@click.option("--ray-address", metavar="ADDRESS|auto", help="Tune on this running Ray cluster.")
-@click.option("--local-cluster", metavar="NxC", help="Start N local Ray nodes of C CPUs for the search, e.g. 2x2.")
+@runtime_options(verb="Tune", span="the search")
 @click.option("--batch-multiples", metavar="M,M,...", help="Multiples of the formula's batch size (0.25,0.5,1,2,4).")
 @click.option("--partition-multiples", metavar="M,M,...", help="Multiples of its partitions (0.25,0.5,1,2,4).")
 @click.option("--cache-dir", metavar="DIR", help="Result cache (default $DAFTSCALE_CACHE_DIR or ~/.cache/daftscale).")
@@ -523,31 +530,23 @@ def tune_command(
     )
 
 
-def load_plan(path: str) -> Any:
-    """Read a plan file; a missing or unreadable file is a PlanError with the fix."""
-    from daftscale.errors import PlanError
-    from daftscale.plan import ScalingPlan
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError as exc:
-        raise PlanError(
-            f"plan file {path} not found: make one with 'daftscale plan --format json > plan.json'"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan file {path} cannot be read ({exc}): pass a plan.json from 'daftscale plan'") from exc
-    return ScalingPlan.from_json(text)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Entry point
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+def main(argv: Sequence[str] | None = None, *, pipeline: Any = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted).
+
+    ``pipeline``: the :class:`~daftscale.pipeline.Pipeline` object ``run`` runs in place of loading its
+    PIPELINE path (what ``build.main()`` passes: the file is already imported, as ``__main__``).
+    """
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="daftscale", standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="daftscale",
+            standalone_mode=False,
+            obj=pipeline,
+        )
     except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - depends on click version
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return EXIT_BAD_INPUT

@@ -68,11 +68,16 @@ class Pipeline:
         return f"Pipeline({self.name!r}, {self.planner_kwargs!r})"
 
     def main(self, argv: Sequence[str] | None = None) -> None:
-        """Run this pipeline as ``daftscale run THIS_FILE [options]`` would, then exit with its code."""
+        """Run this pipeline as ``daftscale run THIS_FILE [options]`` would, then exit with its code.
+
+        The ``python pipeline.py`` entry point: the command line is the CLI's (imported here, when the
+        file runs as a script, never when daftscale loads a pipeline), and the CLI is handed this object
+        itself, so the file is not imported a second time.
+        """
         from daftscale.cli import main as cli_main
 
         args = list(sys.argv[1:] if argv is None else argv)
-        sys.exit(cli_main(["run", _PipelineRef.register(self), *args]))
+        sys.exit(cli_main(["run", self.source or self.name, *args], pipeline=self))
 
 
 def pipeline(build: BuildFn | None = None, **planner_kwargs: Any) -> Any:
@@ -94,23 +99,6 @@ def pipeline(build: BuildFn | None = None, **planner_kwargs: Any) -> Any:
     return lambda fn: Pipeline(fn, planner_kwargs)
 
 
-class _PipelineRef:
-    """Lets ``build.main()`` hand its own object to the CLI by a name, without importing the file twice."""
-
-    _objects: dict[str, Pipeline] = {}  # noqa: RUF012 - process-wide registry on purpose
-    PREFIX = "daftscale-pipeline:"
-
-    @classmethod
-    def register(cls, obj: Pipeline) -> str:
-        key = f"{cls.PREFIX}{uuid.uuid4().hex[:8]}"
-        cls._objects[key] = obj
-        return key
-
-    @classmethod
-    def lookup(cls, text: str) -> Pipeline | None:
-        return cls._objects.get(text)
-
-
 def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
     """Import a pipeline file by path (not as ``__main__``) and return its :class:`Pipeline`.
 
@@ -121,9 +109,6 @@ def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
     """
     if isinstance(path, Pipeline):
         return path
-    registered = _PipelineRef.lookup(str(path))
-    if registered is not None:
-        return registered
     path = os.fspath(path)
     if not os.path.exists(path):
         raise PipelineError(f"pipeline file {path} does not exist: pass the path of a .py file that builds a DataFrame")

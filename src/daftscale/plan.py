@@ -1,7 +1,7 @@
-"""The planner: profile + cluster → :class:`ScalingPlan`, with the seed's formulas as pure functions.
+"""The planner: profile + cluster → :class:`ScalingPlan`, with Daft's scaling guide's formulas as pure functions.
 
-Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas are the seed's
-(``seed/SKILL.md``) with its worked example as the first doctest of each:
+Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas are Daft's
+scaling guide's, with its worked example as the first doctest of each:
 
 - shuffle (light data): ``A = ceil(C / N)``, ``min_rows_per_partition = B * A``,
   ``max_partitions = max(1, floor(R / min_rows))``,
@@ -10,7 +10,7 @@ Pure: frozen inputs in, a frozen plan out; no I/O and no globals. The formulas a
   inflation of decoded data) and ``into_batches(B)`` feeds the UDF, with B lowered when one decoded
   batch would not fit an actor's memory.
 
-A plan sets three levers and says which number sets which (see ``DAFT_NOTES.md``):
+A plan sets three levers and says which number sets which:
 
 1. partitions before the UDF: ``repartition(N)`` / ``into_partitions(N)`` (shuffle plans);
 2. task granularity: ``into_batches(T)`` (streaming plans, and shuffle plans whose partitions are
@@ -44,6 +44,20 @@ from daftscale.config import (
     require_positive_number,
 )
 from daftscale.errors import ConfigError, PlanError
+from daftscale.plan_formulas import (
+    MIN_TASKS_PER_CPU,
+    actors_per_node,
+    balanced_batch_size,
+    cluster_actor_capacity,
+    max_partitions,
+    memory_bounded_batch_size,
+    min_rows_per_partition,
+    overhead_bounded_batch_size,
+    partition_bytes_bound,
+    recommended_partitions,
+    shuffle_task_rows,
+    whole_batches,
+)
 from daftscale.profile import DataProfile, UdfProfile
 
 if TYPE_CHECKING:
@@ -53,7 +67,7 @@ Strategy = Literal["shuffle", "streaming"]
 
 PLAN_FORMAT_VERSION = 1
 
-# The keys `daftscale plan --format json` promises (SPEC section 3); more may follow them.
+# The keys `daftscale plan --format json` promises (a stable format); more may follow them.
 PLAN_JSON_KEYS = (
     "strategy",
     "reason",
@@ -78,14 +92,6 @@ OVERHEAD_WARNING_SHARE = 0.25
 # load only when input files are close to even; above this max/mean file-rows ratio, shuffle instead.
 INTO_PARTITIONS_MAX_FILE_SKEW = 1.25
 
-# Shuffle plans on a cluster whose CPUs are known cut the work into at least this many tasks per CPU
-# (task slot) with into_batches after the shuffle, leaving the partition count as formula 1 gives it.
-# A task runs the work before the UDF (the heavy read) over its rows before its batches reach the
-# actors, and feeds only its own node's actors; big tasks delay every actor's first batch and leave
-# uneven tails, and on Ray each into_batches batch is its own task placed anywhere. Measured on W1 of
-# bench/ (38,400 rows, 16 CPUs, B = 363): 16 tasks 13.2 s (first UDF call at 10.1 s), 100 tasks 8.9 s
-# (first call at 5.0 s). Large inputs, where K = 4 already gives more partitions, are unchanged.
-MIN_TASKS_PER_CPU = 4
 
 # Calibration (daftscale.calibrate) measures the rows Daft hands each UDF call. When they average below
 # this share of the batch size, batches arrive as fragments (a join's or a shuffle's output is many small
@@ -93,179 +99,6 @@ MIN_TASKS_PER_CPU = 4
 # coalesces them with into_batches before the UDF. Measured on a join over a few hundred small files: 4.7
 # rows per call at B = 64, and 2 to 5 times faster once into_batches merged them.
 FRAGMENTED_SHARE = 0.5
-
-
-# ---------------------------------------------------------------------------------------------------
-# The formulas (pure functions of numbers)
-
-
-def actors_per_node(concurrency: int, nodes: int) -> int:
-    """Actors on the busiest node: ``A = ceil(C / N)``.
-
-    The seed's example, 16 actors on 4 nodes:
-
-    >>> actors_per_node(16, 4)
-    4
-    >>> actors_per_node(10, 4)
-    3
-    """
-    return math.ceil(require_positive_int(concurrency, "concurrency") / require_positive_int(nodes, "nodes"))
-
-
-def min_rows_per_partition(batch_size: int, actors_on_node: int) -> int:
-    """Rows a partition needs so one task can hand every actor on its node a batch: ``B * A``.
-
-    >>> min_rows_per_partition(64, 4)
-    256
-    """
-    return require_positive_int(batch_size, "batch_size") * require_positive_int(actors_on_node, "actors")
-
-
-def max_partitions(rows: int, min_rows: int) -> int:
-    """Most partitions that still give each one ``min_rows``: ``max(1, floor(R / min_rows))``.
-
-    >>> max_partitions(1_000_000, 256)
-    3906
-    >>> max_partitions(100, 256)
-    1
-    """
-    return max(1, require_positive_int(rows, "rows") // require_positive_int(min_rows, "min_rows"))
-
-
-def recommended_partitions(rows: int, concurrency: int, min_rows: int, batches_per_task: int) -> int:
-    """``min(max_partitions, max(C, ceil(R / (K * min_rows))))``: K batches per actor per task,
-    at least one partition per actor, never more than ``max_partitions``.
-
-    The seed's example recommends "~1000" for 1M rows:
-
-    >>> recommended_partitions(1_000_000, 16, 256, 4)
-    977
-    >>> recommended_partitions(10_000, 16, 256, 4)
-    16
-    >>> recommended_partitions(1_000, 16, 256, 4)
-    3
-    """
-    k = require_positive_int(batches_per_task, "batches_per_task")
-    upper = max_partitions(rows, min_rows)
-    return min(upper, max(require_positive_int(concurrency, "concurrency"), math.ceil(rows / (k * min_rows))))
-
-
-def whole_batches(rows: int, batch_size: int) -> int:
-    """``rows`` rounded to the nearest whole number of UDF batches (at least one).
-
-    A task of 600 rows with B = 363 makes calls of 363 and 237 rows: as many calls as 726 rows would,
-    each paying the fixed cost, with less work behind it. Whole batches keep every call at B.
-
-    >>> whole_batches(600, 363), whole_batches(6, 4), whole_batches(100, 64), whole_batches(10, 64)
-    (726, 8, 128, 64)
-    """
-    return max(1, math.floor(rows / batch_size + 0.5)) * batch_size
-
-
-def shuffle_task_rows(rows: int, partitions: int, batch_size: int, total_cpus: float | None) -> int | None:
-    """Rows per task for ``into_batches`` after a shuffle, or ``None`` when the partitions are fine-grained.
-
-    ``max(B, ceil(R / (MIN_TASKS_PER_CPU × CPUs)))`` in whole batches (:func:`whole_batches`), used
-    only when a partition holds at least two such tasks: Daft's ``into_batches(T)`` is best effort (it
-    emits from 0.8·T rows), and has been seen to pass a partition only a little over T on whole, so a
-    lever that barely undercuts the partition buys nothing dependable.
-
-    >>> shuffle_task_rows(38_400, 16, 363, 16)     # 16 partitions of 2,400 rows → tasks of 2 × 363
-    726
-    >>> shuffle_task_rows(1_000_000, 977, 64, 16) is None   # the seed's example: already fine-grained
-    True
-    >>> shuffle_task_rows(5_000, 13, 50, 4) is None         # 385-row partitions, tasks of 300: not two
-    True
-    >>> shuffle_task_rows(38_400, 16, 363, None) is None    # CPUs unknown: leave it to the partitions
-    True
-    """
-    if not total_cpus:
-        return None
-    task_rows = whole_batches(max(batch_size, math.ceil(rows / (MIN_TASKS_PER_CPU * total_cpus))), batch_size)
-    return task_rows if 2 * task_rows <= math.ceil(rows / partitions) else None
-
-
-def memory_bounded_batch_size(budget_bytes: float, bytes_per_row: float) -> int | None:
-    """Largest batch whose decoded rows fit ``BATCH_MEMORY_FRACTION`` of an actor's budget.
-
-    ``None`` when nothing bounds it (no budget or no size known); 0 when not even one row fits.
-
-    >>> memory_bounded_batch_size(8 * 2**30, 3 * 2**20)   # 8 GiB actor, 3 MiB decoded rows
-    1365
-    >>> memory_bounded_batch_size(0, 100) is None
-    True
-    """
-    if budget_bytes <= 0 or bytes_per_row <= 0:
-        return None
-    return int(budget_bytes * BATCH_MEMORY_FRACTION // bytes_per_row)
-
-
-def overhead_bounded_batch_size(
-    seconds_per_batch: float, seconds_per_row: float, target_share: float = TARGET_BATCH_OVERHEAD_SHARE
-) -> int:
-    """Smallest batch whose fixed per-call cost is at most ``target_share`` of the call:
-    ``fixed / (fixed + B * per_row) <= t``  ⇔  ``B >= fixed * (1 - t) / (t * per_row)``.
-
-    DAFT_NOTES' probe, 20 ms fixed and 0.5 ms per row, wants 360 rows for 10 % overhead:
-
-    >>> overhead_bounded_batch_size(0.020, 0.0005)
-    360
-    >>> overhead_bounded_batch_size(0.0, 0.001)
-    1
-    """
-    if seconds_per_batch <= 0:
-        return 1
-    if seconds_per_row <= 0:
-        raise ConfigError("UDF profile has zero seconds per row: profile it on more rows")
-    return max(1, math.ceil(seconds_per_batch * (1 - target_share) / (target_share * seconds_per_row) - 1e-9))
-
-
-def balanced_batch_size(seconds_per_batch: float, seconds_per_row: float, rows_per_actor: float) -> int:
-    """The batch that minimises per-call overhead plus the stage's tail: ``B = sqrt(2 × n × fixed / per_row)``.
-
-    An actor that runs ``n`` rows in batches of ``B`` spends ``n / B × fixed`` on per-call cost, and the
-    stage ends when the last actor finishes, on average half a call after the others:
-    ``T(B) ≈ n × fixed / B + (fixed + B × per_row) / 2``, smallest at the ``B`` above. A long stage
-    (many rows per actor) so affords batches bigger than the overhead target's: at 10 % overhead an
-    actor with a million rows would spend a tenth of its time on fixed costs for a tail of a fraction of a second.
-
-    DAFT_NOTES' probe (20 ms + 0.5 ms per row) with 4,800 rows per actor, and with 200,000:
-
-    >>> balanced_batch_size(0.020, 0.0005, 4_800), balanced_batch_size(0.020, 0.0005, 200_000)
-    (620, 4000)
-    >>> balanced_batch_size(0.0, 0.001, 1_000)
-    1
-    """
-    if seconds_per_batch <= 0 or rows_per_actor <= 0:
-        return 1
-    if seconds_per_row <= 0:
-        raise ConfigError("UDF profile has zero seconds per row: profile it on more rows")
-    return max(1, math.ceil(math.sqrt(2 * rows_per_actor * seconds_per_batch / seconds_per_row) - 1e-9))
-
-
-def partition_bytes_bound(memory_per_node: float, tasks_per_node: float, inflation: float) -> int:
-    """Largest partition (in-memory bytes) a node can hold for every task it runs at once, after
-    Daft's inflation of decoded data, within ``NODE_MEMORY_FRACTION_FOR_PARTITIONS`` of its memory.
-
-    >>> format_bytes(partition_bytes_bound(64 * 2**30, 8, 3.0))
-    '1.3 GiB'
-    """
-    return int(memory_per_node * NODE_MEMORY_FRACTION_FOR_PARTITIONS / (max(tasks_per_node, 1.0) * inflation))
-
-
-def cluster_actor_capacity(cluster: ClusterSpec, udf_cpus: float, udf_gpus: float) -> int | None:
-    """Actors the cluster can schedule at once for this UDF (``None`` if the cluster's CPUs are unknown).
-
-    >>> cluster_actor_capacity(ClusterSpec(nodes=4, cpus_per_node=8, gpus_per_node=2), 1, 0.5)
-    16
-    >>> cluster_actor_capacity(ClusterSpec(nodes=4, cpus_per_node=8), 2, 0)
-    16
-    """
-    if udf_gpus > 0:
-        return math.floor(cluster.gpus_per_node / udf_gpus + 1e-9) * cluster.nodes
-    if cluster.cpus_per_node is None or udf_cpus <= 0:
-        return None
-    return math.floor(cluster.cpus_per_node / udf_cpus + 1e-9) * cluster.nodes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -303,7 +136,7 @@ class UdfResources:
 class ScalingPlan:
     """The numbers for one pipeline on one cluster, each with its reason.
 
-    JSON (``to_json``) has the stable keys of SPEC section 3. Use :meth:`apply` on a DataFrame,
+    JSON (``to_json``) has stable keys (``PLAN_JSON_KEYS``). Use :meth:`apply` on a DataFrame,
     :meth:`explain` to read why, :meth:`to_code` for the Daft lines to paste.
     """
 
@@ -412,7 +245,7 @@ class ScalingPlan:
     # -- reading -----------------------------------------------------------------------------------
 
     def explain(self) -> str:
-        """The steps with the user's own numbers, then the warnings, as the seed's worked example."""
+        """The steps with the user's own numbers, then the warnings, as in Daft's scaling guide's worked example."""
         lines = []
         if self.decision is not None:
             verdict = "the scaling step below" if self.scaling_step else "no scaling step (plan.apply leaves df alone)"
@@ -527,6 +360,21 @@ class ScalingPlan:
         return replace(self, predicted=predicted)
 
 
+def describe_step(plan: ScalingPlan) -> str:
+    """The plan's scaling step in a few words, as the DataFrame calls it makes.
+
+    >>> from daftscale import ClusterSpec, profile_numbers
+    >>> describe_step(plan(profile_numbers(100_000, 100), ClusterSpec(nodes=2, cpus_per_node=4), concurrency=4))
+    'repartition(196)'
+    """
+    if not plan.scaling_step:
+        return "no scaling step"
+    if plan.strategy == "shuffle":
+        text = f"{plan.partition_op}({plan.partitions})"
+        return text + (f".into_batches({plan.into_batches})" if plan.into_batches else "")
+    return f"into_batches({plan.into_batches})"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building a plan
 
@@ -601,7 +449,7 @@ def plan(
         profile: the data arriving at the scaling step (:func:`daftscale.profile`).
         cluster: where it runs (:class:`ClusterSpec`).
         concurrency: total UDF actors C; default: as many as the cluster can schedule.
-        batch_size: rows per UDF call B; default: chosen from the UDF profile, else the seed's 64.
+        batch_size: rows per UDF call B; default: chosen from the UDF profile, else Daft's scaling guide's 64.
         batches_per_task: K, batches per actor per task (shuffle).
         udf: CPUs, GPUs and memory of one actor.
         strategy: ``"auto"``, ``"shuffle"`` or ``"streaming"``.
@@ -618,7 +466,7 @@ def plan(
             measured it; bounds B by the actor's memory (over the UDF profile's and the decoded size).
 
     Examples:
-        The seed's worked example (1M rows, 4 nodes, 16 actors, batch 64):
+        Daft's scaling guide's worked example (1M rows, 4 nodes, 16 actors, batch 64):
 
         >>> from daftscale import ClusterSpec, profile_numbers
         >>> p = plan(profile_numbers(1_000_000, 100), ClusterSpec(nodes=4), concurrency=16, batch_size=64)
@@ -683,7 +531,7 @@ def plan(
     a = actors_per_node(c, nodes)
     b.step(f"Actors per node A = ceil(C / N) = ceil({c} / {nodes}) = {a}.")
 
-    # Batch size B: user's, else from the UDF's fixed vs per-row cost, else the seed's 64.
+    # Batch size B: user's, else from the UDF's fixed vs per-row cost, else Daft's scaling guide's 64.
     per_row_memory = profile.bytes_per_row * inflation
     if udf_profile and udf_profile.memory_per_row_bytes:
         per_row_memory = udf_profile.memory_per_row_bytes
@@ -719,7 +567,7 @@ def plan(
         batch = DEFAULT_BATCH_SIZE
         b.step(f"Batch size B = {batch} (Daft's scaling guide's default; no UDF profile to choose from).")
 
-    budget, budget_why = _actor_memory_budget(cluster, udf, a)
+    budget, budget_why = actor_memory_budget(cluster, udf, a)
     bound = memory_bounded_batch_size(budget or 0, per_row_memory)
     if bound is not None:
         if bound < 1:
@@ -907,14 +755,27 @@ def plan(
     )
 
 
-def _actor_memory_budget(cluster: ClusterSpec, udf: UdfResources, actors_on_node: int) -> tuple[int | None, str]:
+def actor_memory_budget(
+    cluster: ClusterSpec, udf: UdfResources, actors_on_node: int | None = None
+) -> tuple[int | None, str]:
+    """One actor's memory budget and why: the declared UDF memory, else a GPU UDF's share of GPU memory,
+    else (CPU actors, given ``actors_on_node``) the node's memory over its actors; ``(None, "unknown")``
+    when nothing bounds it. The planner sizes batches to it; the simulator checks a batch against it
+    without ``actors_on_node`` (a CPU actor without a declared budget shares its node's memory, which the
+    node's own verdict covers).
+
+    >>> actor_memory_budget(ClusterSpec(nodes=1, memory_per_node=8 << 30), UdfResources(), actors_on_node=4)
+    (2147483648, 'node memory 8.0 GiB / 4 actors')
+    >>> actor_memory_budget(ClusterSpec(nodes=1, gpus_per_node=1, gpu_memory_per_gpu=16 << 30), UdfResources(gpus=0.5))
+    (8589934592, '0.5 × 16.0 GiB GPU memory')
+    """
     if udf.memory is not None:
         return udf.memory, f"--udf-memory {format_bytes(udf.memory)}"
     if udf.gpus > 0 and cluster.gpu_memory_per_gpu:
         # A fractional GPU gets that share of one GPU's memory; several GPUs pool theirs.
         budget = int(cluster.gpu_memory_per_gpu * udf.gpus)
         return budget, f"{udf.gpus:g} × {format_bytes(cluster.gpu_memory_per_gpu)} GPU memory"
-    if udf.gpus == 0 and cluster.memory_per_node:
+    if udf.gpus == 0 and cluster.memory_per_node and actors_on_node:
         return cluster.memory_per_node // actors_on_node, (
             f"node memory {format_bytes(cluster.memory_per_node)} / {actors_on_node} actors"
         )
@@ -956,3 +817,33 @@ def _choose_partition_op(profile: DataProfile, partitions: int, keys: Sequence[s
     ):
         return "into_partitions"
     return "repartition"
+
+
+__all__ = [
+    "FRAGMENTED_SHARE",
+    "INTO_PARTITIONS_MAX_FILE_SKEW",
+    "MIN_TASKS_PER_CPU",
+    "OVERHEAD_WARNING_SHARE",
+    "PLAN_FORMAT_VERSION",
+    "PLAN_INPUT_KEYS",
+    "PLAN_JSON_KEYS",
+    "PlanWarning",
+    "ScalingPlan",
+    "Strategy",
+    "UdfResources",
+    "actor_memory_budget",
+    "actors_per_node",
+    "balanced_batch_size",
+    "choose_strategy",
+    "cluster_actor_capacity",
+    "describe_step",
+    "max_partitions",
+    "memory_bounded_batch_size",
+    "min_rows_per_partition",
+    "overhead_bounded_batch_size",
+    "partition_bytes_bound",
+    "plan",
+    "recommended_partitions",
+    "shuffle_task_rows",
+    "whole_batches",
+]

@@ -1,6 +1,6 @@
 """The run report: what a real run measured, as ``report.json``, a self-contained ``report.html`` and PNGs.
 
-:class:`RunReport` holds the figures (SPEC section 3 keys plus the raw UDF call intervals that the
+:class:`RunReport` holds the figures (the documented report keys plus the raw UDF call intervals that the
 simulator and tuner calibrate from), derives utilisation, throughput and the UDF cost fit from the
 call records, and writes everything atomically. Plots use matplotlib's Agg backend (no display);
 the HTML embeds them as base64 so it opens offline.
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from daftscale.errors import RunError
+from daftscale.fit import fit_line
 
 REPORT_FORMAT_VERSION = 1
 
@@ -88,14 +89,12 @@ def fit_udf_cost(calls: list[dict[str, Any]]) -> dict[str, float] | None:
     {'seconds_per_row': 0.002, 'seconds_per_batch': 0.01}
     """
     points = [(float(c["rows"]), float(c["end"] - c["start"])) for c in calls if c.get("rows")]
-    if len({x for x, _ in points}) < 2:
+    line = fit_line([x for x, _ in points], [y for _, y in points])
+    if line is None:
         return None
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    sxx = sum((x - mean_x) ** 2 for x, _ in points)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    slope = max(0.0, sxy / sxx)
+    mean_y = sum(y for _, y in points) / len(points)
+    mean_x = sum(x for x, _ in points) / len(points)
+    slope = max(0.0, line[1])
     intercept = max(0.0, mean_y - slope * mean_x)
     return {"seconds_per_row": round(slope, 9), "seconds_per_batch": round(intercept, 9)}
 

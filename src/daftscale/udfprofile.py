@@ -44,6 +44,7 @@ from typing import Any
 
 from daftscale.config import require_positive_int
 from daftscale.errors import ConfigError, ProfileError
+from daftscale.fit import fit_line
 from daftscale.profile import UdfProfile
 
 # Timed calls per batch size; the median of these is fitted, so one slow call (a GC pause, another
@@ -78,15 +79,12 @@ def fit_batch_costs(rows: Sequence[float], seconds: Sequence[float]) -> tuple[fl
         raise ConfigError("fit_batch_costs needs as many row counts as timings, at least one: pass matching lists")
     xs = [float(x) for x in rows]
     ys = [float(y) for y in seconds]
-    n = len(xs)
-    mean_x = sum(xs) / n
-    mean_y = sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    if sxx == 0:
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    line = fit_line(xs, ys)
+    if line is None:
         # One distinct size: charge everything to rows (the conservative reading for throughput).
         return 0.0, (mean_y / mean_x if mean_x > 0 else 0.0)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
-    intercept = mean_y - slope * mean_x
+    intercept, slope = line
     if slope < 0:
         return round(max(mean_y, 0.0), 12), 0.0
     if intercept < 0:

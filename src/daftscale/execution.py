@@ -1,0 +1,510 @@
+"""Measured execution of one pipeline on an open runtime: what :meth:`daftscale.run.Session.execute` does.
+
+Owns the run itself (:func:`execute_measured`): plan or calibrate, build the pipeline with its UDFs
+instrumented, run the query on a thread (:class:`Execution`) while the main thread shows progress and
+watches the memory budget and stalls, then make the :class:`~daftscale.report.RunReport` from the UDF
+call records, node memory and the rows out; a run that did not finish as planned raises
+:class:`RunStopped` with its partial report. The runtime (native, Ray address, local cluster) is the
+session's, in :mod:`daftscale.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes
+from daftscale.console import stderr_console
+from daftscale.errors import DaftscaleError, RunError
+from daftscale.gpu import prepare_driver_cuda
+from daftscale.health import MeasurementHealth
+from daftscale.memory import NodeMemorySampler
+from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
+from daftscale.pipeline import Pipeline, build_with, probe
+from daftscale.plan import ScalingPlan
+from daftscale.report import RunReport
+from daftscale.udf import make_collector, recording
+from daftscale.watchdog import STATUS_STALLED, StallWatch, combine, stop_stalled_query
+
+if TYPE_CHECKING:
+    from daftscale.run import Session
+
+# How often the progress line polls the UDF call records.
+PROGRESS_INTERVAL_S = 0.5
+
+# How long a stopped query (memory budget) gets to wind down before the run returns anyway; what is
+# left is torn down with the runtime (a local cluster is shut down, the native runner dies with us).
+STOP_GRACE_S = 15.0
+
+# How long a stalled query gets to fail once its UDF workers are stopped: it errors out within a second
+# when they were processes; a UDF stuck in a thread of this process never ends, so waiting longer is waste.
+STALL_GRACE_S = 5.0
+
+# Logical-plan operators that keep every row (Daft 0.7 names, from ``pretty_print(simple=True)``).
+# When only these follow the scaling step, rows out must equal rows in, so the run checks it by
+# default; any other operator (Filter, Limit, Explode, Join, Aggregate...) may change the count. An
+# allow-list errs towards not checking: an unknown operator never fails a correct pipeline.
+ROW_PRESERVING_OPS = frozenset(
+    {
+        "Project",
+        "UDFProject",
+        "ActorPoolProject",
+        "Sort",
+        "IntoBatches",
+        "IntoPartitions",
+        "Repartition",
+        "MonotonicallyIncreasingId",
+        "Window",
+        "Source",
+    }
+)
+
+# Statuses in report.json: "ok", or why the run did not finish as planned.
+STATUS_OK = "ok"
+STATUS_MEMORY = "stopped: memory budget"
+STATUS_ROWS = "failed: rows lost"
+# --max-memory was asked for but memory could not be sampled: the run is stopped rather than left unguarded.
+STATUS_MEMORY_UNGUARDED = "failed: memory budget not enforced"
+
+
+def rows_checkable(scaling_input: Any, output: Any) -> tuple[bool, str | None]:
+    """``(check, note)``: check is True when only row-preserving operators follow the scaling step (see
+    ROW_PRESERVING_OPS). ``note`` says why the check is off when that was not the pipeline's doing: Daft's
+    plan text could not be read, so the check the run promises by default would be off without a word."""
+
+    def ops(df: Any) -> Counter[str]:
+        text = df._builder.pretty_print(simple=True)
+        return Counter(re.findall(r"\*\s+([A-Za-z]+)", text))
+
+    try:
+        added = ops(output) - ops(scaling_input)
+    except Exception as exc:  # a Daft without this private API: do not guess, say so
+        return False, (
+            f"the rows-in = rows-out check is off: Daft's plan text could not be read ({type(exc).__name__}: {exc}"[
+                :200
+            ]
+            + "); pass --check-rows to check anyway"
+        )
+    return set(added) <= ROW_PRESERVING_OPS, None
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error raised inside Daft or Ray: their messages carry whole remote tracebacks.
+
+    Takes the last ``SomeError: message`` line (the root cause, printed last), else the first line.
+    """
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:", line)]
+    if causes:
+        return causes[-1][:400]
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"[:400]
+
+
+class RunStopped(RunError):
+    """A run that did not finish as planned: carries the partial report to write and the one-line reason.
+
+    A ``RunError``, so a caller of :meth:`Session.execute` other than :func:`run` (the tuner's trials,
+    calibration's samples) sees a stalled or short run as the run's failure, in one line.
+    """
+
+    def __init__(self, report: RunReport, message: str) -> None:
+        super().__init__(message)
+        self.report = report
+        self.message = message
+
+
+class Execution(threading.Thread):
+    """Executes the DataFrame off the main thread so the main thread can show progress and take Ctrl-C.
+
+    With an ``output`` target the rows are written there (staged, then moved into place whole) and
+    counted from the written files; without one they are counted where they are and dropped
+    (:mod:`daftscale.output`). Either way no partition's data is moved to the driver to be counted.
+    """
+
+    def __init__(self, df: Any, execution_config: dict[str, Any], output: OutputTarget | None = None) -> None:
+        super().__init__(name="daftscale-run", daemon=True)
+        self.df = df
+        self.execution_config = execution_config
+        self.output = output
+        self.written: WriteResult | None = None
+        self.rows = 0
+        self.partitions = 0
+        self.error: BaseException | None = None
+        self.finished_at: float | None = None
+        # Set by the main thread to stop the query (memory budget, Ctrl-C): checked between partitions,
+        # where closing Daft's partition iterator ends the query. A write cannot stop part-way; its
+        # staged files are removed when it ends, so the target never sees them.
+        self.stop_requested = threading.Event()
+
+    def _count(self, rows: int) -> None:
+        self.partitions += 1
+        self.rows += rows
+
+    def run(self) -> None:
+        import daft
+
+        try:
+            with daft.execution_config_ctx(**self.execution_config):
+                if self.output is None:
+                    count_partitions(self.df, self.stop_requested, self._count)
+                else:
+                    self.written = write_output(self.df, self.output)
+                    self.rows, self.partitions = self.written.rows, len(self.written.files)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.finished_at = time.time()
+
+
+def execute_measured(
+    session: Session,
+    pipe: Pipeline,
+    given_plan: ScalingPlan | None,
+    planner_kwargs: dict[str, Any],
+    *,
+    progress: bool,
+    console: Any,
+    on_error: str | None = None,
+    check_rows: bool | None = None,
+    max_memory: int | None = None,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
+    output: OutputTarget | None = None,
+    calibrate: str | float = "off",
+) -> RunReport:
+    """Plan (unless ``given_plan``), run and measure ``pipe`` on ``session``'s runtime: :meth:`Session.execute`.
+
+    With no plan, the pipeline's DataFrame is profiled at the scaling step and planned for the session's
+    cluster, calibrated on samples run through ``session.execute`` when ``calibrate`` asks for it. The
+    query runs on a thread (:class:`Execution`) while this one shows progress and checks the memory
+    budget and the stall watchdog; the UDF call records, node memory and the rows out make the report.
+    A run that did not finish as planned raises :class:`RunStopped` with its partial report.
+    """
+    from daftscale.calibrate import calibrated_plan
+    from daftscale.profile import profile_dataframe
+
+    runner, cluster = session.runner, session.cluster
+    started = time.time()
+    scaling = probe(pipe)
+    if given_plan is None:
+        data = profile_dataframe(scaling.scaling_input)
+        rows_in = data.rows
+
+        def run_sample(sampled: ScalingPlan) -> RunReport:
+            # A calibration run: the same runtime, the pipeline's instrumented UDFs, a sample of the rows.
+            return session.execute(
+                pipe,
+                plan=sampled,
+                planner_kwargs=planner_kwargs,
+                progress=False,
+                on_error=on_error,
+                check_rows=False,
+                stall_timeout=stall_timeout,  # a sample run that stalls is stopped like the run itself
+            )
+
+        say = (console or stderr_console()).print if progress else (lambda _text: None)
+        chosen = calibrated_plan(
+            data,
+            cluster,
+            planner_kwargs,
+            runner=runner,
+            calibrate=calibrate,
+            run_sample=run_sample,
+            scaling_input=scaling.scaling_input,
+            say=say,
+        )
+    else:
+        # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.
+        rows_in = getattr(given_plan, "sample_rows", 0) or count_rows(scaling.scaling_input)
+        chosen = given_plan
+
+    collector = make_collector(runner)
+    sink = {**collector.sink, "on_error": on_error}
+    sampler: NodeMemorySampler | None = None
+    execution: Execution | None = None
+    try:
+        with recording(sink) as instrumented:
+            df = build_with(pipe, chosen)
+        rows_note = None
+        if check_rows is None:
+            check_rows, rows_note = rows_checkable(scaling.scaling_input, df)
+        prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
+        sampler = NodeMemorySampler(runner)
+        run_start = time.time()
+        execution = Execution(df, chosen.execution_config, output)
+        execution.start()
+        stall = stall_watch(collector, stall_timeout, instrumented, chosen, execution)
+        memory_watch = MemoryWatch(sampler, max_memory) if max_memory else None
+        watch = combine(memory_watch, stall)
+        reason = wait_with_progress(
+            execution, collector, rows_in, chosen.concurrency, progress=progress, console=console, watch=watch
+        )
+        stalled = stall is not None and stall.fired
+        if reason is not None:
+            # Stop the query and give it a moment to wind down; the runtime's teardown does the rest.
+            execution.stop_requested.set()
+            if stalled:
+                # A stuck UDF never returns to Daft, so the query cannot stop between partitions: end its workers.
+                reason += f" ({stop_stalled_query(runner)})"
+            execution.join(STALL_GRACE_S if stalled else STOP_GRACE_S)
+        end = execution.finished_at or time.time()
+        node_memory = sampler.stop()
+        memory_unmeasured, memory_missed = sampler.unmeasured, sampler.missed
+        sampler = None
+        _snapshot_error(collector)  # the failed calls, whose error a failed query's message names
+        failed = list(collector.failed)
+        if reason is None and execution.error is not None:
+            error = execution.error
+            if isinstance(error, DaftscaleError):
+                raise error
+            # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
+            raised = failed if on_error in (None, "raise") else []
+            raise RunError(_failure_message(error, raised), failed_calls=raised) from error
+        # Read once more now the query is over (the first read may have missed the last records).
+        records_error = _snapshot_error(collector)
+        calls, _ = _merge_calls(collector) if records_error is None else ([], [])
+        failed = list(collector.failed) if records_error is None else failed
+        ready = list(collector.ready)
+        health = MeasurementHealth(
+            records_error=records_error,
+            events=list(collector.events),
+            query_finished=reason is None,
+            rows_in=rows_in,
+            rows_checked=bool(check_rows),
+            rows_check_note=rows_note,
+            memory_unmeasured=memory_unmeasured,
+            memory_missed=memory_missed,
+        )
+    except BaseException:
+        if execution is not None:
+            # Ctrl-C or an error while waiting: let the query stop between partitions.
+            execution.stop_requested.set()
+        raise
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        collector.close()
+        if output is not None and execution is not None and execution.is_alive():
+            # A stopped or interrupted write: give the query a moment to end (Daft stops its own engine on
+            # Ctrl-C), then remove its staged files, so they never reach the target or outlive the run.
+            execution.join(STOP_GRACE_S)
+            discard_staging(output)
+
+    report = RunReport.from_run(
+        runner=runner,
+        cluster=cluster,
+        plan=chosen,
+        pipeline=pipe.source or pipe.name,
+        started_at=started,
+        run_start=run_start,
+        end=end,
+        rows_in=rows_in,
+        rows_out=execution.rows,
+        partitions=execution.partitions,
+        calls=calls,
+        node_memory=node_memory,
+        failed_calls=failed,
+        ready=ready,
+    )
+    if execution.written is not None:
+        report.output = output_summary(output, execution.written)
+    health.apply(report)
+    if reason is not None:
+        if stalled:
+            report.status = STATUS_STALLED
+            report.stall = stall.state()  # type: ignore[union-attr]
+        else:
+            report.status = getattr(memory_watch, "status", STATUS_MEMORY)
+        raise RunStopped(report, f"{reason}: stopped the run after {execution.rows:,} of {rows_in:,} rows")
+    if check_rows and report.rows_out != report.rows_in:
+        report.status = STATUS_ROWS
+        raise RunStopped(
+            report,
+            f"the run produced {report.rows_out:,} rows from {rows_in:,} in and its pipeline does not filter: "
+            "rows were lost; re-run it (check the Ray logs for dead workers), or pass --no-check-rows "
+            "if the pipeline changes the row count on purpose",
+        )
+    return report
+
+
+def _snapshot_error(collector: Any) -> str | None:
+    """Read the call records once more; the error as one line when they cannot be read, else None."""
+    try:
+        collector.snapshot()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None
+
+
+def _merge_calls(collector: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished and running calls of the records the collector last read."""
+    from daftscale.udf import split_calls
+
+    return split_calls(collector.events)
+
+
+def _failure_message(error: BaseException, failed: list[dict[str, Any]]) -> str:
+    """The run's one-line error: the UDF's own error when a call raised, else the root cause."""
+    if failed:
+        first = min(failed, key=lambda f: f["start"])
+        return (
+            f"the UDF {first.get('udf', '')} raised {first['error']} on a batch of {first['rows']} rows "
+            f"({len(failed)} failed call{'s' if len(failed) != 1 else ''}): fix the UDF, or pass "
+            "--on-error log (or ignore) to turn the failed batches into null rows, counted in the report"
+        )
+    return f"the pipeline failed while running: {error_line(error)}: fix the cause above and run again"
+
+
+# Checks of the wait loop (one per PROGRESS_INTERVAL_S) a node may go without a new memory sample, or the
+# samplers without answering, before --max-memory is taken as not enforced: a few seconds, longer than a
+# slow sample or a busy Ray scheduler, far shorter than the runs a budget guards.
+UNGUARDED_CHECKS = 8
+
+
+class MemoryWatch:
+    """A check for the wait loop: the reason to stop once any node's resident memory passes ``budget``,
+    or once memory cannot be sampled (a budget that is not enforced must not look like one that is).
+    :attr:`status` is the report status for the reason it gave."""
+
+    def __init__(self, sampler: NodeMemorySampler, budget: int) -> None:
+        self.sampler = sampler
+        self.budget = budget
+        self.status = STATUS_MEMORY
+        self._silent: dict[str, int] = {}  # node: checks with a new missed sample and none taken since one was
+        self._last: dict[str, tuple[int, int]] = {}  # node: (samples taken, samples missed) at the last check
+        self._unanswered = 0
+        self._error = ""
+
+    def __call__(self) -> str | None:
+        try:
+            health = self.sampler.health()
+            self._unanswered = 0
+        except Exception as exc:  # a slow answer is not yet a reason to stop; many in a row are
+            self._unanswered += 1
+            self._error = f"{type(exc).__name__}: {exc}"[:200]
+            health = {}
+            if self._unanswered >= UNGUARDED_CHECKS:
+                return self._unguarded("the memory samplers do not answer", self._error)
+        for node, (_, samples, missed, error) in health.items():
+            # Failing, not merely slow: no new sample since the last check, and a new missed one.
+            fresh = samples > self._last.get(node, (0, 0))[0]
+            failing = missed > self._last.get(node, (0, 0))[1]
+            self._last[node] = (samples, missed)
+            self._silent[node] = 0 if fresh else self._silent.get(node, 0) + failing
+            if self._silent[node] >= UNGUARDED_CHECKS:
+                return self._unguarded(f"node {node}'s memory sampling fails", error)
+        over = {node: peak for node, (peak, samples, _, _) in health.items() if samples and peak > self.budget}
+        if not over:
+            return None
+        node, peak = max(over.items(), key=lambda kv: kv[1])
+        return (
+            f"memory budget exceeded: node {node} reached {format_bytes(peak)} resident, over --max-memory "
+            f"{format_bytes(self.budget)}; lower the batch size or actors per node, or raise --max-memory"
+        )
+
+    def _unguarded(self, what: str, error: str) -> str:
+        self.status = STATUS_MEMORY_UNGUARDED
+        return (
+            f"--max-memory {format_bytes(self.budget)} cannot be enforced: {what} ({error or 'no answer'}); "
+            "fix the cause (psutil must read the process table on every node) or run without --max-memory"
+        )
+
+
+def stall_watch(
+    collector: Any, floor_s: float | None, instrumented: list[str], plan: ScalingPlan, execution: Execution
+) -> StallWatch | None:
+    """The stall watchdog for this run, when it is on and some UDF reports its calls (only they show progress)."""
+    if floor_s is None or not instrumented:
+        return None
+    return StallWatch(
+        collector,
+        floor_s,
+        started=time.time(),
+        concurrency=plan.concurrency,
+        rows_out=lambda: execution.rows,
+        gpus=plan.udf_gpus,
+    )
+
+
+def count_rows(df: Any) -> int:
+    """The DataFrame's rows (``count_rows``), as a RunError naming the step when Daft cannot count them."""
+    try:
+        return int(df.count_rows())
+    except Exception as exc:
+        raise RunError(f"could not count the rows at the scaling step: {exc}: check the pipeline's source") from exc
+
+
+def wait_with_progress(
+    execution: Execution,
+    collector: Any,
+    rows_in: int,
+    concurrency: int,
+    *,
+    progress: bool,
+    console: Any,
+    watch: Any = None,
+) -> str | None:
+    """Wait for the query, showing progress; returns the reason if ``watch()`` asked to stop it."""
+    if not progress:
+        while execution.is_alive():
+            execution.join(PROGRESS_INTERVAL_S)
+            reason = watch() if watch is not None else None
+            if reason:
+                return reason  # type: ignore[no-any-return]
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = console or stderr_console()
+    columns = (
+        TextColumn("[bold]running[/bold]"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+        TextColumn("{task.fields[rate]:,.0f} rows/s"),
+        TextColumn("{task.fields[busy]}/{task.fields[actors]} actors busy"),
+        TimeElapsedColumn(),
+    )
+    start = time.time()
+    with Progress(*columns, console=out, transient=False) as bar:
+        task = bar.add_task("run", total=rows_in, rate=0.0, busy=0, actors=concurrency)
+        while execution.is_alive():
+            execution.join(PROGRESS_INTERVAL_S)
+            reason = watch() if watch is not None else None
+            if reason:
+                return reason  # type: ignore[no-any-return]
+            with contextlib.suppress(Exception):
+                calls, running = collector.snapshot()
+                done = sum(c["rows"] for c in calls)
+                elapsed = max(time.time() - start, 1e-9)
+                busy = len({r["actor"] for r in running})
+                bar.update(task, completed=min(done, rows_in), rate=done / elapsed, busy=busy)
+        with contextlib.suppress(Exception):
+            calls, _ = collector.snapshot()
+            done = sum(c["rows"] for c in calls)
+            bar.update(task, completed=min(done, rows_in), rate=done / max(time.time() - start, 1e-9), busy=0)
+    return None
+
+
+__all__ = [
+    "PROGRESS_INTERVAL_S",
+    "ROW_PRESERVING_OPS",
+    "STALL_GRACE_S",
+    "STATUS_MEMORY",
+    "STATUS_MEMORY_UNGUARDED",
+    "STATUS_OK",
+    "STATUS_ROWS",
+    "STOP_GRACE_S",
+    "UNGUARDED_CHECKS",
+    "Execution",
+    "MemoryWatch",
+    "RunStopped",
+    "count_rows",
+    "error_line",
+    "execute_measured",
+    "rows_checkable",
+    "stall_watch",
+    "wait_with_progress",
+]
