@@ -100,9 +100,15 @@ PROBE_BATCH_MULTIPLE = 4
 # The cost probe's chunks before the UDF, in batches: a full batch and a quarter batch per chunk.
 COST_PROBE_CHUNK = 1.25
 
+# Actors of the cost probe's pool (at most the plan's).
+COST_PROBE_ACTORS = 2
+
 # After Daft's default ran out of memory on the sample, the next sample run's batch is this many times
 # smaller than both B and the smallest call that failed: small enough to fit, big enough to measure.
 OOM_PROBE_DIVISOR = 8
+
+# Calls that finished before an out-of-memory failure needed to take their peak memory per row as measured.
+MIN_MEMORY_CALLS = 2
 
 # Longest failure text kept in a sample run's record.
 MAX_FAILURE_CHARS = 300
@@ -479,6 +485,9 @@ def cost_probe_plan(formula: ScalingPlan, batch_size: int) -> ScalingPlan:
         into_batches=chunk,
         partition_bytes_target=None,
         batch_size=batch_size,
+        # A small pool: the probe measures per-actor costs, and its start is what a sample run mostly pays
+        # (measured under load here: 8 actors ready after 22 s, 2 after 8-15 s).
+        concurrency=min(formula.concurrency, COST_PROBE_ACTORS),
         coalesce=True,
         decision=None,
         calibration=None,
@@ -508,7 +517,7 @@ def _calibrate_by_cost_probe(
             raise
         return _after_default_ran_out_of_memory(
             data, cluster, kwargs, formula, cal, exc, time.monotonic() - t0, sampled_run=run_sample, started=started,
-            failed_name=f"the cost probe (batch {probe.batch_size})",
+            failed_name=f"the cost probe (batch {probe.batch_size})", failed_plan=probe,
         )  # fmt: skip
     udf_rows = _udf_rows(report)
     if udf_rows == 0:
@@ -553,6 +562,7 @@ def _after_default_ran_out_of_memory(
     sampled_run: Callable[[ScalingPlan], RunReport],
     started: float,
     failed_name: str = "Daft's default",
+    failed_plan: ScalingPlan | None = None,
 ) -> ScalingPlan:
     """The plan when Daft's default (or the cost probe) ran out of memory on the sample: one sample run at a
     small batch, which measures the UDF's peak memory per row in the actors, then the formula plan with B
@@ -562,6 +572,9 @@ def _after_default_ran_out_of_memory(
     whose memory the actors cannot see (a GPU's) keeps that batch, since it was measured to fit.
     """
     rows, sample = data.rows, cal.sample_rows
+    failed_plan = failed_plan or no_scaling_step(
+        formula, "calibration baseline", udf_batch_size=kwargs.get("batch_size")
+    )
     failed_rows = [int(c.get("rows") or 0) for c in error.failed_calls if c.get("rows")]
     smallest_failed = min(failed_rows, default=formula.batch_size)
     declared = kwargs.get("batch_size")
@@ -569,14 +582,31 @@ def _after_default_ran_out_of_memory(
     raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
     what = f"Daft's default ({_batch_words(declared)})" if failed_name == "Daft's default" else failed_name
     oom = f"{what} ran out of memory on the sample: {raised}"
-    cal.runs.append(
-        SampleRun(
-            name=failed_name, batch_size=declared, scaling_step="no scaling step", wall_s=0.0,
-            elapsed_s=round(elapsed, 3), sample_rows=sample, udf_rows=0, calls=len(error.failed_calls),
-            mean_rows_per_call=round(sum(failed_rows) / len(failed_rows), 2) if failed_rows else 0.0,
-            predicted_full_s=None, failed=oom[:MAX_FAILURE_CHARS],
-        )
+    failed_run = SampleRun(
+        name=failed_name, batch_size=failed_plan.udf_batch_size, scaling_step=describe_step(failed_plan), wall_s=0.0,
+        elapsed_s=round(elapsed, 3), sample_rows=sample, udf_rows=sum(int(c.get("rows") or 0) for c in error.calls),
+        calls=len(error.calls) + len(error.failed_calls),
+        mean_rows_per_call=round(sum(failed_rows) / len(failed_rows), 2) if failed_rows else 0.0,
+        predicted_full_s=None, failed=oom[:MAX_FAILURE_CHARS],
     )  # fmt: skip
+    cal.runs.append(failed_run)
+    # The calls that finished before the failure (the cost probe's short remainders) may already have measured
+    # the UDF's peak memory per row: then B follows from it, with no further run. The rows reaching the UDF
+    # per row are then not measured (taken as 1, and said so).
+    early_memory = fit_udf_memory_per_row(error.calls) if len(error.calls) >= MIN_MEMORY_CALLS else None
+    if early_memory:
+        cal.memory_per_row_bytes = early_memory
+        calls = list(error.calls)
+        fit = fit_udf_cost(calls)
+        planned = _formula_from(data, cluster, kwargs, fit if _separates(fit) else None, calls, 1.0, None)
+        why = (
+            f"{oom}; the {len(calls)} calls that finished before (up to {max(int(c['rows']) for c in calls)} rows) "
+            f"measured {early_memory / 2**20:.2f} MiB per row at the UDF's peak, so B = {planned.batch_size} fits "
+            "the actor's memory (rows reaching the UDF per row not measured: taken as 1)"
+        )
+        record = _finish(cal, calls, formula, planned, (planned, failed_run), "", started)
+        decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
+        return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
     probe_batch = max(1, min(formula.batch_size, smallest_failed) // OOM_PROBE_DIVISOR)
     probe = _formula_from(data, cluster, {**kwargs, "batch_size": probe_batch}, None, [], 1.0, None)
     t0 = time.monotonic()
@@ -824,8 +854,8 @@ def _lines(cal: Calibration) -> list[str]:
     lines = [
         f"sample: {cal.sample_rows:,} of {cal.rows:,} rows ({cal.sampling} at the scaling step) "
         f"on the {cal.runner} runner, "
-        f"{len(cal.runs)} run{'s' if len(cal.runs) != 1 else ''}, "
-        f"{cal.elapsed_s:.1f} s of a {cal.budget_s or 0:.0f} s budget"
+        f"{len(cal.runs)} run{'s' if len(cal.runs) != 1 else ''}, {cal.elapsed_s:.1f} s"
+        + (f" of a {cal.budget_s:.0f} s budget" if cal.budget_s else "")
     ]
     if cal.rows_at_udf_per_row is not None:
         lines.append(

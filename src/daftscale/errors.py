@@ -49,12 +49,20 @@ class RunError(DaftscaleError):
     """A run failed, or its output does not account for every input row.
 
     ``failed_calls``: the UDF calls that raised, as recorded (rows, error, ``memory_bytes``), when the
-    run failed because one did; calibration reads them (a batch too big for memory is not a lost cause).
+    run failed because one did, and ``calls`` the ones that finished before; calibration reads them (a
+    batch too big for memory is not a lost cause, and the smaller calls say how much memory a row needs).
     """
 
-    def __init__(self, message: str, *, failed_calls: list[dict[str, object]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed_calls: list[dict[str, object]] | None = None,
+        calls: list[dict[str, object]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.failed_calls = list(failed_calls or [])
+        self.calls = list(calls or [])
 
     @property
     def out_of_memory(self) -> bool:

@@ -191,7 +191,7 @@ def execute_measured(
     started = time.time()
     scaling = probe(pipe)
     if given_plan is None:
-        data = profile_dataframe(scaling.scaling_input)
+        data = profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths)
         rows_in = data.rows
 
         def run_sample(sampled: ScalingPlan) -> RunReport:
@@ -263,7 +263,8 @@ def execute_measured(
                 raise error
             # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
             raised = failed if on_error in (None, "raise") else []
-            raise RunError(_failure_message(error, raised), failed_calls=raised) from error
+            finished = _merge_calls(collector)[0]  # what did run: calibration reads a UDF's memory from it
+            raise RunError(_failure_message(error, raised), failed_calls=raised, calls=finished) from error
         # Read once more now the query is over (the first read may have missed the last records).
         records_error = _snapshot_error(collector)
         calls, _ = _merge_calls(collector) if records_error is None else ([], [])

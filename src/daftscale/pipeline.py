@@ -28,11 +28,12 @@ of side effects until the DataFrame executes (Daft is lazy, so ordinary pipeline
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -191,12 +192,15 @@ def check_dataframe(result: Any, pipeline: Pipeline, *, when: str) -> daft.DataF
 class _ProbePlan:
     """Stands in for the real plan during the probe build: ``apply`` records its DataFrame unchanged."""
 
-    def __init__(self, provisional: ScalingPlan) -> None:
+    def __init__(self, provisional: ScalingPlan, reads: list[Any] | None = None) -> None:
         self._provisional = provisional
         self.applied: list[daft.DataFrame] = []
+        self._reads = reads if reads is not None else []
+        self.reads_before: list[Any] = []
 
     def apply(self, df: daft.DataFrame) -> daft.DataFrame:
         self.applied.append(df)
+        self.reads_before = list(self._reads)
         return df
 
     def __getattr__(self, name: str) -> Any:
@@ -210,6 +214,9 @@ class Probe:
 
     scaling_input: daft.DataFrame
     output: daft.DataFrame
+    # The paths of the one ``daft.read_parquet`` called before ``plan.apply``, when there was exactly one:
+    # the scaling input may then be profiled from the files' footers (profile_dataframe's parquet_paths).
+    parquet_paths: list[str] | None = None
 
 
 def probe(pipe: Pipeline) -> Probe:
@@ -219,8 +226,10 @@ def probe(pipe: Pipeline) -> Probe:
     from daftscale.profile import profile_numbers
 
     provisional = make_plan(profile_numbers(1, 1), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=1)
-    stand_in = _ProbePlan(provisional)
-    output = check_dataframe(_call_build(pipe, stand_in), pipe, when="to the probe plan")
+    reads: list[Any] = []
+    stand_in = _ProbePlan(provisional, reads)
+    with _recording_parquet_reads(reads):
+        output = check_dataframe(_call_build(pipe, stand_in), pipe, when="to the probe plan")
     if not stand_in.applied:
         raise PipelineError(
             f"{pipe.name}() never calls plan.apply(df): add `df = plan.apply(df)` at the scaling step, "
@@ -228,7 +237,33 @@ def probe(pipe: Pipeline) -> Probe:
         )
     if len(stand_in.applied) > 1:
         raise PipelineError(f"{pipe.name}() calls plan.apply(df) {len(stand_in.applied)} times: call it once")
-    return Probe(scaling_input=check_dataframe(stand_in.applied[0], pipe, when="to plan.apply"), output=output)
+    paths = None
+    if len(stand_in.reads_before) == 1:
+        given = stand_in.reads_before[0]
+        if isinstance(given, (str, os.PathLike)):
+            paths = [os.fspath(given)]
+        elif isinstance(given, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in given):
+            paths = [os.fspath(p) for p in given]
+    scaling_input = check_dataframe(stand_in.applied[0], pipe, when="to plan.apply")
+    return Probe(scaling_input=scaling_input, output=output, parquet_paths=paths)
+
+
+@contextlib.contextmanager
+def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
+    """Record the path argument of each ``daft.read_parquet`` call made inside the block (then reads as usual)."""
+    import daft
+
+    original = daft.read_parquet
+
+    def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(path)
+        return original(path, *args, **kwargs)
+
+    daft.read_parquet = read_parquet
+    try:
+        yield
+    finally:
+        daft.read_parquet = original
 
 
 def build_with(pipe: Pipeline, plan: ScalingPlan) -> daft.DataFrame:

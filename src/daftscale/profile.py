@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -451,8 +452,15 @@ def _sum_dicts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
 # DataFrames and numbers
 
 
-def profile_dataframe(df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE_ROWS) -> DataProfile:
+def profile_dataframe(
+    df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE_ROWS, parquet_paths: Sequence[str] | None = None
+) -> DataProfile:
     """Profile a Daft DataFrame: its row count (executes the plan up to here) and a sample's sizes.
+
+    With ``parquet_paths`` (what ``daft.read_parquet`` was given for ``df``, which the pipeline probe
+    records) and ``df`` that read with nothing else but column selections (:func:`is_plain_read`), the
+    files' footers profile it instead: no query runs, and the profile knows the files and row groups,
+    which is how Daft's default splits the work.
 
     Examples:
         >>> import daft
@@ -461,6 +469,14 @@ def profile_dataframe(df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE
         >>> p.rows, p.heavy_columns
         (500, [])
     """
+    if parquet_paths and is_plain_read(df):
+        try:
+            from_footers = profile_parquet(list(parquet_paths))
+            names = list(df.column_names)
+            if all(name in {c.name for c in from_footers.columns} for name in names):
+                return from_footers.select(names)
+        except ProfileError:
+            pass  # e.g. a store pyarrow cannot reach the way Daft does: let Daft read it
     try:
         rows = int(df.count_rows())
         sample = df.limit(sample_rows).to_arrow()
@@ -497,6 +513,28 @@ def profile_dataframe(df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE
         columns=tuple(columns),
         notes=(f"bytes per row estimated from a {sample.num_rows}-row sample",),
     )
+
+
+# Operators a DataFrame may have above a Parquet scan for its footers to describe it (row for row).
+ROW_PRESERVING_OPS = frozenset({"Source", "Project"})
+
+
+def is_plain_read(df: daft.DataFrame) -> bool:
+    """Whether ``df`` is one source read and column projections only (so its rows are the files' rows).
+
+    Read from Daft's plan text (``LogicalPlanBuilder.pretty_print``), not a public API: anything else
+    there gives False, and the DataFrame is profiled by running it.
+
+    >>> import daft
+    >>> df = daft.from_pydict({"x": [1, 2]})
+    >>> is_plain_read(df.select("x")), is_plain_read(df.where(daft.col("x") > 1))
+    (True, False)
+    """
+    try:
+        ops = re.findall(r"\*\s+([A-Za-z]+)", df._builder.pretty_print(simple=True))
+    except Exception:
+        return False
+    return bool(ops) and set(ops) <= ROW_PRESERVING_OPS and ops.count("Source") == 1
 
 
 def profile_numbers(rows: int, bytes_per_row: float | None = None, *, heavy: bool | None = None) -> DataProfile:

@@ -227,7 +227,8 @@ def _search(
     from daftscale.profile import profile_dataframe
 
     runner, cluster = session.runner, session.cluster
-    data = profile_dataframe(probe(pipe).scaling_input)
+    probed = probe(pipe)
+    data = profile_dataframe(probed.scaling_input, parquet_paths=probed.parquet_paths)
     formula = make_plan(data, cluster, **kwargs)
     settings = search_settings(
         kwargs, runner, sample, batch_multiples, partition_multiples, eta, max_candidates, measured_costs

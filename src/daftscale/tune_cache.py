@@ -116,7 +116,8 @@ def profile_file(path: str) -> dict[str, Any]:
     from daftscale.profile import profile_dataframe
 
     daft.set_runner_native()
-    return profile_dataframe(probe(load_pipeline(path)).scaling_input).to_dict()
+    probed = probe(load_pipeline(path))
+    return profile_dataframe(probed.scaling_input, parquet_paths=probed.parquet_paths).to_dict()
 
 
 def cached_before_start(
