@@ -122,6 +122,17 @@ def test_a_clear_simulated_verdict_decides_after_one_sample_run() -> None:
     assert "decision by simulation" in "\n".join(chosen.calibration["lines"])
 
 
+def test_a_kept_default_after_a_cost_probe_runs_daft_own_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cost probe ran at B = 64, but "no scaling step" must keep the pipeline's own batch (here none
+    # declared: Daft's own), not the probe's.
+    monkeypatch.setattr("daftscale.calibrate.SIMULATED_DECISION_MARGIN", math.inf)
+    plan = calibrated_plan(
+        profile_numbers(800_000, 100), ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 2}, runner="ray",
+        calibrate=600, run_sample=lambda sampled: _report(sampled, 8.0, [64, 16] * 400), upstream_shuffle=False,
+    )  # fmt: skip
+    assert not plan.scaling_step and plan.udf_batch_size is None, plan.explain()
+
+
 def test_with_nothing_shuffled_before_the_step_one_cost_probe_decides() -> None:
     # Synthetic sample run (no Daft here): the cost probe's chunks of 80 rows before a UDF of 64 give calls
     # of 64 and 16 rows (as Daft 0.7.26 does), at 10 ms + 0.03 ms per row. Daft's default never runs: the

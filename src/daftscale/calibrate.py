@@ -257,6 +257,8 @@ class Calibration:
     rows: int
     runner: str
     budget_s: float | None = None
+    # The pipeline's own UDF batch size (None: Daft's own), which "no scaling step" keeps.
+    declared_batch_size: int | None = None
     # How the sample was taken: "df.limit(n)", or "df.sample(fraction)" after a join or shuffle.
     sampling: str = ""
     elapsed_s: float = 0.0
@@ -353,7 +355,14 @@ def calibrated_plan(
     by_fraction = upstream_shuffle
     budget = float(calibrate) if not isinstance(calibrate, str) else None
     how = f"df.limit({sample})" + (f", df.sample({sample / rows:.3g}) for the formula plan" if by_fraction else "")
-    cal = Calibration(sample_rows=sample, rows=rows, runner=runner, budget_s=budget, sampling=how)
+    cal = Calibration(
+        sample_rows=sample,
+        rows=rows,
+        runner=runner,
+        budget_s=budget,
+        sampling=how,
+        declared_batch_size=kwargs.get("batch_size"),
+    )
     say(f"calibrating on {sample:,} of {rows:,} rows ({how}): Daft's default, then the formula plan…")
 
     declared_batch = kwargs.get("batch_size")
@@ -810,7 +819,7 @@ def _finish(
     cal.lines = _lines(cal)
     record = cal.to_dict()
     predicted: dict[str, float | None] = {r.name: r.predicted_full_s for r in cal.runs}
-    declared = cal.runs[0].batch_size if cal.runs else None
+    declared = cal.declared_batch_size
     if isinstance(chosen, SimulatedChoice):
         predicted.update(chosen.predicted_s())
         if not chosen.scaling_step:
