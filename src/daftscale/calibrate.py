@@ -221,7 +221,9 @@ class SimulatedChoice:
     scaling_step: bool
     clear: bool
     why: str
-    basis: str = "simulated with the costs fitted to Daft's default sample run"
+    basis: str = "simulated with the costs fitted to the first sample run"
+    # The fitted costs both predictions used (daftscale.simulate.Costs.to_dict), for the record.
+    costs: dict[str, Any] = field(default_factory=dict)
 
     def predicted_s(self) -> dict[str, float | None]:
         return {"Daft's default (simulated)": self.default_s, "formula plan (simulated)": self.formula_s}
@@ -702,6 +704,10 @@ def simulated_choice(
     """
     from daftscale.simulate import costs_from_report, simulate
 
+    # Both plans laid out on the input's own files, when the footers listed them and the rows at the UDF are
+    # the rows read (Daft's default runs one task per file: the largest file's finishes last).
+    if data.file_rows and int(candidate.inputs.get("rows") or 0) == sum(data.file_rows):
+        candidate = replace(candidate, inputs={**candidate.inputs, "file_rows": list(data.file_rows)})
     try:
         costs = costs_from_report(default_report.to_dict())
         if not measured_fragments:
@@ -715,10 +721,16 @@ def simulated_choice(
         formula = simulate(candidate, cluster, costs=candidate_costs)
     except DaftscaleError:
         return None
-    default_s, formula_s = round(default.makespan_s, 2), round(formula.makespan_s, 2)
     step = f"{describe_step(candidate)}, batch {candidate.batch_size}"
-    own = _batch_words(declared_batch)
-    head = f"simulated from Daft's default sample run: the formula plan ({step})"
+    verdict = _verdict(default, formula, step, _batch_words(declared_batch), measured_default_s)
+    fitted = ("startup_s", "task_overhead_s", "dispatch_s", "seconds_per_batch", "seconds_per_row", "tail_s")
+    return replace(verdict, costs={name: getattr(costs, name) for name in fitted} | {"source": costs.source})
+
+
+def _verdict(default: Any, formula: Any, step: str, own: str, measured_default_s: float | None) -> SimulatedChoice:
+    """The decision from the two simulations (:class:`daftscale.simulate.SimulationResult`)."""
+    default_s, formula_s = round(default.makespan_s, 2), round(formula.makespan_s, 2)
+    head = f"simulated from the sample run's measured costs: the formula plan ({step})"
     if formula.oom:
         return SimulatedChoice(
             default_s, None, default.oom, True, False, not default.oom,

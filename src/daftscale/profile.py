@@ -76,6 +76,9 @@ class DataProfile:
     max_rows_per_file: int = 0
     heavy_hint: bool | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Rows of each input file in order, when the footers gave them (not in to_dict: one number per file). The
+    # simulator lays Daft's default out by them: without a shuffle, the largest file's task finishes last.
+    file_rows: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def heavy_columns(self) -> list[str]:
@@ -120,6 +123,7 @@ class DataProfile:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("file_rows", None)
         data["heavy_columns"] = self.heavy_columns
         return data
 
@@ -428,6 +432,7 @@ def profile_parquet(
         columns=tuple(columns),
         min_rows_per_file=min(file_rows),
         max_rows_per_file=max(file_rows),
+        file_rows=tuple(file_rows),
     )
 
 
