@@ -125,7 +125,7 @@ def test_a_clear_simulated_verdict_decides_after_one_sample_run() -> None:
 def test_a_kept_default_after_a_cost_probe_runs_daft_own_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     # The cost probe ran at B = 64, but "no scaling step" must keep the pipeline's own batch (here none
     # declared: Daft's own), not the probe's.
-    monkeypatch.setattr("daftscale.calibrate.SIMULATED_DECISION_MARGIN", math.inf)
+    monkeypatch.setattr("daftscale.calibrate_predict.SIMULATED_DECISION_MARGIN", math.inf)
     plan = calibrated_plan(
         profile_numbers(800_000, 100), ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 2}, runner="ray",
         calibrate=600, run_sample=lambda sampled: _report(sampled, 8.0, [64, 16] * 400), upstream_shuffle=False,
@@ -171,7 +171,7 @@ def test_daft_default_keeps_daft_own_batch_when_the_pipeline_declares_none() -> 
 def test_decision_no_scaling_step_when_the_formula_plan_is_predicted_slower(monkeypatch: pytest.MonkeyPatch) -> None:
     # Synthetic sample runs (no Daft here): the measured decision alone, on known numbers. The simulator's
     # verdict is made never clear enough for the formula plan, so the formula plan's sample run decides.
-    monkeypatch.setattr("daftscale.calibrate.SIMULATED_DECISION_MARGIN", math.inf)
+    monkeypatch.setattr("daftscale.calibrate_predict.SIMULATED_DECISION_MARGIN", math.inf)
     kept = _decide(formula_wall_s=90.0)  # say, an expensive shuffle: its sample run alone outlasts the default
     assert not kept.scaling_step and kept.batch_size == 64 and "not 10% faster" in kept.decision["why"]
     assert kept.explain().startswith("Decision: no scaling step")
