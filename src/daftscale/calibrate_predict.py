@@ -39,7 +39,6 @@ COST_PROBE_ACTORS = 2
 
 
 @dataclass
-@dataclass
 class SimulatedChoice:
     """The simulator's verdict between Daft's default and the formula plan, fitted to Daft's default sample run.
 
