@@ -105,6 +105,11 @@ def runtime(
                     f"could not join the Ray cluster at {address}: {exc}: check the address and Ray versions"
                 ) from exc
             stack.callback(ray.shutdown)
+            if address != "auto":
+                # As for --local-cluster: Daft's workers and UDF actors find the cluster through it.
+                previous_address = os.environ.get("RAY_ADDRESS")
+                os.environ["RAY_ADDRESS"] = address
+                stack.callback(_restore_env, "RAY_ADDRESS", previous_address)
         try:
             daft.set_runner_ray(noop_if_initialized=True)
         except Exception as exc:
