@@ -326,8 +326,8 @@ def test_killed_udf_actor_run_reports_every_row(tmp_path, monkeypatch) -> None:
     path = _pipeline(tmp_path, rows=600, batch=10, sleep=0.05)
     killed: list[int] = []
     errors: list[BaseException] = []
-    # `daftscale.run` is also the name of the function, so take the module from sys.modules.
-    run_module = sys.modules["daftscale.run"]
+    # Measured execution (daftscale.execution) makes the run's collector.
+    run_module = sys.modules["daftscale.execution"]
     original = run_module.make_collector
 
     def make_and_watch(runner: str) -> RayCollector:

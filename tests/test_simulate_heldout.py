@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 # (its first miss was 31.4 s predicted for a 76.0 s run, 752 full batches assumed for 10,098 fragments);
 # here the wall time after the actor pool is ready (see the test).
 WALL_TOLERANCE = 0.25
+# Two runs of the same calibration plan, before and after the held-out run, closer than this: the load held.
+LOAD_STABLE = 0.20
 # The number of UDF calls is no timing: it depends on how Daft cuts the join's output, and the fragments'
 # mean size carries over from the calibration run; 15 % allows for their spread.
 CALLS_TOLERANCE = 0.15
@@ -69,21 +71,31 @@ def _stage_s(report) -> float:
 
 def test_join_over_small_files_predicted_from_another_batch_size(tmp_path) -> None:
     path = _join_pipeline(tmp_path)
-    # Two attempts, each a fresh calibration run and held-out run: the prediction cannot know that the
-    # machine's load changed between the two runs (measured: under the quick bench running beside the
-    # suite, a calibration run's calls came out 4x slower than the held-out run's), so one pair run under
-    # shifting load proves nothing either way. Every other check must hold on the attempt that is judged.
+    # The prediction cannot know that the machine's load changed while it ran (measured with the quick bench
+    # beside the suite: the same held-out run took 17.3 s and 5.5 s after the pool's start in two attempts,
+    # while the simulator replayed its calibration run within 7 % both times). So each attempt brackets the
+    # held-out run between two calibration runs, and is judged only when those two agree within
+    # LOAD_STABLE: the load held. Up to three attempts; none with a steady load is a skip that says so.
     errors = []
-    for _attempt in range(2):
+    for _attempt in range(3):
         error = _predict_held_out(path)
+        if error is None:
+            continue
         if abs(error) <= WALL_TOLERANCE:
             return
         errors.append(error)
+    if not errors:
+        pytest.skip("the machine's load shifted during every attempt: the prediction could not be judged")
     pytest.fail(f"the held-out run's time after the pool's start was off by {errors} (tolerance {WALL_TOLERANCE:.0%})")
 
 
-def _predict_held_out(path: str) -> float:
-    """Calibrate on a B=16 run, predict a B=48 run, run it; the relative error of the time after the pool's start."""
+def _after_pool_start(report) -> float:
+    return report.wall_s - report.actor_startup_s
+
+
+def _predict_held_out(path: str) -> float | None:
+    """Calibrate on a B=16 run, predict a B=48 run, run it, run B=16 again; the relative error of the time
+    after the pool's start, or None when the two B=16 runs disagree (the load changed during the attempt)."""
     # calibrate off: this is the formula plan as made without measuring (the fragmenting one), which the
     # simulator is calibrated on; run's own calibration would add the merge that removes the fragments.
     calibration = run(path, runner="ray", progress=False, batch_size=16, calibrate="off")
@@ -127,4 +139,9 @@ def _predict_held_out(path: str) -> float:
     # predict a fraction of the calls: the calls check above is what the field buys.
     full = simulate(held_out_plan, cluster, costs=replace(costs, delivered_rows_per_call=None))
     assert full.batches < 0.5 * held_out.batches
+    again = run(path, runner="ray", progress=False, batch_size=16, calibrate="off")
+    before, after = _after_pool_start(calibration), _after_pool_start(again)
+    print(f"calibration runs after the pool's start: {before:.2f} s before the held-out run, {after:.2f} s after")
+    if abs(after / before - 1) > LOAD_STABLE:
+        return None
     return predicted_after / measured_after - 1
