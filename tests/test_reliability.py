@@ -337,7 +337,8 @@ def test_killed_udf_actor_run_reports_every_row(tmp_path, monkeypatch) -> None:
         return collector
 
     monkeypatch.setattr(run_module, "make_collector", make_and_watch)
-    report = run(path, runner="ray", progress=False, strategy="shuffle")
+    # Calibration off: its sample runs would each make a collector too, and the killer must watch the run's.
+    report = run(path, runner="ray", progress=False, strategy="shuffle", calibrate="off")
     assert killed, errors
     assert report.rows_in == report.rows_out == 600 and report.status == "ok"
 
