@@ -357,13 +357,8 @@ def calibrated_plan(
     run_s = time.monotonic() - t0
     udf_rows = _udf_rows(default_report)
     if udf_rows == 0:
-        cal.skipped = "no rows reached the UDF in the sample: nothing to measure"
-        cal.elapsed_s = round(time.monotonic() - started, 3)
-        cal.lines = [f"skipped: {cal.skipped}"]
-        return replace(formula, calibration=cal.to_dict())
-    growth = udf_rows / sample
-    rows_at_udf = max(1, round(rows * growth))
-    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
+        return _nothing_measured(cal, formula, started)
+    growth, rows_at_udf = _record_rows_at_udf(cal, udf_rows)
     first = _summarise("Daft's default", default, default_report, run_s, sample, rows_at_udf)
     cal.runs.append(first)
     if budget is None:
@@ -474,13 +469,8 @@ def _calibrate_by_cost_probe(
         )  # fmt: skip
     udf_rows = _udf_rows(report)
     if udf_rows == 0:
-        cal.skipped = "no rows reached the UDF in the sample: nothing to measure"
-        cal.elapsed_s = round(time.monotonic() - started, 3)
-        cal.lines = [f"skipped: {cal.skipped}"]
-        return replace(formula, calibration=cal.to_dict())
-    growth = udf_rows / sample
-    rows_at_udf = max(1, round(rows * growth))
-    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
+        return _nothing_measured(cal, formula, started)
+    growth, rows_at_udf = _record_rows_at_udf(cal, udf_rows)
     run = _summarise(name, probe, report, time.monotonic() - t0, sample, rows_at_udf)
     cal.runs.append(run)
     calls = list(report.udf_calls)
@@ -574,9 +564,7 @@ def _after_default_ran_out_of_memory(
         raise
     calls = list(report.udf_calls)
     udf_rows = _udf_rows(report)
-    growth = udf_rows / sample if udf_rows else 1.0
-    rows_at_udf = max(1, round(rows * growth))
-    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
+    growth, rows_at_udf = _record_rows_at_udf(cal, udf_rows or sample)  # no rows at the UDF: taken as 1 per row
     run = _summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, sample, rows_at_udf)
     cal.runs.append(run)
     memory = fit_udf_memory_per_row(calls)
@@ -594,6 +582,22 @@ def _after_default_ran_out_of_memory(
     record = _finish(cal, calls, formula, planned, (planned, run), "", started)
     decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
     return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
+
+
+def _nothing_measured(cal: Calibration, formula: ScalingPlan, started: float) -> ScalingPlan:
+    """The formula plan, with the calibration's record saying the sample reached no UDF."""
+    cal.skipped = "no rows reached the UDF in the sample: nothing to measure"
+    cal.elapsed_s = round(time.monotonic() - started, 3)
+    cal.lines = [f"skipped: {cal.skipped}"]
+    return replace(formula, calibration=cal.to_dict())
+
+
+def _record_rows_at_udf(cal: Calibration, udf_rows: int) -> tuple[float, int]:
+    """Rows reaching the UDF per row at the scaling step, and R at the UDF, from a sample run's UDF rows."""
+    growth = udf_rows / cal.sample_rows
+    rows_at_udf = max(1, round(cal.rows * growth))
+    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
+    return growth, rows_at_udf
 
 
 def _separates(fit: dict[str, float] | None) -> bool:
