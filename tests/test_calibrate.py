@@ -348,9 +348,14 @@ def test_calibrate_off_gives_the_plan_of_before(tmp_path: Path) -> None:
     expected = make_plan(profile_dataframe(probe(pipe).scaling_input), cluster, **pipe.planner_kwargs)
     assert report.plan == expected.to_dict() and report.calibration_s == 0
     assert not {"calibration", "decision", "coalesce"} & set(report.plan)
-    # A tiny job under "auto": calibration skipped, and the report says why.
+    # A tiny job under "auto": calibration skipped, the report says why, and with nothing measured the
+    # DataFrame is left alone (Daft's default, with the pipeline's own declared batch of 64).
     tiny = run(_write(tmp_path, EXPLODE, rows=300), runner="ray", progress=False)
     assert "tiny" in tiny.plan["calibration"]["skipped"] and tiny.plan["batch_size"] == 64
+    decision = tiny.plan["decision"]
+    assert decision["scaling_step"] is False and decision["udf_batch_size"] == 64, decision
+    assert "Daft's default is kept" in decision["why"] and tiny.rows_out == 5
+    assert max(c["rows"] for c in tiny.udf_calls) <= 64 and sum(c["rows"] for c in tiny.udf_calls) == 1_200
 
 
 @pytest.mark.ray
