@@ -34,7 +34,8 @@ run as the decision allows:
 
 Cost: each run costs about a sample's wall time, which includes all the work before the scaling step that
 the sample does not cut (a limit or sample after a join still runs the join in full). ``auto`` skips
-calibration for a job too small to sample (the sample would be a large share of it), and skips a further
+calibration for a job too small to sample (the sample would be a large share of it), which then keeps Daft's
+default (nothing measured a plan faster), and skips a further
 run when it would take calibration past ``BUDGET_SHARE`` of the predicted job (within
 ``MIN_BUDGET_S``..``MAX_BUDGET_S``); ``SECONDS`` sets the budget and calibrates whatever the size.
 Declared UDF costs (a UDF profile) or a given plan skip it.
@@ -109,7 +110,9 @@ MAX_FAILURE_CHARS = 300
 # the plan from the costs, then the plan that merges fragments.
 MAX_FORMULA_RUNS = 3
 
-CALIBRATE_HELP = "auto (default: measure on a sample unless the job is tiny), off, or a budget in SECONDS"
+CALIBRATE_HELP = (
+    "auto (default: measure on a sample; a job too small to sample keeps Daft's default), off, or a budget in SECONDS"
+)
 
 
 def parse_calibrate(value: str | float | int | None) -> str | float:
@@ -317,8 +320,9 @@ def calibrated_plan(
         if calibrate == "off":
             return formula
         note = Calibration(sample_rows=0, rows=rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
-        if kwargs.get("udf_profile") is not None:
-            # The declared costs are a measurement (the user's): the formula plan stands on them.
+        if kwargs.get("udf_profile") is not None or kwargs.get("strategy", "auto") != "auto":
+            # Declared costs are a measurement (the user's), and a strategy named by the user asks for its
+            # scaling step: the formula plan stands on them.
             return replace(formula, calibration=note.to_dict())
         return replace(_unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
     if upstream_shuffle is None:
