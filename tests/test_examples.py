@@ -107,8 +107,15 @@ def test_embeddings_profile_predicts_the_run(embeddings_env: Path, tmp_path: Pat
     # holds, the two profiles agree and this is the plain 30 % check; when it moves, the run is held to the
     # range the two profiles measured, widened by the same 30 %, never to a bound picked after the fact.
     before = profile()
+    # calibrate="off": this checks the in-process profile against the formula plan's calls (several per
+    # actor); a job this small under "auto" keeps Daft's default, which hands the actor one whole partition.
     report = daftscale.run(
-        pipe, runner="ray", concurrency=PROFILE_CHECK_ACTORS, report_dir=tmp_path / "report", progress=False
+        pipe,
+        runner="ray",
+        concurrency=PROFILE_CHECK_ACTORS,
+        report_dir=tmp_path / "report",
+        progress=False,
+        calibrate="off",
     )
     after = profile()
     assert before.seconds_per_row > 0 and after.seconds_per_row > 0

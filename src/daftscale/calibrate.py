@@ -614,7 +614,7 @@ def _unmeasured_default(formula: ScalingPlan, declared_batch: int | None, reason
     if batch is None and formula.strategy == "streaming":
         batch = formula.batch_size
         bound = f"; the UDF's batch is bounded at {batch} rows, as the rows are heavy (a whole morsel may not fit)"
-    why = f"calibration did not measure this job ({reason}), so Daft's default is kept{bound}"
+    why = f"nothing was measured (calibration: {reason.split(' (')[0]}), so Daft's default is kept{bound}"
     return no_scaling_step(formula, why, udf_batch_size=batch, basis="nothing measured")
 
 

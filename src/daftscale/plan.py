@@ -198,13 +198,15 @@ class ScalingPlan:
         default is then measured and run as Daft runs it, each morsel handed to the UDF whole (a Parquet
         row group, thousands of rows), not the planner's B.
         """
+        # Only None is read from the decision: any other batch it records equals ``batch_size``, and reading
+        # ``batch_size`` lets a user who edits a saved plan's batch size have it run.
         if (
             self.decision is not None
             and self.decision.get("scaling_step") is False
             and "udf_batch_size" in self.decision
+            and self.decision["udf_batch_size"] is None
         ):
-            value = self.decision["udf_batch_size"]
-            return None if value is None else int(value)
+            return None
         return self.batch_size
 
     def to_json(self, *, indent: int | None = 2) -> str:

@@ -403,7 +403,14 @@ class RunReport:
         from daftscale.health import format_optional_bytes
 
         plan = self.plan
-        if plan.get("strategy") == "shuffle":
+        decision = plan.get("decision") or {}
+        batch_text = f"batch_size {plan.get('batch_size')}"
+        if decision.get("scaling_step") is False:
+            # The plan's partition numbers were not applied: say what ran, and the batch the UDF really got.
+            how = "no scaling step (Daft's default)"
+            if "udf_batch_size" in decision and decision["udf_batch_size"] is None:
+                batch_text = "Daft's own batch"  # as ScalingPlan.udf_batch_size reads it
+        elif plan.get("strategy") == "shuffle":
             how = f"shuffle: {plan.get('partition_op')}({plan.get('partitions')})"
             if self.runner == "native":
                 # Daft's native runner ignores partition operations; say so rather than imply it ran.
@@ -412,7 +419,7 @@ class RunReport:
             how = f"streaming: into_batches({plan.get('into_batches')})"
         rows = [
             ("runner", f"{self.runner} ({self.nodes} node{'s' if self.nodes != 1 else ''})"),
-            ("plan", f"{how}, batch_size {plan.get('batch_size')}, {self.actors} actors"),
+            ("plan", f"{how}, {batch_text}, {self.actors} actors"),
             ("wall time", self._wall_text()),
             ("rows in → out", f"{self.rows_in:,} → {self.rows_out:,}"),
             ("throughput", f"{self.rows_per_s:,.0f} rows/s"),
