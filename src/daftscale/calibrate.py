@@ -7,7 +7,7 @@ and stacking add per-call cost an in-process profile misses), the rows per call 
 (a join's or shuffle's output reaches the UDF in fragments: ``batch_size`` is only a maximum), and the
 rows reaching the UDF per row at the scaling step (explode, filter, join fan-out).
 
-How. Each sample run is the tuner's sampled trial (:class:`daftscale.tune.SampledPlan`: ``df.limit(n)`` at
+How. Each sample run is the tuner's sampled trial (:class:`daftscale.plan_handle.SampledPlan`: ``df.limit(n)`` at
 the scaling step, or ``df.sample(fraction)`` when a join or shuffle comes before it, see
 :func:`upstream_shuffles`), with the pipeline's instrumented UDFs, on the same runner and cluster. Every
 sample run costs about the query's fixed start (seconds, as much as a short job's plan can win), so as few
@@ -46,7 +46,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from daftscale.calibrate_predict import (
@@ -59,9 +59,10 @@ from daftscale.calibrate_predict import (
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, DaftscaleError, RunError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
+from daftscale.plan_handle import SampledPlan
 from daftscale.profile import DataProfile, UdfProfile
 from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
-from daftscale.tune import SampledPlan, extrapolated_wall_s
+from daftscale.tune import extrapolated_wall_s
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
 # actor (two each, so every actor runs, and a batch's cost is seen more than once).
@@ -179,23 +180,14 @@ def upstream_shuffles(df: Any) -> bool:
     return bool(set(re.findall(r"\*\s+([A-Za-z]+)", text)) & SHUFFLING_OPS)
 
 
-def sampled(plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool) -> ScalingPlan:
+def sampled(plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool) -> SampledPlan:
     """``plan`` on a sample of about ``sample_rows`` of the ``rows`` at the scaling step (``rows`` there, not at
     the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``."""
-    head = SampledPlan.of(replace(plan, inputs={**plan.inputs, "rows": rows}), sample_rows)
-    if not by_fraction:
-        return head
-    return FractionSampledPlan(**{f.name: getattr(head, f.name) for f in fields(head)}, fraction=sample_rows / rows)
-
-
-@dataclass(frozen=True)
-class FractionSampledPlan(SampledPlan):
-    """A sampled plan whose ``apply`` takes ``df.sample(fraction)`` (seeded), then applies the scaling step."""
-
-    fraction: float = 1.0
-
-    def apply(self, df: Any) -> Any:
-        return ScalingPlan.apply(self, df.sample(fraction=min(1.0, self.fraction), seed=0))
+    return SampledPlan.of(
+        replace(plan, inputs={**plan.inputs, "rows": rows}),
+        sample_rows,
+        fraction=sample_rows / rows if by_fraction else None,
+    )
 
 
 @dataclass
@@ -290,7 +282,7 @@ def calibrated_plan(
     *,
     runner: str,
     calibrate: str | float,
-    run_sample: Callable[[ScalingPlan], RunReport],
+    run_sample: Callable[[SampledPlan], RunReport],
     scaling_input: Any = None,
     upstream_shuffle: bool | None = None,
     say: Callable[[str], None] = lambda _text: None,
@@ -448,7 +440,7 @@ def _calibrate_by_cost_probe(
     kwargs: dict[str, Any],
     formula: ScalingPlan,
     cal: Calibration,
-    run_sample: Callable[[ScalingPlan], RunReport],
+    run_sample: Callable[[SampledPlan], RunReport],
     started: float,
 ) -> ScalingPlan:
     """One sample run of :func:`cost_probe_plan`, then the simulator's verdict between Daft's default and the
@@ -502,7 +494,7 @@ def _after_default_ran_out_of_memory(
     error: RunError,
     elapsed: float,
     *,
-    sampled_run: Callable[[ScalingPlan], RunReport],
+    sampled_run: Callable[[SampledPlan], RunReport],
     started: float,
     failed_name: str = "Daft's default",
     failed_plan: ScalingPlan | None = None,
@@ -745,7 +737,6 @@ def _lines(cal: Calibration) -> list[str]:
 __all__ = [
     "CALIBRATE_HELP",
     "Calibration",
-    "FractionSampledPlan",
     "SampleRun",
     "SimulatedChoice",
     "calibrated_plan",

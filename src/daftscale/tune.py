@@ -58,6 +58,7 @@ from daftscale.config import require_positive_number
 from daftscale.console import ProgressLines
 from daftscale.errors import ConfigError
 from daftscale.pipeline import Pipeline, load_pipeline, probe
+from daftscale.plan_handle import SampledPlan
 from daftscale.report import atomic_write
 from daftscale.tune_cache import cache_dir, cache_key, cached_before_start, read_cache, search_settings
 from daftscale.tune_grid import (
@@ -72,7 +73,7 @@ from daftscale.tune_grid import (
     sample_partitions,
 )
 from daftscale.tune_result import MIN_IMPROVEMENT, TUNE_FORMAT_VERSION, Trial, TuneResult
-from daftscale.tune_search import CONFIRMATION_RUNS, PRUNE_SLOWER_THAN, SampledPlan, Search
+from daftscale.tune_search import CONFIRMATION_RUNS, PRUNE_SLOWER_THAN, Search
 
 if TYPE_CHECKING:
     from daftscale.run import Session  # run imports calibrate, which imports this module
