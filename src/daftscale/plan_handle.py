@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from daftscale.plan import ScalingPlan, Strategy
+from daftscale.scaling_plan import ScalingPlan, Strategy
 from daftscale.tune_grid import sample_partitions
 
 if TYPE_CHECKING:
