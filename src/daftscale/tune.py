@@ -37,8 +37,8 @@ How a search goes (:func:`tune`):
 6. the winner is the full-data plan with the winning numbers; its steps say it was tuned, from what,
    and by how much it beat the formula plan on the sample.
 
-Sampling: a trial runs the pipeline with a plan whose ``apply(df)`` first takes ``df.limit(n)`` of the
-DataFrame reaching the scaling step, then applies the candidate's scaling step. ``limit`` (not
+Sampling: a trial runs the pipeline on a :class:`SampledPlan`, whose handle's ``apply(df)`` first takes
+``df.limit(n)`` of the DataFrame reaching the scaling step, then applies the candidate's scaling step. ``limit`` (not
 ``sample``) because it gives exactly ``n`` rows, so every candidate of a rung sees the same rows,
 rows in == rows out is checked exactly, and reading stops early; the price is that the sample is the
 head of the data, so sorted data gives a biased sample. Partitions are scaled with the sample
