@@ -15,20 +15,15 @@ import sys
 import time
 from typing import Any
 
+from bench.configs import CONFIGS, DEFAULT_CONFIGS, PEERS, QUICK_TUNE_BUDGET_S, TUNE_BUDGET_S
 from bench.harness import (
-    CONFIGS,
-    DEFAULT_CONFIGS,
-    PEERS,
-    QUICK_TUNE_BUDGET_S,
-    TUNE_BUDGET_S,
     Bench,
     register_by_value,
-    schedule,
     start_cluster,
-    summarize,
 )
 from bench.predict import attach, predict_workload
 from bench.report import targets
+from bench.summary import schedule, summarize
 from bench.workloads import QUICK_SCALE, WORKLOADS, Costs, Workload
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

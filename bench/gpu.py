@@ -224,7 +224,7 @@ def _daftscale(args: argparse.Namespace, gpus: float) -> dict[str, Any]:
     device, tiny = args.device, args.tiny
 
     @daftscale.pipeline
-    def build(plan: daftscale.ScalingPlan) -> daft.DataFrame:
+    def build(plan: daftscale.PlanHandle) -> daft.DataFrame:
         df = plan.apply(daft.read_parquet(args.data))
         model = plan.udf(Classifier, return_dtype=daft.DataType.int64(), init_kwargs={"device": device, "tiny": tiny})
         return decoded(df).select("id", model(daft.col("pixels")).alias("label"))

@@ -16,20 +16,26 @@ the query (``wall_s`` minus the report's query time), shown beside it, already c
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import shutil
-import statistics
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bench import raydata
-from bench.predict import judge
+from bench.configs import (
+    CONFIGS,
+    SEED_BATCH,
+    SEED_PARTITIONS,
+    TUNE_BUDGET_S,
+    TUNE_SAMPLE,
+    ExpertPoint,
+    expert_grid,
+)
 from bench.workloads import (
     Costs,
     SleepModel,
@@ -43,78 +49,6 @@ from bench.workloads import (
     profile_read,
     sample_values,
 )
-
-CONFIGS = (
-    "daft-default",
-    "seed-recipe",
-    "daft-dynamic-batching",
-    "ray-data",
-    "ray-data-recommended",
-    "expert",
-    "daftscale",
-    "daftscale-tuned",
-)
-# What `python -m bench` runs unless --configs says otherwise: daftscale-tuned's search (a minute per
-# workload at --quick) would take the seven workloads past the quick run's half hour.
-DEFAULT_CONFIGS = tuple(c for c in CONFIGS if c != "daftscale-tuned")
-# The configurations a daftscale user has without daftscale: the targets compare daftscale with these.
-PEERS = ("daft-default", "seed-recipe", "daft-dynamic-batching", "ray-data", "ray-data-recommended", "expert")
-
-# daftscale-tuned: `daftscale tune` on this share of the workload's rows, within this many seconds, then a
-# full run of the winning plan. The tuning time is reported beside the run (`tune_s`), not in `wall_s`.
-# --quick halves the budget: four searches of 120 s would take --quick past its 20 minutes.
-TUNE_SAMPLE = 0.25
-TUNE_BUDGET_S = 120.0
-QUICK_TUNE_BUDGET_S = 60.0
-
-# The seed's fixed numbers: recipe 1 (light data) repartition(100), recipe 2 (heavy data) into_batches(64),
-# and "Batch Size 64" for the UDF in both.
-SEED_PARTITIONS = 100
-SEED_BATCH = 64
-
-
-@dataclass(frozen=True)
-class ExpertPoint:
-    """One hand choice of the expert grid: a scaling step at the pipeline's scaling step, and a batch size."""
-
-    name: str
-    partitions: int | None  # repartition(partitions) first, if set
-    into_batches: int | None  # then into_batches(rows), if set
-    batch_size: int
-
-    def scale(self, df: Any) -> Any:
-        if self.partitions:
-            df = df.repartition(self.partitions)
-        if self.into_batches:
-            df = df.into_batches(self.into_batches)
-        return df
-
-
-def expert_grid(workload: Workload, concurrency: int) -> list[ExpertPoint]:
-    """The expert's fixed grid: four hand choices a Daft user who knows the scaling guide would try.
-
-    No step, ``into_batches(256)``, ``repartition(C)`` and ``repartition(C) + into_batches(512)``, with UDF
-    batch 64 or 256 as each usually goes. The expert knows the data: the batch is capped at the UDF's rows
-    over the actors (so none idles) and at what fits a declared memory budget (W4), and a repeated point
-    is dropped.
-
-    >>> [p.name for p in expert_grid(Workload("w", "w", "light", (10_000,), Costs(0.02, 0.001)), 8)]
-    ['none, B=256', 'into_batches(256), B=256', 'repartition(8), B=64', 'repartition(8) + into_batches(512), B=256']
-    """
-    cap = max(1, math.ceil(workload.udf_rows / concurrency))
-    if workload.udf_memory and workload.decoded_bytes_per_row:
-        cap = min(cap, max(1, workload.udf_memory // workload.decoded_bytes_per_row))
-    points = []
-    choices = ((None, None, 256), (None, 256, 256), (concurrency, None, 64), (concurrency, 512, 256))
-    for partitions, rows, batch in choices:
-        b = min(batch, cap)
-        step = " + ".join(
-            ([f"repartition({partitions})"] if partitions else []) + ([f"into_batches({rows})"] if rows else [])
-        )
-        point = ExpertPoint(f"{step or 'none'}, B={b}", partitions, rows, b)
-        if point.name not in {p.name for p in points}:
-            points.append(point)
-    return points
 
 
 @dataclass
@@ -566,116 +500,6 @@ class Bench:
             repeats=3,
         )
         return udf_profile, profile_read(workload)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Schedules and summaries
-
-
-def _max_known(values: Iterable[Any]) -> Any:
-    """The largest of the figures that were measured; None (unknown) when none was, never 0."""
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
-
-
-def _median_known(values: Iterable[Any], *, digits: int) -> float | None:
-    """The median of the figures that were measured; None (unknown) when none was, never 0."""
-    known = [v for v in values if v is not None]
-    return round(statistics.median(known), digits) if known else None
-
-
-def schedule(workloads: Iterable[str], configs: list[str], repeats: int) -> list[tuple[str, str, int]]:
-    """Runs in order: per workload, each repeat runs every config, the order rotated by one each repeat,
-    so no config always runs first after a workload change, or always in the same slot.
-
-    >>> schedule(["W1"], ["a", "b", "c"], 2)
-    [('W1', 'a', 0), ('W1', 'b', 0), ('W1', 'c', 0), ('W1', 'b', 1), ('W1', 'c', 1), ('W1', 'a', 1)]
-    """
-    order: list[tuple[str, str, int]] = []
-    for name in workloads:
-        for r in range(repeats):
-            k = r % len(configs)
-            rotated = configs[k:] + configs[:k]
-            order += [(name, c, r) for c in rotated]
-    return order
-
-
-def summarize(rows: list[dict[str, Any]], fixed_start_s: float | None = None) -> list[dict[str, Any]]:
-    """One row per workload × config: the median wall time over repeats (failed repeats excluded),
-    worst-case rows and memory, median utilisation; plus ratios to the ideal bound and to the best
-    other configuration of the same workload."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["workload"], row["config"]), []).append(row)
-    out = []
-    for (name, config), runs in groups.items():
-        ok = [r for r in runs if r["status"] == "ok"]
-        use = ok or runs
-        statuses = sorted({r["status"] for r in runs})
-        summary = {
-            "workload": name,
-            "config": config,
-            "status": "ok" if len(ok) == len(runs) else ",".join(s for s in statuses if s != "ok"),
-            "repeats": len(runs),
-            "failed": len(runs) - len(ok),
-            "wall_s": round(statistics.median(r["wall_s"] for r in use), 3),
-            "wall_s_all": [r["wall_s"] for r in runs],
-            "prep_s": round(statistics.median(r.get("prep_s", 0.0) for r in use), 3),
-            "ideal_s": runs[0]["ideal_s"],
-            "rows_in": runs[0]["rows_in"],
-            "rows_out": min(r["rows_out"] for r in runs),
-            "rows_out_expected": runs[0].get("rows_out_expected", runs[0]["rows_in"]),
-            "query_s": round(statistics.median(r.get("query_s") or r["wall_s"] for r in use), 3),
-            # The expert grid's winning point (the first repeat ran the whole grid; later ones the winner).
-            "expert_point": runs[0].get("expert_point"),
-            "expert_grid": runs[0].get("expert_grid"),
-            "peak_memory_bytes": _max_known(r.get("peak_memory_bytes") for r in runs),
-            "actor_utilization": _median_known([r.get("actor_utilization") for r in use], digits=4),
-            "batch_size": runs[0].get("batch_size"),
-            "scaling_step": runs[0].get("scaling_step"),
-            "mean_batch_rows": runs[0].get("mean_batch_rows"),
-            "first_call_s": round(statistics.median(r.get("first_call_s", 0.0) for r in use), 3),
-            "error": next((r["error"] for r in runs if r.get("error")), None),
-            # The search runs once (later repeats hit its cache): its full cost is the largest.
-            "tune_s": max((r.get("tune_s", 0.0) for r in runs), default=0.0),
-            # The simulator's prediction (bench.predict), the same for every repeat; None: not predicted.
-            "predicted_wall_s": runs[0].get("predicted_wall_s"),
-            "predicted_status": runs[0].get("predicted_status"),
-            "prediction_note": runs[0].get("prediction_note"),
-            "prediction_basis": runs[0].get("prediction_basis"),  # what it was calibrated on (never this run)
-        }
-        summary["prediction_error"], summary["prediction_ok"] = judge(
-            summary["predicted_wall_s"], summary["predicted_status"], summary["wall_s"], summary["status"]
-        )
-        summary["vs_ideal"] = round(summary["wall_s"] / summary["ideal_s"], 2) if summary["ideal_s"] else None
-        # The same ratio after the fixed start of any query here (Bench.fixed_start: a query with this
-        # actor pool and next to no rows); what a configuration adds before its first call still counts.
-        if fixed_start_s is not None and summary["ideal_s"]:
-            summary["vs_ideal_after_start"] = round((summary["wall_s"] - fixed_start_s) / summary["ideal_s"], 2)
-        else:
-            summary["vs_ideal_after_start"] = None
-        out.append(summary)
-    for summary in out:
-        # daftscale and daftscale-tuned are compared with what a user has without daftscale, not each other.
-        others = [
-            o["wall_s"]
-            for o in out
-            if o["workload"] == summary["workload"]
-            and o["config"] != summary["config"]
-            and not (summary["config"].startswith("daftscale") and o["config"].startswith("daftscale"))
-            and o["status"] == "ok"
-        ]
-        best = min(others) if others else None
-        summary["best_other_s"] = best
-        summary["vs_best_other"] = round(summary["wall_s"] / best, 2) if best and summary["status"] == "ok" else None
-        plain = next((o for o in out if o["workload"] == summary["workload"] and o["config"] == "daftscale"), None)
-        comparable = plain is not None and plain["status"] == "ok" and summary["status"] == "ok"
-        summary["vs_daftscale"] = (
-            round(summary["wall_s"] / plain["wall_s"], 2)
-            if summary["config"] == "daftscale-tuned" and comparable and plain is not None
-            else None
-        )
-    return out
 
 
 def daftscale_pipeline(workload: Workload, files: list[str], concurrency: int | None = None) -> Any:

@@ -35,8 +35,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-SEED_PARTITIONS = 100
-SEED_BATCH = 64
+from bench.configs import SEED_BATCH, SEED_PARTITIONS
 
 # Per-task cost charged at most when it is fitted from the UDF stage's span (reports without the measured
 # actor-pool start): that fit lands on the threshold where the tasks would starve the actors, not on what

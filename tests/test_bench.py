@@ -10,7 +10,7 @@ import pytest
 
 # The repository root is on sys.path: pytest puts the root conftest.py's directory there.
 from bench.__main__ import run_bench, write_outputs
-from bench.harness import schedule, summarize
+from bench.summary import schedule, summarize
 from bench.workloads import WORKLOADS, Costs
 
 REQUIRED = {"workload", "config", "wall_s", "ideal_s", "rows_in", "rows_out", "peak_memory_bytes", "actor_utilization"}
@@ -209,7 +209,7 @@ def _tiny(name: str, **changes: object) -> object:
 
 
 def test_new_workloads_are_registered_with_quick_sizes() -> None:
-    from bench.harness import CONFIGS, DEFAULT_CONFIGS, PEERS
+    from bench.configs import CONFIGS, DEFAULT_CONFIGS, PEERS
     from bench.workloads import QUICK_SCALE
 
     for name in ("W5", "W6", "W7"):
@@ -246,7 +246,7 @@ def test_new_workload_data_is_made_as_declared(tmp_path) -> None:
 
 
 def test_expert_grid_is_small_and_respects_rows_and_memory() -> None:
-    from bench.harness import expert_grid
+    from bench.configs import expert_grid
 
     names = [p.name for p in expert_grid(WORKLOADS["W2"], 8)]
     assert 4 <= len(names) <= 6 and names[0] == "none, B=256"

@@ -21,6 +21,7 @@ from daftscale.errors import ConfigError
 from daftscale.pipeline import load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.plan import plan as make_plan
+from daftscale.plan_handle import SampledPlan
 from daftscale.profile import profile_dataframe, profile_numbers
 from daftscale.report import RunReport
 from daftscale.run import run
@@ -94,7 +95,8 @@ def _decide(formula_wall_s: float, budget: float = 600.0, fragments: bool = Fals
     and 88 rows), the formula plan ``formula_wall_s`` (full calls of its B rows; with ``fragments``, calls
     of 20 rows unless the plan merges them, as a repartition of a join's many pieces hands them over)."""
 
-    def run_sample(sampled: ScalingPlan) -> RunReport:
+    def run_sample(sample: SampledPlan) -> RunReport:
+        sampled = sample.plan
         if not sampled.scaling_step:
             return _report(sampled, 6.0, [40, 88] * 312 + [64])
         if fragments and not sampled.coalesce:
@@ -128,7 +130,7 @@ def test_a_kept_default_after_a_cost_probe_runs_daft_own_batch(monkeypatch: pyte
     monkeypatch.setattr("daftscale.calibrate_predict.SIMULATED_DECISION_MARGIN", math.inf)
     plan = calibrated_plan(
         profile_numbers(800_000, 100), ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 2}, runner="ray",
-        calibrate=600, run_sample=lambda sampled: _report(sampled, 8.0, [64, 16] * 400), upstream_shuffle=False,
+        calibrate=600, run_sample=lambda sampled: _report(sampled.plan, 8.0, [64, 16] * 400), upstream_shuffle=False,
     )  # fmt: skip
     assert not plan.scaling_step and plan.udf_batch_size is None, plan.explain()
 
@@ -139,9 +141,9 @@ def test_with_nothing_shuffled_before_the_step_one_cost_probe_decides() -> None:
     # simulator lays it out from the data profile.
     seen: list[ScalingPlan] = []
 
-    def run_sample(sampled: ScalingPlan) -> RunReport:
-        seen.append(sampled)
-        return _report(sampled, 8.0, [64, 16] * 400)
+    def run_sample(sampled: SampledPlan) -> RunReport:
+        seen.append(sampled.plan)
+        return _report(sampled.plan, 8.0, [64, 16] * 400)
 
     cluster = ClusterSpec(nodes=2, cpus_per_node=2)
     data = profile_numbers(800_000, 100)

@@ -39,6 +39,25 @@ def test_load_decorated_pipeline_and_probe(tmp_path) -> None:
     assert found.output.column_names == ["x", "y"]
 
 
+def test_the_probe_handle_records_the_step_without_applying_it() -> None:
+    # A build that reads the plan's numbers gets the provisional plan's during the probe, and plan.apply hands
+    # back the very DataFrame it was given (the provisional plan's own step never shapes it), recorded as is.
+    seen = {}
+
+    @pipeline
+    def build(plan):
+        df = daft.from_pydict({"x": list(range(20))})
+        stepped = plan.apply(df)
+        seen.update(probing=plan.probing, batch_size=plan.batch_size, threads=int(plan.udf_cpus) or 1)
+        seen["unchanged"] = stepped is df
+        seen["df"] = df
+        return stepped.with_column("y", daft.col("x") + 1)
+
+    found = probe(build)
+    assert found.scaling_input is seen.pop("df")
+    assert seen == {"probing": True, "batch_size": 1, "threads": 1, "unchanged": True}
+
+
 def test_plain_build_function_is_a_pipeline(tmp_path) -> None:
     path = _write(tmp_path, "import daft\ndef build(plan):\n    return plan.apply(daft.from_pydict({'x': [1]}))\n")
     assert load_pipeline(path).name == "build"

@@ -179,9 +179,17 @@ def test_cache_key_depends_on_cluster_shape_profile_and_options() -> None:
 def test_sampled_plan_limits_then_scales() -> None:
     full = make_plan(profile_numbers(1000, 8), ClusterSpec(nodes=2, cpus_per_node=2), concurrency=2, batch_size=10)
     sampled = SampledPlan.of(full, 100)
-    assert sampled.sample_rows == 100 and sampled.inputs["rows"] == 100 and sampled.full_partitions == full.partitions
-    out = sampled.apply(daft.from_pydict({"x": list(range(1000))})).to_pydict()["x"]
+    assert sampled.sample_rows == 100 and sampled.plan.inputs["rows"] == 100
+    assert sampled.full_partitions == full.partitions and full.inputs["rows"] == 1000, "the full plan is left as it was"
+    handle = sampled.handle()
+    assert not handle.probing and handle.plan is sampled.plan and handle.batch_size == 10
+    out = handle.apply(daft.from_pydict({"x": list(range(1000))})).to_pydict()["x"]
     assert len(out) == 100 and len(set(out)) == 100
+    # After a join calibration samples by fraction (seeded): every partition kept, each smaller.
+    by_fraction = SampledPlan.of(full, 100, fraction=0.1).handle()
+    rows = by_fraction.apply(daft.from_pydict({"x": list(range(1000))})).to_pydict()["x"]
+    again = by_fraction.apply(daft.from_pydict({"x": list(range(1000))})).to_pydict()["x"]
+    assert 0 < len(rows) < 1000 and sorted(rows) == sorted(again), "a seeded sample of about 10 %"
 
 
 # ---------------------------------------------------------------------------------------------------

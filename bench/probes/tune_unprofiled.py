@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from bench.harness import TUNE_SAMPLE
+from bench.configs import TUNE_SAMPLE
 from bench.probes.common import bench_cluster, parse_args, print_walls, workload_at
 
 

@@ -75,7 +75,7 @@ class Embedder:
 
 
 @daftscale.pipeline
-def build(plan: daftscale.ScalingPlan) -> daft.DataFrame:
+def build(plan: daftscale.PlanHandle) -> daft.DataFrame:
     df = daft.read_parquet(str(make_texts(DATA, ROWS)))
     df = plan.apply(df)  # light rows of text: shuffle into the plan's partitions before the model
     embed = plan.udf(

@@ -94,7 +94,7 @@ class Classifier:
 
 
 @daftscale.pipeline
-def build(plan: daftscale.ScalingPlan) -> daft.DataFrame:
+def build(plan: daftscale.PlanHandle) -> daft.DataFrame:
     df = daft.read_parquet(str(make_images(DATA, ROWS)))
     df = plan.apply(df)  # heavy rows of image bytes: stream them to the model in into_batches(B) tasks
     df = df.with_column("pixels", resize(decode_image(df["image"], mode="RGB"), MODEL_SIDE, MODEL_SIDE))

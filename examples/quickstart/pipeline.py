@@ -58,7 +58,7 @@ class Scorer:
 
 
 @daftscale.pipeline(batch_size=64)
-def build(plan: daftscale.ScalingPlan) -> daft.DataFrame:
+def build(plan: daftscale.PlanHandle) -> daft.DataFrame:
     df = daft.read_parquet(make_data())  # the light read: ids and paths
     df = plan.apply(df)  # the scaling step: repartition(N) or into_batches(B), from the plan
     df = df.with_column("pixels", decode(df["path"]))  # heavy read, per row

@@ -22,6 +22,7 @@ from daftscale.errors import (
 )
 from daftscale.pipeline import Pipeline, load_pipeline, pipeline
 from daftscale.plan import PlanWarning, ScalingPlan, UdfResources, plan
+from daftscale.plan_handle import PlanHandle, SampledPlan
 from daftscale.profile import (
     ColumnProfile,
     DataProfile,
@@ -51,10 +52,12 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "PlanError",
+    "PlanHandle",
     "PlanWarning",
     "ProfileError",
     "RunError",
     "RunReport",
+    "SampledPlan",
     "ScalingPlan",
     "Session",
     "SimulationResult",

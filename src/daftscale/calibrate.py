@@ -7,7 +7,7 @@ and stacking add per-call cost an in-process profile misses), the rows per call 
 (a join's or shuffle's output reaches the UDF in fragments: ``batch_size`` is only a maximum), and the
 rows reaching the UDF per row at the scaling step (explode, filter, join fan-out).
 
-How. Each sample run is the tuner's sampled trial (:class:`daftscale.tune.SampledPlan`: ``df.limit(n)`` at
+How. Each sample run is the tuner's sampled trial (:class:`daftscale.plan_handle.SampledPlan`: ``df.limit(n)`` at
 the scaling step, or ``df.sample(fraction)`` when a join or shuffle comes before it, see
 :func:`upstream_shuffles`), with the pipeline's instrumented UDFs, on the same runner and cluster. Every
 sample run costs about the query's fixed start (seconds, as much as a short job's plan can win), so as few
@@ -27,7 +27,8 @@ run as the decision allows:
   the data (:func:`daftscale.tune.extrapolated_wall_s`): the plan must be ``DECISION_MARGIN`` faster.
 - A sample run whose UDF **runs out of memory** (Daft's default's whole morsels, or the probe's B) is
   followed by one run at a small batch, which measures the peak memory per row in the actors
-  (:func:`daftscale.udf.reset_peak_rss`); B is then bounded by the actor's memory.
+  (:func:`daftscale.udf.reset_peak_rss`); B is then bounded by the actor's memory
+  (:mod:`daftscale.calibrate_memory`).
 
 "No scaling step" keeps the pipeline's own UDF settings: its declared batch size, or Daft's own
 (:attr:`daftscale.plan.ScalingPlan.udf_batch_size` is None), so it really is Daft's default.
@@ -47,9 +48,10 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
+from daftscale.calibrate_memory import after_out_of_memory
 from daftscale.calibrate_predict import (
     SimulatedChoice,
     batch_words,
@@ -57,12 +59,26 @@ from daftscale.calibrate_predict import (
     daft_default_as_plan,
     simulated_choice,
 )
+from daftscale.calibrate_record import (
+    Calibration,
+    SampleRun,
+    finish,
+    formula_from,
+    no_scaling_step,
+    nothing_measured,
+    record_rows_at_udf,
+    sampled,
+    separates,
+    summarise,
+    udf_rows_of,
+    unmeasured_default,
+)
 from daftscale.cluster import ClusterSpec
-from daftscale.errors import ConfigError, DaftscaleError, RunError
+from daftscale.errors import ConfigError, RunError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
-from daftscale.profile import DataProfile, UdfProfile
-from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
-from daftscale.tune import SampledPlan, extrapolated_wall_s
+from daftscale.plan_handle import SampledPlan
+from daftscale.profile import DataProfile
+from daftscale.report import RunReport, fit_udf_cost
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
 # actor (two each, so every actor runs, and a batch's cost is seen more than once).
@@ -95,16 +111,6 @@ SHUFFLING_OPS = frozenset({"Join", "Repartition", "Aggregate", "Distinct", "Pivo
 # When Daft's default run cannot separate the UDF's costs (its calls are all about one size), the formula
 # plan is first measured at this multiple of the batch size, so two sizes have run (the tuner's widest).
 PROBE_BATCH_MULTIPLE = 4
-
-# After Daft's default ran out of memory on the sample, the next sample run's batch is this many times
-# smaller than both B and the smallest call that failed: small enough to fit, big enough to measure.
-OOM_PROBE_DIVISOR = 8
-
-# Calls that finished before an out-of-memory failure needed to take their peak memory per row as measured.
-MIN_MEMORY_CALLS = 2
-
-# Longest failure text kept in a sample run's record.
-MAX_FAILURE_CHARS = 300
 
 # Most runs of formula plans one calibration makes (after Daft's default): a probe at another batch size or
 # the plan from the costs, then the plan that merges fragments.
@@ -182,110 +188,6 @@ def upstream_shuffles(df: Any) -> bool:
     return bool(set(re.findall(r"\*\s+([A-Za-z]+)", text)) & SHUFFLING_OPS)
 
 
-def sampled(plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool) -> ScalingPlan:
-    """``plan`` on a sample of about ``sample_rows`` of the ``rows`` at the scaling step (``rows`` there, not at
-    the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``."""
-    head = SampledPlan.of(replace(plan, inputs={**plan.inputs, "rows": rows}), sample_rows)
-    if not by_fraction:
-        return head
-    return FractionSampledPlan(**{f.name: getattr(head, f.name) for f in fields(head)}, fraction=sample_rows / rows)
-
-
-@dataclass(frozen=True)
-class FractionSampledPlan(SampledPlan):
-    """A sampled plan whose ``apply`` takes ``df.sample(fraction)`` (seeded), then applies the scaling step."""
-
-    fraction: float = 1.0
-
-    def apply(self, df: Any) -> Any:
-        return ScalingPlan.apply(self, df.sample(fraction=min(1.0, self.fraction), seed=0))
-
-
-@dataclass
-class SampleRun:
-    """One calibration run: which plan, what it measured, and what it predicts for all the data."""
-
-    name: str
-    # None: Daft's own batch (each morsel whole), for Daft's default with no declared batch size.
-    batch_size: int | None
-    scaling_step: str
-    wall_s: float
-    elapsed_s: float
-    sample_rows: int
-    udf_rows: int
-    calls: int
-    mean_rows_per_call: float
-    predicted_full_s: float | None
-    # Why the run failed (Daft's default out of memory), or None.
-    failed: str | None = None
-
-
-@dataclass
-class Calibration:
-    """What calibration measured and decided; stored in the plan (``plan.calibration``) and the report."""
-
-    sample_rows: int
-    rows: int
-    runner: str
-    budget_s: float | None = None
-    # The pipeline's own UDF batch size (None: Daft's own), which "no scaling step" keeps.
-    declared_batch_size: int | None = None
-    # How the sample was taken: "df.limit(n)", or "df.sample(fraction)" after a join or shuffle.
-    sampling: str = ""
-    elapsed_s: float = 0.0
-    rows_at_udf_per_row: float | None = None
-    rows_at_udf: int | None = None
-    seconds_per_batch: float | None = None
-    seconds_per_row: float | None = None
-    # The UDF's peak memory per row in the actors (report.fit_udf_memory_per_row), when it was measured.
-    memory_per_row_bytes: float | None = None
-    fitted_calls: int = 0
-    runs: list[SampleRun] = field(default_factory=list)
-    # The simulator's verdict from Daft's default run (SimulatedChoice.to_dict), when it could fit the costs.
-    simulated: dict[str, Any] | None = None
-    changed: list[str] = field(default_factory=list)
-    skipped: str | None = None
-    lines: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _udf_rows(report: RunReport) -> int:
-    return sum(int(c.get("rows") or 0) for c in report.udf_calls)
-
-
-def _summarise(
-    name: str, plan: ScalingPlan, report: RunReport, elapsed: float, sample: int, udf_rows_full: int
-) -> SampleRun:
-    udf_rows = _udf_rows(report)
-    calls = len(report.udf_calls)
-    # Rows at the UDF on both sides: the extrapolation adds the rows the UDF did not see at its steady rate.
-    predicted = extrapolated_wall_s(report.udf_calls, report.wall_s, udf_rows, udf_rows_full, plan.concurrency)
-    return SampleRun(
-        name=name,
-        batch_size=plan.udf_batch_size,
-        scaling_step=describe_step(plan),
-        wall_s=report.wall_s,
-        elapsed_s=round(elapsed, 3),
-        sample_rows=sample,
-        udf_rows=udf_rows,
-        calls=calls,
-        mean_rows_per_call=round(udf_rows / calls, 2) if calls else 0.0,
-        predicted_full_s=predicted,
-    )
-
-
-def no_scaling_step(plan: ScalingPlan, why: str, **decision: Any) -> ScalingPlan:
-    """``plan`` with the decision "no scaling step": ``apply`` leaves the DataFrame alone (Daft's default)."""
-    levers = {
-        **plan.levers,
-        "partitions": "not used: no scaling step (Daft's default partitions)",
-        "into_batches": "not used: no scaling step",
-    }
-    return replace(plan, decision={"scaling_step": False, "why": why, **decision}, levers=levers)
-
-
 def calibrated_plan(
     data: DataProfile,
     cluster: ClusterSpec,
@@ -293,7 +195,7 @@ def calibrated_plan(
     *,
     runner: str,
     calibrate: str | float,
-    run_sample: Callable[[ScalingPlan], RunReport],
+    run_sample: Callable[[SampledPlan], RunReport],
     scaling_input: Any = None,
     upstream_shuffle: bool | None = None,
     say: Callable[[str], None] = lambda _text: None,
@@ -324,7 +226,7 @@ def calibrated_plan(
             # Declared costs are a measurement (the user's), and a strategy named by the user asks for its
             # scaling step: the formula plan stands on them.
             return replace(formula, calibration=note.to_dict())
-        return replace(_unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
+        return replace(unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
     if upstream_shuffle is None:
         upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
     by_fraction = upstream_shuffle
@@ -358,15 +260,15 @@ def calibrated_plan(
         if not exc.out_of_memory:
             raise
         # Daft's default does not fit the UDF's memory: it is no candidate, and the run must find a batch that fits.
-        return _after_default_ran_out_of_memory(
+        return after_out_of_memory(
             data, cluster, kwargs, formula, cal, exc, time.monotonic() - t0, sampled_run=run_sample, started=started
         )
     run_s = time.monotonic() - t0
-    udf_rows = _udf_rows(default_report)
+    udf_rows = udf_rows_of(default_report)
     if udf_rows == 0:
-        return _nothing_measured(cal, formula, started)
-    growth, rows_at_udf = _record_rows_at_udf(cal, udf_rows)
-    first = _summarise("Daft's default", default, default_report, run_s, sample, rows_at_udf)
+        return nothing_measured(cal, formula, started)
+    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows)
+    first = summarise("Daft's default", default, default_report, run_s, sample, rows_at_udf)
     cal.runs.append(first)
     if budget is None:
         budget = min(MAX_BUDGET_S, max(MIN_BUDGET_S, BUDGET_SHARE * (first.predicted_full_s or 0.0)))
@@ -381,9 +283,9 @@ def calibrated_plan(
     fragments = first.mean_rows_per_call if first.mean_rows_per_call < FRAGMENTED_SHARE * full else None
     # Calls of one size (or nearly) do not separate per-call from per-row cost: the formula plan is then
     # measured at PROBE_BATCH_MULTIPLE × B first (the tuner's widest multiple), and planned again from both runs.
-    probing = not _separates(fit)
+    probing = not separates(fit)
     options = {**kwargs, "batch_size": PROBE_BATCH_MULTIPLE * formula.batch_size} if probing else kwargs
-    candidate = _formula_from(data, cluster, options, None if probing else fit, calls, growth, fragments)
+    candidate = formula_from(data, cluster, options, None if probing else fit, calls, growth, fragments)
     name = f"formula plan, batch ×{PROBE_BATCH_MULTIPLE}" if probing else "formula plan"
 
     # The simulator, fitted to Daft's default run, predicts both candidates on all the data. A clear verdict
@@ -394,7 +296,7 @@ def calibrated_plan(
         if verdict is not None:
             cal.simulated = verdict.to_dict()
             if verdict.clear:
-                return _finish(cal, calls, formula, candidate, verdict, verdict.why, started)
+                return finish(cal, calls, formula, candidate, verdict, verdict.why, started)
 
     measured: list[tuple[ScalingPlan, SampleRun]] = []
     while candidate is not None:
@@ -407,7 +309,7 @@ def calibrated_plan(
             break
         t0 = time.monotonic()
         report = run_sample(sampled(candidate, rows, sample, by_fraction=by_fraction))
-        run = _summarise(name, candidate, report, time.monotonic() - t0, sample, rows_at_udf)
+        run = summarise(name, candidate, report, time.monotonic() - t0, sample, rows_at_udf)
         cal.runs.append(run)
         measured.append((candidate, run))
         calls += report.udf_calls
@@ -417,12 +319,12 @@ def calibrated_plan(
         handed_fragments = run.calls and run.mean_rows_per_call < FRAGMENTED_SHARE * full
         if probing:
             probing = False
-            if _separates(fit):
-                planned = _formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
+            if separates(fit):
+                planned = formula_from(data, cluster, kwargs, fit, calls, growth, fragments)
                 if describe_step(planned) != describe_step(last) or planned.batch_size != last.batch_size:
                     candidate, name = planned, "formula plan (measured costs)"
         elif handed_fragments and not last.coalesce and len(measured) < MAX_FORMULA_RUNS:
-            merged = _formula_from(data, cluster, kwargs, fit, calls, growth, run.mean_rows_per_call)
+            merged = formula_from(data, cluster, kwargs, fit, calls, growth, run.mean_rows_per_call)
             candidate, name = (merged, "formula plan, fragments merged") if merged.coalesce else (None, name)
 
     timed = [(p, r) for p, r in measured if r.predicted_full_s]
@@ -432,7 +334,7 @@ def calibrated_plan(
         and first.predicted_full_s
         and ((best[1].predicted_full_s or math.inf) * (1 + DECISION_MARGIN) < first.predicted_full_s)
     ):
-        return _finish(cal, calls, formula, best[0], best, "", started)
+        return finish(cal, calls, formula, best[0], best, "", started)
     own = batch_words(declared_batch)
     if best is None:
         why = "there was no budget left to measure the formula plan: Daft's default is kept, as it was measured"
@@ -446,7 +348,7 @@ def calibrated_plan(
             f"(no scaling step, {own}), measured on a {sample:,}-row sample: not "
             f"{DECISION_MARGIN:.0%} faster, so Daft's default is kept"
         )
-    return _finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
+    return finish(cal, calls, formula, measured[-1][0] if measured else formula, None, why, started)
 
 
 def _calibrate_by_cost_probe(
@@ -455,7 +357,7 @@ def _calibrate_by_cost_probe(
     kwargs: dict[str, Any],
     formula: ScalingPlan,
     cal: Calibration,
-    run_sample: Callable[[ScalingPlan], RunReport],
+    run_sample: Callable[[SampledPlan], RunReport],
     started: float,
 ) -> ScalingPlan:
     """One sample run of :func:`cost_probe_plan`, then the simulator's verdict between Daft's default and the
@@ -470,22 +372,22 @@ def _calibrate_by_cost_probe(
     except RunError as exc:
         if not exc.out_of_memory:
             raise
-        return _after_default_ran_out_of_memory(
+        return after_out_of_memory(
             data, cluster, kwargs, formula, cal, exc, time.monotonic() - t0, sampled_run=run_sample, started=started,
             failed_name=f"the cost probe (batch {probe.batch_size})", failed_plan=probe,
         )  # fmt: skip
-    udf_rows = _udf_rows(report)
+    udf_rows = udf_rows_of(report)
     if udf_rows == 0:
-        return _nothing_measured(cal, formula, started)
-    growth, rows_at_udf = _record_rows_at_udf(cal, udf_rows)
-    run = _summarise(name, probe, report, time.monotonic() - t0, sample, rows_at_udf)
+        return nothing_measured(cal, formula, started)
+    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows)
+    run = summarise(name, probe, report, time.monotonic() - t0, sample, rows_at_udf)
     cal.runs.append(run)
     calls = list(report.udf_calls)
     fit = fit_udf_cost(calls)
-    candidate = _formula_from(data, cluster, kwargs, fit if _separates(fit) else None, calls, growth, None)
+    candidate = formula_from(data, cluster, kwargs, fit if separates(fit) else None, calls, growth, None)
     verdict = (
         simulated_choice(data, cluster, candidate, report, declared_batch, None, measured_fragments=False)
-        if _separates(fit)
+        if separates(fit)
         else None
     )
     if verdict is None:
@@ -493,285 +395,16 @@ def _calibrate_by_cost_probe(
             "the cost probe did not separate the UDF's per-call from its per-row cost, so no plan is predicted "
             "faster: Daft's default is kept"
         )
-        return _finish(cal, calls, formula, candidate, None, why, started)
+        return finish(cal, calls, formula, candidate, None, why, started)
     cal.simulated = verdict.to_dict()
     if verdict.clear:
-        return _finish(cal, calls, formula, candidate, verdict, verdict.why, started)
-    return _finish(cal, calls, formula, candidate, None, f"{verdict.why}: Daft's default is kept", started)
-
-
-def _after_default_ran_out_of_memory(
-    data: DataProfile,
-    cluster: ClusterSpec,
-    kwargs: dict[str, Any],
-    formula: ScalingPlan,
-    cal: Calibration,
-    error: RunError,
-    elapsed: float,
-    *,
-    sampled_run: Callable[[ScalingPlan], RunReport],
-    started: float,
-    failed_name: str = "Daft's default",
-    failed_plan: ScalingPlan | None = None,
-) -> ScalingPlan:
-    """The plan when Daft's default (or the cost probe) ran out of memory on the sample: one sample run at a
-    small batch, which measures the UDF's peak memory per row in the actors, then the formula plan with B
-    bounded by it.
-
-    The small batch is ``OOM_PROBE_DIVISOR`` times below both B and the smallest call that failed. A UDF
-    whose memory the actors cannot see (a GPU's) keeps that batch, since it was measured to fit.
-    """
-    rows, sample = data.rows, cal.sample_rows
-    failed_plan = failed_plan or no_scaling_step(
-        formula, "calibration baseline", udf_batch_size=kwargs.get("batch_size")
-    )
-    failed_rows = [int(c.get("rows") or 0) for c in error.failed_calls if c.get("rows")]
-    smallest_failed = min(failed_rows, default=formula.batch_size)
-    declared = kwargs.get("batch_size")
-    first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
-    raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
-    what = f"Daft's default ({batch_words(declared)})" if failed_name == "Daft's default" else failed_name
-    oom = f"{what} ran out of memory on the sample: {raised}"
-    failed_run = SampleRun(
-        name=failed_name, batch_size=failed_plan.udf_batch_size, scaling_step=describe_step(failed_plan), wall_s=0.0,
-        elapsed_s=round(elapsed, 3), sample_rows=sample, udf_rows=sum(int(c.get("rows") or 0) for c in error.calls),
-        calls=len(error.calls) + len(error.failed_calls),
-        mean_rows_per_call=round(sum(failed_rows) / len(failed_rows), 2) if failed_rows else 0.0,
-        predicted_full_s=None, failed=oom[:MAX_FAILURE_CHARS],
-    )  # fmt: skip
-    cal.runs.append(failed_run)
-    # The calls that finished before the failure (the cost probe's short remainders) may already have measured
-    # the UDF's peak memory per row: then B follows from it, with no further run. The rows reaching the UDF
-    # per row are then not measured (taken as 1, and said so).
-    early_memory = fit_udf_memory_per_row(error.calls) if len(error.calls) >= MIN_MEMORY_CALLS else None
-    if early_memory:
-        cal.memory_per_row_bytes = early_memory
-        calls = list(error.calls)
-        fit = fit_udf_cost(calls)
-        planned = _formula_from(data, cluster, kwargs, fit if _separates(fit) else None, calls, 1.0, None)
-        why = (
-            f"{oom}; the {len(calls)} calls that finished before (up to {max(int(c['rows']) for c in calls)} rows) "
-            f"measured {early_memory / 2**20:.2f} MiB per row at the UDF's peak, so B = {planned.batch_size} fits "
-            "the actor's memory (rows reaching the UDF per row not measured: taken as 1)"
-        )
-        record = _finish(cal, calls, formula, planned, (planned, failed_run), "", started)
-        decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
-        return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
-    probe_batch = max(1, min(formula.batch_size, smallest_failed) // OOM_PROBE_DIVISOR)
-    probe = _formula_from(data, cluster, {**kwargs, "batch_size": probe_batch}, None, [], 1.0, None)
-    t0 = time.monotonic()
-    try:
-        report = sampled_run(sampled(probe, rows, sample, by_fraction=False))
-    except RunError as exc:
-        if exc.out_of_memory:
-            raise RunError(
-                f"the UDF ran out of memory on the calibration sample at a batch of {probe_batch} rows as well as "
-                f"with Daft's default: give the UDF more memory (--udf-memory, fewer actors per node) ({exc})"
-            ) from exc
-        raise
-    calls = list(report.udf_calls)
-    udf_rows = _udf_rows(report)
-    growth, rows_at_udf = _record_rows_at_udf(cal, udf_rows or sample)  # no rows at the UDF: taken as 1 per row
-    run = _summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, sample, rows_at_udf)
-    cal.runs.append(run)
-    memory = fit_udf_memory_per_row(calls)
-    cal.memory_per_row_bytes = memory
-    fit = fit_udf_cost(calls)
-    options = kwargs if memory else {**kwargs, "batch_size": probe_batch}
-    planned = _formula_from(data, cluster, options, fit if _separates(fit) else None, calls, growth, None)
-    if memory:
-        why = (
-            f"{oom}; a batch of {probe_batch} rows measured {memory / 2**20:.2f} MiB per row at the UDF's peak, "
-            f"so B = {planned.batch_size} fits the actor's memory"
-        )
-    else:
-        why = f"{oom}; the UDF's memory is not visible in the actors (a GPU's?), so B = {probe_batch}, measured to fit"
-    record = _finish(cal, calls, formula, planned, (planned, run), "", started)
-    decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
-    return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
-
-
-def _nothing_measured(cal: Calibration, formula: ScalingPlan, started: float) -> ScalingPlan:
-    """Daft's default, with the calibration's record saying the sample reached no UDF."""
-    cal.skipped = "no rows reached the UDF in the sample: nothing to measure"
-    cal.elapsed_s = round(time.monotonic() - started, 3)
-    cal.lines = [f"skipped: {cal.skipped}"]
-    default = _unmeasured_default(formula, cal.declared_batch_size, cal.skipped)
-    return replace(default, calibration=cal.to_dict())
-
-
-def _unmeasured_default(formula: ScalingPlan, declared_batch: int | None, reason: str) -> ScalingPlan:
-    """Daft's default when nothing was measured: a plan is only chosen when measurements predict it faster.
-
-    The formula's numbers rest on assumed costs (Daft's scaling guide's), and on the bench an unmeasured
-    formula plan ran up to 1.4× slower than Daft's default on small jobs (an explode, a real CPU model), so
-    with no measurement the DataFrame is left alone. One exception keeps the planner's batch size: heavy
-    rows (the streaming strategy) with no declared batch, where Daft's own batch is a whole morsel (a
-    Parquet row group) handed to the UDF at once, which can exceed an actor's memory; B bounds it.
-    """
-    batch = declared_batch
-    bound = ""
-    if batch is None and formula.strategy == "streaming":
-        batch = formula.batch_size
-        bound = f"; the UDF's batch is bounded at {batch} rows, as the rows are heavy (a whole morsel may not fit)"
-    why = f"nothing was measured (calibration: {reason.split(' (')[0]}), so Daft's default is kept{bound}"
-    return no_scaling_step(formula, why, udf_batch_size=batch, basis="nothing measured")
-
-
-def _record_rows_at_udf(cal: Calibration, udf_rows: int) -> tuple[float, int]:
-    """Rows reaching the UDF per row at the scaling step, and R at the UDF, from a sample run's UDF rows."""
-    growth = udf_rows / cal.sample_rows
-    rows_at_udf = max(1, round(cal.rows * growth))
-    cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
-    return growth, rows_at_udf
-
-
-def _separates(fit: dict[str, float] | None) -> bool:
-    """Whether a cost fit pins down both costs (calls of several sizes gave a per-row cost above 0)."""
-    return fit is not None and fit["seconds_per_row"] > 0
-
-
-def _formula_from(
-    data: DataProfile,
-    cluster: ClusterSpec,
-    kwargs: dict[str, Any],
-    fit: dict[str, float] | None,
-    calls: list[dict[str, Any]],
-    growth: float,
-    fragments: float | None,
-) -> ScalingPlan:
-    """The formula plan with the measured numbers: costs (when the calls separate them), R at the UDF, fragments.
-
-    The declared batch size gives way to the fitted costs (choosing B is what they are for; the default
-    run keeps the declared one as the baseline).
-    """
-    from daftscale.plan import plan as make_plan
-
-    options = dict(kwargs)
-    memory = fit_udf_memory_per_row(calls)
-    if memory:
-        options["udf_memory_per_row"] = memory
-    if fit is not None and fit["seconds_per_row"] > 0:
-        options.pop("batch_size", None)
-        options["udf_profile"] = UdfProfile(
-            seconds_per_row=fit["seconds_per_row"],
-            seconds_per_batch=fit["seconds_per_batch"],
-            rows_sampled=sum(int(c["rows"]) for c in calls),
-            batches=len(calls),
-        )
-    try:
-        return make_plan(data, cluster, **options, rows_at_udf_per_row=growth, delivered_rows_per_call=fragments)
-    except DaftscaleError:
-        # Measured numbers the planner refuses (e.g. a batch no memory holds) leave the inputs as declared.
-        return make_plan(data, cluster, **kwargs, rows_at_udf_per_row=growth, delivered_rows_per_call=fragments)
-
-
-def _finish(
-    cal: Calibration,
-    calls: list[dict[str, Any]],
-    formula: ScalingPlan,
-    calibrated: ScalingPlan,
-    chosen: tuple[ScalingPlan, SampleRun] | SimulatedChoice | None,
-    why: str,
-    started: float,
-) -> ScalingPlan:
-    """The full-data plan to run, with the calibration's record and the decision.
-
-    ``chosen``: a measured formula plan and its sample run, or the simulator's verdict (which may keep
-    Daft's default), or None: Daft's default, for ``why``.
-    """
-    fit = fit_udf_cost(calls)
-    if fit is not None:
-        cal.seconds_per_batch, cal.seconds_per_row, cal.fitted_calls = (
-            fit["seconds_per_batch"],
-            fit["seconds_per_row"],
-            len(calls),
-        )
-    cal.changed = _changes(formula, calibrated) + cal.changed
-    if cal.memory_per_row_bytes is None:
-        cal.memory_per_row_bytes = fit_udf_memory_per_row(calls)
-    cal.elapsed_s = round(time.monotonic() - started, 3)
-    cal.lines = _lines(cal)
-    record = cal.to_dict()
-    predicted: dict[str, float | None] = {r.name: r.predicted_full_s for r in cal.runs}
-    declared = cal.declared_batch_size
-    if isinstance(chosen, SimulatedChoice):
-        predicted.update(chosen.predicted_s())
-        if not chosen.scaling_step:
-            chosen, why = None, chosen.why
-        else:
-            because = chosen.why
-            decision = {"scaling_step": True, "why": because, "predicted_s": predicted, "basis": chosen.basis}
-            return replace(
-                calibrated, calibration=record, decision=decision, steps=(*calibrated.steps, f"Calibration: {because}.")
-            )
-    if chosen is None:
-        default = no_scaling_step(formula, why, predicted_s=predicted, udf_batch_size=declared)
-        return replace(default, calibration=record, steps=(*formula.steps, f"Calibration: {why}."))
-    plan, run = chosen
-    baseline = cal.runs[0].predicted_full_s or 0.0
-    because = (
-        f"measured on a {cal.sample_rows:,}-row sample, the formula plan ({run.scaling_step}, batch {plan.batch_size}) "
-        f"was predicted {run.predicted_full_s or 0:.1f} s on all the data against {baseline:.1f} s with no scaling "
-        f"step ({baseline / (run.predicted_full_s or math.inf):.2f}×)"
-    )
-    decision = {"scaling_step": True, "why": because, "predicted_s": predicted, "basis": "measured sample runs"}
-    return replace(plan, calibration=record, decision=decision, steps=(*plan.steps, f"Calibration: {because}."))
-
-
-def _changes(formula: ScalingPlan, calibrated: ScalingPlan) -> list[str]:
-    """Which of the plan's numbers the measurements changed, against the uncalibrated formula plan."""
-    out = []
-    if calibrated.inputs.get("rows") != formula.inputs.get("rows"):
-        out.append(f"R: {formula.inputs.get('rows'):,} → {calibrated.inputs.get('rows'):,} (rows at the UDF)")
-    if calibrated.batch_size != formula.batch_size:
-        out.append(f"B: {formula.batch_size} → {calibrated.batch_size} (from the measured costs and memory)")
-    if calibrated.partitions != formula.partitions:
-        out.append(f"partitions: {formula.partitions} → {calibrated.partitions}")
-    if calibrated.into_batches != formula.into_batches:
-        what = " (merges fragments)" if calibrated.coalesce else ""
-        out.append(f"into_batches: {formula.into_batches} → {calibrated.into_batches}{what}")
-    return out
-
-
-def _lines(cal: Calibration) -> list[str]:
-    lines = [
-        f"sample: {cal.sample_rows:,} of {cal.rows:,} rows ({cal.sampling} at the scaling step) "
-        f"on the {cal.runner} runner, "
-        f"{len(cal.runs)} run{'s' if len(cal.runs) != 1 else ''}, {cal.elapsed_s:.1f} s"
-        + (f" of a {cal.budget_s:.0f} s budget" if cal.budget_s else "")
-    ]
-    if cal.rows_at_udf_per_row is not None:
-        lines.append(
-            f"rows reaching the UDF per row at the scaling step: {cal.rows_at_udf_per_row:.3g} "
-            f"(R at the UDF ≈ {cal.rows_at_udf or 0:,})"
-        )
-    if cal.seconds_per_batch is not None and cal.seconds_per_row is not None:
-        lines.append(
-            f"UDF cost as Daft delivers batches: {cal.seconds_per_batch * 1e3:.1f} ms per call + "
-            f"{cal.seconds_per_row * 1e3:.3f} ms per row (fitted over {cal.fitted_calls:,} calls)"
-        )
-    if cal.memory_per_row_bytes:
-        lines.append(f"UDF peak memory per row in the actors: {cal.memory_per_row_bytes / 2**20:.3f} MiB")
-    for run in cal.runs:
-        if run.failed:
-            lines.append(f"{run.name} ({run.scaling_step}, {batch_words(run.batch_size)}): failed: {run.failed}")
-            continue
-        lines.append(
-            f"{run.name} ({run.scaling_step}, {batch_words(run.batch_size)}): {run.calls:,} calls of "
-            f"{run.mean_rows_per_call:.1f} rows on average; {run.wall_s:.2f} s on the sample, "
-            f"predicted {run.predicted_full_s or 0:.1f} s on all the data"
-        )
-    if cal.simulated:
-        lines.append(f"decision by simulation: {cal.simulated['why']}")
-    lines.append("changed: " + ("; ".join(cal.changed) if cal.changed else "nothing"))
-    return lines
+        return finish(cal, calls, formula, candidate, verdict, verdict.why, started)
+    return finish(cal, calls, formula, candidate, None, f"{verdict.why}: Daft's default is kept", started)
 
 
 __all__ = [
     "CALIBRATE_HELP",
     "Calibration",
-    "FractionSampledPlan",
     "SampleRun",
     "SimulatedChoice",
     "calibrated_plan",
@@ -780,6 +413,7 @@ __all__ = [
     "no_scaling_step",
     "parse_calibrate",
     "sample_rows_for",
+    "sampled",
     "simulated_choice",
     "skip_reason",
     "upstream_shuffles",

@@ -26,6 +26,7 @@ from daftscale.memory import NodeMemorySampler
 from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
 from daftscale.pipeline import Pipeline, build_with, probe
 from daftscale.plan import ScalingPlan
+from daftscale.plan_handle import PlanHandle, SampledPlan
 from daftscale.report import RunReport
 from daftscale.udf import make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, combine, stop_stalled_query
@@ -164,7 +165,7 @@ class Execution(threading.Thread):
 def execute_measured(
     session: Session,
     pipe: Pipeline,
-    given_plan: ScalingPlan | None,
+    given_plan: ScalingPlan | SampledPlan | None,
     planner_kwargs: dict[str, Any],
     *,
     progress: bool,
@@ -177,6 +178,8 @@ def execute_measured(
     calibrate: str | float = "off",
 ) -> RunReport:
     """Plan (unless ``given_plan``), run and measure ``pipe`` on ``session``'s runtime: :meth:`Session.execute`.
+
+    A :class:`SampledPlan` runs its plan on its sample (calibration's and the tuner's runs).
 
     With no plan, the pipeline's DataFrame is profiled at the scaling step and planned for the session's
     cluster, calibrated on samples run through ``session.execute`` when ``calibrate`` asks for it. The
@@ -194,7 +197,7 @@ def execute_measured(
         data = profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths)
         rows_in = data.rows
 
-        def run_sample(sampled: ScalingPlan) -> RunReport:
+        def run_sample(sampled: SampledPlan) -> RunReport:
             # A calibration run: the same runtime, the pipeline's instrumented UDFs, a sample of the rows.
             return session.execute(
                 pipe,
@@ -217,10 +220,14 @@ def execute_measured(
             scaling_input=scaling.scaling_input,
             say=say,
         )
-    else:
+        handle = PlanHandle(chosen)
+    elif isinstance(given_plan, SampledPlan):
         # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.
-        rows_in = getattr(given_plan, "sample_rows", 0) or count_rows(scaling.scaling_input)
-        chosen = given_plan
+        rows_in = given_plan.sample_rows or count_rows(scaling.scaling_input)
+        chosen, handle = given_plan.plan, given_plan.handle()
+    else:
+        rows_in = count_rows(scaling.scaling_input)
+        chosen, handle = given_plan, PlanHandle(given_plan)
 
     collector = make_collector(runner)
     sink = {**collector.sink, "on_error": on_error}
@@ -228,7 +235,7 @@ def execute_measured(
     execution: Execution | None = None
     try:
         with recording(sink) as instrumented:
-            df = build_with(pipe, chosen)
+            df = build_with(pipe, handle)
         rows_note = None
         if check_rows is None:
             check_rows, rows_note = rows_checkable(scaling.scaling_input, df)

@@ -11,7 +11,7 @@ scaling step (right after the light read) and ``plan.udf(Model, ...)`` for the m
         def __call__(self, paths: list[str]) -> list[float]: ...
 
     @daftscale.pipeline(batch_size=64)
-    def build(plan: daftscale.ScalingPlan) -> daft.DataFrame:
+    def build(plan: daftscale.PlanHandle) -> daft.DataFrame:
         df = daft.read_parquet("data/paths.parquet")
         df = plan.apply(df)             # the scaling step: repartition(N) or into_batches(B)
         score = plan.udf(Scorer, return_dtype=daft.DataType.float64())
@@ -20,9 +20,10 @@ scaling step (right after the light read) and ``plan.udf(Model, ...)`` for the m
     if __name__ == "__main__":
         build.main()
 
-How the plan is made: :func:`probe` calls ``build`` once with a probe plan whose ``apply`` only
-records the DataFrame reaching the scaling step; that DataFrame is profiled, planned for the cluster
-at hand, and ``build`` is called again with the real plan. ``build`` must therefore be cheap and free
+``build`` receives a :class:`~daftscale.plan_handle.PlanHandle` over the plan. How the plan is made:
+:func:`probe` calls ``build`` once with a probe handle whose ``apply`` only records the DataFrame
+reaching the scaling step; that DataFrame is profiled, planned for the cluster at hand, and ``build``
+is called again with the real plan's handle. ``build`` must therefore be cheap and free
 of side effects until the DataFrame executes (Daft is lazy, so ordinary pipelines are).
 """
 
@@ -42,7 +43,7 @@ from daftscale.errors import PipelineError
 if TYPE_CHECKING:
     import daft
 
-    from daftscale.plan import ScalingPlan
+    from daftscale.plan_handle import PlanHandle
 
 BuildFn = Callable[[Any], "daft.DataFrame"]
 
@@ -189,23 +190,18 @@ def check_dataframe(result: Any, pipeline: Pipeline, *, when: str) -> daft.DataF
 # The probe: find the DataFrame at the scaling step
 
 
-class _ProbePlan:
-    """Stands in for the real plan during the probe build: ``apply`` records its DataFrame unchanged."""
+class _StepRecorder:
+    """The probe handle's ``record`` hook: keeps each DataFrame reaching ``plan.apply``, and the
+    ``daft.read_parquet`` paths seen before it."""
 
-    def __init__(self, provisional: ScalingPlan, reads: list[Any] | None = None) -> None:
-        self._provisional = provisional
+    def __init__(self, reads: list[Any]) -> None:
         self.applied: list[daft.DataFrame] = []
-        self._reads = reads if reads is not None else []
+        self._reads = reads
         self.reads_before: list[Any] = []
 
-    def apply(self, df: daft.DataFrame) -> daft.DataFrame:
+    def __call__(self, df: daft.DataFrame) -> None:
         self.applied.append(df)
         self.reads_before = list(self._reads)
-        return df
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (udf, batch_size, concurrency...) reads the provisional plan; nothing executes.
-        return getattr(self._provisional, name)
 
 
 @dataclass
@@ -223,28 +219,32 @@ def probe(pipe: Pipeline) -> Probe:
     """Build ``pipe`` with a probe plan and return the DataFrame that reaches ``plan.apply``."""
     from daftscale.cluster import ClusterSpec
     from daftscale.plan import plan as make_plan
+    from daftscale.plan_handle import PlanHandle
     from daftscale.profile import profile_numbers
 
+    # The provisional plan only answers what build reads from it (plan.udf, plan.batch_size...); its
+    # scaling step is never applied, the probe handle records the DataFrame reaching apply instead.
     provisional = make_plan(profile_numbers(1, 1), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=1)
     reads: list[Any] = []
-    stand_in = _ProbePlan(provisional, reads)
+    recorder = _StepRecorder(reads)
+    handle = PlanHandle(provisional, record=recorder)
     with _recording_parquet_reads(reads):
-        output = check_dataframe(_call_build(pipe, stand_in), pipe, when="to the probe plan")
-    if not stand_in.applied:
+        output = check_dataframe(_call_build(pipe, handle), pipe, when="to the probe plan")
+    if not recorder.applied:
         raise PipelineError(
             f"{pipe.name}() never calls plan.apply(df): add `df = plan.apply(df)` at the scaling step, "
             "right after the light read"
         )
-    if len(stand_in.applied) > 1:
-        raise PipelineError(f"{pipe.name}() calls plan.apply(df) {len(stand_in.applied)} times: call it once")
+    if len(recorder.applied) > 1:
+        raise PipelineError(f"{pipe.name}() calls plan.apply(df) {len(recorder.applied)} times: call it once")
     paths = None
-    if len(stand_in.reads_before) == 1:
-        given = stand_in.reads_before[0]
+    if len(recorder.reads_before) == 1:
+        given = recorder.reads_before[0]
         if isinstance(given, (str, os.PathLike)):
             paths = [os.fspath(given)]
         elif isinstance(given, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in given):
             paths = [os.fspath(p) for p in given]
-    scaling_input = check_dataframe(stand_in.applied[0], pipe, when="to plan.apply")
+    scaling_input = check_dataframe(recorder.applied[0], pipe, when="to plan.apply")
     return Probe(scaling_input=scaling_input, output=output, parquet_paths=paths)
 
 
@@ -266,8 +266,8 @@ def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
         daft.read_parquet = original
 
 
-def build_with(pipe: Pipeline, plan: ScalingPlan) -> daft.DataFrame:
-    """Build ``pipe`` with the real plan, checking it returns a DataFrame."""
+def build_with(pipe: Pipeline, plan: PlanHandle) -> daft.DataFrame:
+    """Build ``pipe`` with the real plan's handle, checking it returns a DataFrame."""
     return check_dataframe(_call_build(pipe, plan), pipe, when="")
 
 

@@ -34,6 +34,7 @@ from daftscale.output import (
 )
 from daftscale.pipeline import Pipeline, load_pipeline, probe
 from daftscale.plan import ScalingPlan
+from daftscale.plan_handle import SampledPlan
 from daftscale.report import RunReport
 from daftscale.script import prepare_job
 from daftscale.udf import ON_ERROR_CHOICES
@@ -278,7 +279,7 @@ class Session:
         self,
         pipeline: Pipeline | str | os.PathLike[str],
         *,
-        plan: ScalingPlan | None = None,
+        plan: ScalingPlan | SampledPlan | None = None,
         planner_kwargs: dict[str, Any] | None = None,
         progress: bool = False,
         console: Any = None,
@@ -290,6 +291,8 @@ class Session:
         calibrate: str | float = "off",
     ) -> RunReport:
         """Plan (unless ``plan`` is given), run and measure ``pipeline`` on this session's runtime.
+
+        A :class:`~daftscale.plan_handle.SampledPlan` runs on its sample of the rows at the scaling step.
 
         Options are those of :func:`run`, already checked (``max_memory`` in bytes, ``stall_timeout``
         in seconds or None for off, ``output`` from :func:`daftscale.script.prepare_job`). A run that

@@ -35,11 +35,14 @@ import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daftscale.errors import ConfigError, PipelineError
 from daftscale.output import OutputTarget, check_target, resolve_output
 from daftscale.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from daftscale.plan_handle import PlanHandle
 
 # Daft functions that make a DataFrame from data: the scaling step goes after the one a script calls.
 SOURCE_FUNCTIONS = (
@@ -220,11 +223,9 @@ class ScriptPipeline(Pipeline):
             if first.batch_size is not None:
                 self.planner_kwargs["batch_size"] = first.batch_size
 
-    def _build(self, plan: Any) -> Any:
-        from daftscale.plan import ScalingPlan
-
-        if not isinstance(plan, ScalingPlan):
-            # The probe's stand-in plan only records what reaches the scaling step: the load-time
+    def _build(self, plan: PlanHandle) -> Any:
+        if plan.probing:
+            # The probe's handle only records what reaches the scaling step: the load-time
             # execution already built exactly that, so the script is not executed a third time.
             plan.apply(self.first.reads[0][1])
             return self.action.df
@@ -237,7 +238,7 @@ class ScriptPipeline(Pipeline):
             )
         return action.df
 
-    def _execute(self, plan: Any) -> ScriptPass:
+    def _execute(self, plan: PlanHandle | None) -> ScriptPass:
         record = ScriptPass()
         directory = os.path.dirname(self.source)
         saved_argv, saved_path = sys.argv[:], sys.path[:]
@@ -378,7 +379,7 @@ def _line_in(exc: BaseException, path: str) -> str:
 
 
 @contextlib.contextmanager
-def _intercepting(record: ScriptPass, plan: Any, path: str, *, keep: bool) -> Iterator[None]:
+def _intercepting(record: ScriptPass, plan: PlanHandle | None, path: str, *, keep: bool) -> Iterator[None]:
     """Patch Daft's reads, runner set-up, actor UDF calls and actions for the block; always restored."""
     import importlib
 
@@ -425,7 +426,7 @@ def _intercepting(record: ScriptPass, plan: Any, path: str, *, keep: bool) -> It
             setattr(owner, name, value)
 
 
-def _source(original: Any, name: str, record: ScriptPass, plan: Any, path: str) -> Any:
+def _source(original: Any, name: str, record: ScriptPass, plan: PlanHandle | None, path: str) -> Any:
     def read(*args: Any, **kwargs: Any) -> Any:
         where = _where(path)
         record.depth += 1
@@ -466,7 +467,7 @@ def _is_actor_method(func: Any) -> bool:
     return hasattr(func._cls, "_daft_setup_args")
 
 
-def _udf_call(original: Any, record: ScriptPass, plan: Any, path: str, *, keep: bool) -> Any:
+def _udf_call(original: Any, record: ScriptPass, plan: PlanHandle | None, path: str, *, keep: bool) -> Any:
     from daft.expressions import Expression
 
     def call(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -491,7 +492,7 @@ def _udf_call(original: Any, record: ScriptPass, plan: Any, path: str, *, keep: 
     return call
 
 
-def configure(func: Any, plan: Any, *, keep: bool) -> Any:
+def configure(func: Any, plan: PlanHandle, *, keep: bool) -> Any:
     """``func`` (a ``@daft.cls`` method) with the plan's settings and its batches timed for the run."""
     from daftscale.udf import current_sink, note_instrumented
 

@@ -37,8 +37,8 @@ How a search goes (:func:`tune`):
 6. the winner is the full-data plan with the winning numbers; its steps say it was tuned, from what,
    and by how much it beat the formula plan on the sample.
 
-Sampling: a trial runs the pipeline with a plan whose ``apply(df)`` first takes ``df.limit(n)`` of the
-DataFrame reaching the scaling step, then applies the candidate's scaling step. ``limit`` (not
+Sampling: a trial runs the pipeline on a :class:`SampledPlan`, whose handle's ``apply(df)`` first takes
+``df.limit(n)`` of the DataFrame reaching the scaling step, then applies the candidate's scaling step. ``limit`` (not
 ``sample``) because it gives exactly ``n`` rows, so every candidate of a rung sees the same rows,
 rows in == rows out is checked exactly, and reading stops early; the price is that the sample is the
 head of the data, so sorted data gives a biased sample. Partitions are scaled with the sample
@@ -58,6 +58,7 @@ from daftscale.config import require_positive_number
 from daftscale.console import ProgressLines
 from daftscale.errors import ConfigError
 from daftscale.pipeline import Pipeline, load_pipeline, probe
+from daftscale.plan_handle import SampledPlan
 from daftscale.report import atomic_write
 from daftscale.tune_cache import cache_dir, cache_key, cached_before_start, read_cache, search_settings
 from daftscale.tune_grid import (
@@ -72,7 +73,7 @@ from daftscale.tune_grid import (
     sample_partitions,
 )
 from daftscale.tune_result import MIN_IMPROVEMENT, TUNE_FORMAT_VERSION, Trial, TuneResult
-from daftscale.tune_search import CONFIRMATION_RUNS, PRUNE_SLOWER_THAN, SampledPlan, Search
+from daftscale.tune_search import CONFIRMATION_RUNS, PRUNE_SLOWER_THAN, Search
 
 if TYPE_CHECKING:
     from daftscale.run import Session  # run imports calibrate, which imports this module

@@ -1,6 +1,6 @@
-"""A tune search's trials: the sampled plans, the candidates' full-data plans, and the search itself.
+"""A tune search's trials: the candidates' full-data plans, run on samples, and the search itself.
 
-Owns :class:`SampledPlan` (a plan that runs on ``df.limit(n)``), the plan each candidate stands for, and
+Owns the plan each candidate stands for (run on a :class:`~daftscale.plan_handle.SampledPlan`), and
 :class:`Search`, one search's state in stages: the grid (:meth:`Search.make_grid`), the calibrating first
 run and the simulator's pruning (:meth:`Search.calibrate`), successive halving (:meth:`Search.halve`), the
 measured-costs candidate, and the verdict with its confirmation runs (:meth:`Search.finish`). Trials run on
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from daftscale.cluster import ClusterSpec
@@ -19,6 +19,7 @@ from daftscale.console import ProgressLines
 from daftscale.errors import DaftscaleError, RunError
 from daftscale.pipeline import Pipeline
 from daftscale.plan import ScalingPlan, describe_step
+from daftscale.plan_handle import SampledPlan
 from daftscale.profile import DataProfile
 from daftscale.report import RunReport
 from daftscale.simulate import costs_from_report, simulate
@@ -29,7 +30,6 @@ from daftscale.tune_grid import (
     extrapolated_wall_s,
     fraction_label,
     halving_schedule,
-    sample_partitions,
 )
 from daftscale.tune_result import MIN_IMPROVEMENT, Trial, TuneResult, trial_speed
 
@@ -48,33 +48,7 @@ MIN_BATCHES_PER_ACTOR = 1
 
 
 # ---------------------------------------------------------------------------------------------------
-# The sampled plan and the candidates' plans
-
-
-@dataclass(frozen=True)
-class SampledPlan(ScalingPlan):
-    """A plan whose :meth:`apply` first takes ``df.limit(sample_rows)``, then applies the scaling step.
-
-    ``partitions`` is already the sample's (:func:`sample_partitions`); ``full_partitions`` is the
-    full-data plan's. ``inputs["rows"]`` is the sample's rows, so a run report calibrates the simulator
-    with what actually ran.
-    """
-
-    sample_rows: int = 0
-    full_partitions: int | None = None
-
-    def apply(self, df: Any) -> Any:
-        return super().apply(df.limit(self.sample_rows))
-
-    @classmethod
-    def of(cls, plan: ScalingPlan, sample_rows: int) -> SampledPlan:
-        values = {f.name: getattr(plan, f.name) for f in fields(ScalingPlan)}
-        rows = int(plan.inputs.get("rows") or sample_rows)
-        sample_rows = min(sample_rows, rows)
-        if plan.partitions is not None:
-            values["partitions"] = sample_partitions(plan.partitions, rows, sample_rows, plan.concurrency)
-        values["inputs"] = {**plan.inputs, "rows": sample_rows}
-        return cls(**values, sample_rows=sample_rows, full_partitions=plan.partitions)
+# The candidates' plans
 
 
 def candidate_plan(
@@ -191,7 +165,7 @@ class Search:
             cand.into_batches,
             rung=rung,
             sample_rows=sampled.sample_rows,
-            sample_partitions=sampled.partitions,
+            sample_partitions=sampled.plan.partitions,
             predicted_s=predicted[0] if predicted else None,
             predicted_oom=predicted[1] if predicted else False,
         )
@@ -226,7 +200,8 @@ class Search:
         trial.utilization = report.actor_utilization
         self.trials.append(trial)
         self.say.say(
-            f"  rung {rung} · {cand.name:<12} partitions {sampled.partitions or '-'!s:>5} batch {cand.batch_size:>5} "
+            f"  rung {rung} · {cand.name:<12} partitions {sampled.plan.partitions or '-'!s:>5} "
+            f"batch {cand.batch_size:>5} "
             f"on {sampled.sample_rows:,} rows: {report.wall_s:.2f} s ({trial.full_s or 0:.1f} s on all rows), "
             f"utilisation {'unknown' if report.actor_utilization is None else format(report.actor_utilization, '.0%')}"
         )
@@ -608,7 +583,6 @@ __all__ = [
     "CONFIRMATION_RUNS",
     "MIN_BATCHES_PER_ACTOR",
     "PRUNE_SLOWER_THAN",
-    "SampledPlan",
     "Search",
     "candidate_plan",
     "max_batch_size",

@@ -1,0 +1,138 @@
+"""Calibration after a sample run ran out of memory: one run at a small batch measures the UDF's peak memory
+per row in the actors, and B is bounded by the actor's memory (:func:`after_out_of_memory`).
+
+Daft's default hands the UDF whole morsels (a Parquet row group, thousands of rows), and the cost probe runs
+at the planner's B: either may not fit a model's memory on the sample. The rest of calibration is
+:mod:`daftscale.calibrate`'s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from daftscale.calibrate_predict import batch_words
+from daftscale.calibrate_record import (
+    Calibration,
+    SampleRun,
+    finish,
+    formula_from,
+    no_scaling_step,
+    record_rows_at_udf,
+    sampled,
+    separates,
+    summarise,
+    udf_rows_of,
+)
+from daftscale.cluster import ClusterSpec
+from daftscale.errors import RunError
+from daftscale.plan import ScalingPlan, describe_step
+from daftscale.plan_handle import SampledPlan
+from daftscale.profile import DataProfile
+from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
+
+# After Daft's default ran out of memory on the sample, the next sample run's batch is this many times
+# smaller than both B and the smallest call that failed: small enough to fit, big enough to measure.
+OOM_PROBE_DIVISOR = 8
+
+# Calls that finished before an out-of-memory failure needed to take their peak memory per row as measured.
+MIN_MEMORY_CALLS = 2
+
+# Longest failure text kept in a sample run's record.
+MAX_FAILURE_CHARS = 300
+
+
+def after_out_of_memory(
+    data: DataProfile,
+    cluster: ClusterSpec,
+    kwargs: dict[str, Any],
+    formula: ScalingPlan,
+    cal: Calibration,
+    error: RunError,
+    elapsed: float,
+    *,
+    sampled_run: Callable[[SampledPlan], RunReport],
+    started: float,
+    failed_name: str = "Daft's default",
+    failed_plan: ScalingPlan | None = None,
+) -> ScalingPlan:
+    """The plan when Daft's default (or the cost probe) ran out of memory on the sample: one sample run at a
+    small batch, which measures the UDF's peak memory per row in the actors, then the formula plan with B
+    bounded by it.
+
+    The small batch is ``OOM_PROBE_DIVISOR`` times below both B and the smallest call that failed. A UDF
+    whose memory the actors cannot see (a GPU's) keeps that batch, since it was measured to fit.
+    """
+    rows, sample = data.rows, cal.sample_rows
+    failed_plan = failed_plan or no_scaling_step(
+        formula, "calibration baseline", udf_batch_size=kwargs.get("batch_size")
+    )
+    failed_rows = [int(c.get("rows") or 0) for c in error.failed_calls if c.get("rows")]
+    smallest_failed = min(failed_rows, default=formula.batch_size)
+    declared = kwargs.get("batch_size")
+    first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
+    raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
+    what = f"Daft's default ({batch_words(declared)})" if failed_name == "Daft's default" else failed_name
+    oom = f"{what} ran out of memory on the sample: {raised}"
+    failed_run = SampleRun(
+        name=failed_name, batch_size=failed_plan.udf_batch_size, scaling_step=describe_step(failed_plan), wall_s=0.0,
+        elapsed_s=round(elapsed, 3), sample_rows=sample, udf_rows=sum(int(c.get("rows") or 0) for c in error.calls),
+        calls=len(error.calls) + len(error.failed_calls),
+        mean_rows_per_call=round(sum(failed_rows) / len(failed_rows), 2) if failed_rows else 0.0,
+        predicted_full_s=None, failed=oom[:MAX_FAILURE_CHARS],
+    )  # fmt: skip
+    cal.runs.append(failed_run)
+    # The calls that finished before the failure (the cost probe's short remainders) may already have measured
+    # the UDF's peak memory per row: then B follows from it, with no further run. The rows reaching the UDF
+    # per row are then not measured (taken as 1, and said so).
+    early_memory = fit_udf_memory_per_row(error.calls) if len(error.calls) >= MIN_MEMORY_CALLS else None
+    if early_memory:
+        cal.memory_per_row_bytes = early_memory
+        calls = list(error.calls)
+        fit = fit_udf_cost(calls)
+        planned = formula_from(data, cluster, kwargs, fit if separates(fit) else None, calls, 1.0, None)
+        why = (
+            f"{oom}; the {len(calls)} calls that finished before (up to {max(int(c['rows']) for c in calls)} rows) "
+            f"measured {early_memory / 2**20:.2f} MiB per row at the UDF's peak, so B = {planned.batch_size} fits "
+            "the actor's memory (rows reaching the UDF per row not measured: taken as 1)"
+        )
+        record = finish(cal, calls, formula, planned, (planned, failed_run), "", started)
+        decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
+        return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
+    probe_batch = max(1, min(formula.batch_size, smallest_failed) // OOM_PROBE_DIVISOR)
+    probe = formula_from(data, cluster, {**kwargs, "batch_size": probe_batch}, None, [], 1.0, None)
+    t0 = time.monotonic()
+    try:
+        report = sampled_run(sampled(probe, rows, sample, by_fraction=False))
+    except RunError as exc:
+        if exc.out_of_memory:
+            raise RunError(
+                f"the UDF ran out of memory on the calibration sample at a batch of {probe_batch} rows as well as "
+                f"with Daft's default: give the UDF more memory (--udf-memory, fewer actors per node) ({exc})"
+            ) from exc
+        raise
+    calls = list(report.udf_calls)
+    udf_rows = udf_rows_of(report)
+    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows or sample)  # no rows at the UDF: taken as 1 per row
+    run = summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, sample, rows_at_udf)
+    cal.runs.append(run)
+    memory = fit_udf_memory_per_row(calls)
+    cal.memory_per_row_bytes = memory
+    fit = fit_udf_cost(calls)
+    options = kwargs if memory else {**kwargs, "batch_size": probe_batch}
+    planned = formula_from(data, cluster, options, fit if separates(fit) else None, calls, growth, None)
+    if memory:
+        why = (
+            f"{oom}; a batch of {probe_batch} rows measured {memory / 2**20:.2f} MiB per row at the UDF's peak, "
+            f"so B = {planned.batch_size} fits the actor's memory"
+        )
+    else:
+        why = f"{oom}; the UDF's memory is not visible in the actors (a GPU's?), so B = {probe_batch}, measured to fit"
+    record = finish(cal, calls, formula, planned, (planned, run), "", started)
+    decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
+    return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
+
+
+__all__ = ["MAX_FAILURE_CHARS", "MIN_MEMORY_CALLS", "OOM_PROBE_DIVISOR", "after_out_of_memory"]
