@@ -110,12 +110,19 @@ def summarise(
 
 
 def no_scaling_step(plan: ScalingPlan, why: str, **decision: Any) -> ScalingPlan:
-    """``plan`` with the decision "no scaling step": ``apply`` leaves the DataFrame alone (Daft's default)."""
+    """``plan`` with the decision "no scaling step": ``apply`` leaves the DataFrame alone (Daft's default).
+
+    ``udf_batch_size`` (in ``decision``) is the batch the UDF gets: None for Daft's own, else it becomes the
+    plan's ``batch_size`` too, so the plan's numbers are what runs (and an edited saved plan runs its edit).
+    """
     levers = {
         **plan.levers,
         "partitions": "not used: no scaling step (Daft's default partitions)",
         "into_batches": "not used: no scaling step",
     }
+    batch = decision.get("udf_batch_size")
+    if batch is not None:
+        plan = replace(plan, batch_size=int(batch))
     return replace(plan, decision={"scaling_step": False, "why": why, **decision}, levers=levers)
 
 
