@@ -25,11 +25,19 @@ from hypothesis import strategies as st
 
 from daftscale.cluster import ClusterSpec
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, STALL_CALL_FACTOR
-from daftscale.errors import ConfigError
+from daftscale.errors import ConfigError, RunError
 from daftscale.plan import plan
 from daftscale.profile import profile_numbers
 from daftscale.udf import actor_udf, recording
-from daftscale.watchdog import StallWatch, actor_states, combine, resolve_stall_timeout, stall_limit
+from daftscale.watchdog import (
+    PREP_STALL_FACTOR,
+    StallWatch,
+    actor_states,
+    bounded_prep,
+    combine,
+    resolve_stall_timeout,
+    stall_limit,
+)
 
 DAFTSCALE = [sys.executable, "-m", "daftscale.cli"]
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -285,6 +293,59 @@ def test_ray_model_that_stops_answering_ends_the_run_and_its_cluster(tmp_path) -
     # Every process the run started (its Ray head, raylets, workers, UDF actors) inherits the marker in its
     # environment, so this finds them without confusing them with other Ray clusters on the machine
     # (comparing /tmp/ray sessions before and after would count clusters that other processes started).
+    deadline = time.time() + 20
+    while _processes_with(marker) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _processes_with(marker), "processes of the run's Ray cluster outlived it"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Queries before the run (profiling, counting): no UDF progress to watch, so bounded and never silent
+
+
+def test_bounded_prep_says_it_waits_then_stops_waiting() -> None:
+    said: list[str] = []
+    # 0.1 s floor: the limit is PREP_STALL_FACTOR × 0.1 s; the work would take far longer (a stuck query).
+    started = time.monotonic()
+    with pytest.raises(RunError, match=r"^profiling x did not finish in \d+ s \(5 × --stall-timeout\)"):
+        bounded_prep(lambda: time.sleep(30), what="profiling x", floor_s=0.1, say=said.append, notice_s=0.2)
+    assert time.monotonic() - started < 5 and PREP_STALL_FACTOR == 5
+    assert said and all(line.startswith("daftscale: still profiling x after") for line in said)
+    # Work that finishes hands back its value, or its own error, and says nothing.
+    assert bounded_prep(lambda: 42, what="x", floor_s=0.1, say=said.append) == 42
+    with pytest.raises(ZeroDivisionError):
+        bounded_prep(lambda: 1 / 0, what="x", floor_s=None, say=said.append)
+
+
+STUCK_PROFILE = """
+    import daft, daftscale
+
+    class Model:
+        def __call__(self, xs: list[int]) -> list[int]:
+            return [x + 1 for x in xs]
+
+    @daftscale.pipeline(batch_size=16, concurrency=2)
+    def build(plan):
+        df = daft.from_pydict({"x": list(range(2000))}).into_partitions(4)
+        df = plan.apply(df)
+        return df.with_column("y", plan.udf(Model, return_dtype=daft.DataType.int64())(df["x"]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_profile_daft_never_finishes_ends_in_one_line(tmp_path) -> None:
+    # Daft 0.7.26's Ray runner never finishes a limit after into_partitions (measured: 2 minutes, killed), and
+    # profiling this scaling input takes one. Before, the run waited for ever with nothing said.
+    path = tmp_path / "pipe.py"
+    path.write_text(textwrap.dedent(STUCK_PROFILE))
+    marker = uuid.uuid4().hex
+    args = ["run", str(path), "--local-cluster", "2x1", "--stall-timeout", "2", "--no-progress"]
+    done = _run_cli(args, marker, timeout=150)
+    assert done.returncode == 2, done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("daftscale: error:")]
+    assert len(error) == 1 and "profiling the DataFrame at the scaling step" in error[0], done.stderr
+    assert "into_partitions" in error[0] and "--stall-timeout" in error[0]
     deadline = time.time() + 20
     while _processes_with(marker) and time.time() < deadline:
         time.sleep(0.5)

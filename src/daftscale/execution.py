@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes
@@ -29,7 +30,10 @@ from daftscale.plan import ScalingPlan
 from daftscale.plan_handle import PlanHandle, SampledPlan
 from daftscale.report import RunReport
 from daftscale.udf import make_collector, recording
-from daftscale.watchdog import STATUS_STALLED, StallWatch, combine, stop_stalled_query
+from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine, stop_stalled_query
+
+# What counting the input is called in the notices and errors of bounded_prep.
+COUNTING = "counting the rows at the scaling step"
 
 if TYPE_CHECKING:
     from daftscale.run import Session
@@ -193,8 +197,17 @@ def execute_measured(
     runner, cluster = session.runner, session.cluster
     started = time.time()
     scaling = probe(pipe)
+    notices = (console or stderr_console()).print
+
+    def guarded(work: Callable[[], Any], what: str) -> Any:
+        # Profiling and counting are queries with no UDF progress to watch: bounded, and never silent.
+        return bounded_prep(work, what=what, floor_s=stall_timeout, say=notices)
+
     if given_plan is None:
-        data = profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths)
+        data = guarded(
+            lambda: profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths),
+            "profiling the DataFrame at the scaling step (a row count and a sample)",
+        )
         rows_in = data.rows
 
         def run_sample(sampled: SampledPlan) -> RunReport:
@@ -223,10 +236,10 @@ def execute_measured(
         handle = PlanHandle(chosen)
     elif isinstance(given_plan, SampledPlan):
         # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.
-        rows_in = given_plan.sample_rows or count_rows(scaling.scaling_input)
+        rows_in = given_plan.sample_rows or guarded(lambda: count_rows(scaling.scaling_input), COUNTING)
         chosen, handle = given_plan.plan, given_plan.handle()
     else:
-        rows_in = count_rows(scaling.scaling_input)
+        rows_in = guarded(lambda: count_rows(scaling.scaling_input), COUNTING)
         chosen, handle = given_plan, PlanHandle(given_plan)
 
     collector = make_collector(runner)

@@ -24,12 +24,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, STALL_CALL_FACTOR
-from daftscale.errors import ConfigError
+from daftscale.errors import ConfigError, RunError
+
+T = TypeVar("T")
 
 # report.json status of a run the watchdog stopped.
 STATUS_STALLED = "failed: stalled"
@@ -39,6 +42,18 @@ DAFT_UDF_WORKER = "daft.execution.udf_worker"
 
 # How long a terminated UDF worker gets to exit before it is killed.
 TERMINATE_GRACE_S = 3.0
+
+# A query before the run (profiling or counting the scaling input) calls no UDF, so it shows no progress
+# to watch: it is given this many stall floors before it counts as stuck, and says every
+# PREP_NOTICE_S that it is still waiting, so a slow profile is never a silent one.
+PREP_STALL_FACTOR = 5
+PREP_NOTICE_S = 30.0
+
+# What the one known cause of a stuck profile is, for the error's fix (measured on Daft 0.7.26's Ray runner).
+PREP_STUCK_HINT = (
+    "Daft 0.7's Ray runner never finishes a limit after into_partitions, so if the pipeline calls "
+    "into_partitions before plan.apply, move plan.apply before it"
+)
 
 
 def resolve_stall_timeout(value: float | int | str | None) -> float | None:
@@ -330,3 +345,50 @@ __all__ = [
     "stall_limit",
     "stop_stalled_query",
 ]
+
+
+def bounded_prep(
+    work: Callable[[], T],
+    *,
+    what: str,
+    floor_s: float | None,
+    say: Callable[[str], None],
+    notice_s: float = PREP_NOTICE_S,
+) -> T:
+    """Run ``work`` (a query before the run: no UDF calls to watch) and stop waiting for it when it is stuck.
+
+    The query runs on a daemon thread while this one waits: every ``notice_s`` it says it is still
+    ``what``, and past ``PREP_STALL_FACTOR × floor_s`` (``floor_s`` is ``--stall-timeout``; None waits
+    for ever, as the watchdog does when turned off) it raises :class:`RunError`. Daft offers no way to
+    cancel the stuck query, so its thread is left behind; the CLI exits anyway (a daemon thread) and a
+    cluster the run started is shut down, which ends it.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the waiting thread, which raises it as its own
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="daftscale-prep", daemon=True)
+    started = time.monotonic()
+    thread.start()
+    limit = None if floor_s is None else PREP_STALL_FACTOR * floor_s
+    next_notice = notice_s
+    while thread.is_alive():
+        thread.join(0.2)
+        waited = time.monotonic() - started
+        if not thread.is_alive():
+            break
+        if limit is not None and waited > limit:
+            raise RunError(
+                f"{what} did not finish in {waited:.0f} s ({PREP_STALL_FACTOR} × --stall-timeout): Daft may be "
+                f"stuck ({PREP_STUCK_HINT}), or the input is that slow to read (raise --stall-timeout)"
+            )
+        if waited >= next_notice:
+            say(f"daftscale: still {what} after {waited:.0f} s")
+            next_notice += notice_s
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
