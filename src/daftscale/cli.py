@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from daftscale.config import DEFAULT_DEMO_ROWS
 from daftscale.errors import DaftscaleError
 
 EXIT_BAD_INPUT = 2
@@ -359,7 +360,7 @@ def render_run(report: Any, report_dir: str | None) -> None:
 @cli.command("demo")
 @click.option("--local-cluster", metavar="NxC", help="Run on N local Ray nodes of C CPUs, e.g. 2x2 (default: native).")
 @click.option("--report", "report_dir", default="daftscale-report", show_default=True, metavar="DIR")
-@click.option("--rows", type=int, default=4000, show_default=True, help="Rows in the demo dataset.")
+@click.option("--rows", type=int, default=DEFAULT_DEMO_ROWS, show_default=True, help="Rows in the demo dataset.")
 @click.option("--data-dir", metavar="DIR", help="Where to write the demo data (default: a temporary directory).")
 @click.option("--overwrite", is_flag=True, help="Replace a report in DIR that an earlier demo did not write.")
 def demo_command(local_cluster: str | None, report_dir: str, rows: int, data_dir: str | None, overwrite: bool) -> None:

@@ -169,3 +169,9 @@ def require_positive_number(value: object, name: str, *, allow_zero: bool = Fals
     elif not ok or value <= 0:  # type: ignore[operator]
         raise ConfigError(f"{label} must be a positive number, got {value!r}: pass a value above 0")
     return float(value)  # type: ignore[arg-type]
+
+
+# The demo's rows: enough that calibration measures the model on a 5 % sample (a job under ten times its
+# sample is too small to sample, and keeps Daft's default with nothing measured), few enough to finish in
+# seconds. Here, not in demo.py, so the CLI's help reads it without importing Daft.
+DEFAULT_DEMO_ROWS = 12_000

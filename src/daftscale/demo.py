@@ -14,6 +14,7 @@ import tempfile
 import time
 from typing import Any
 
+from daftscale.config import DEFAULT_DEMO_ROWS
 from daftscale.pipeline import Pipeline
 
 # Synthetic costs, chosen so the demo finishes in well under a minute of work on 2 cores while the
@@ -22,7 +23,6 @@ from daftscale.pipeline import Pipeline
 HEAVY_READ_S_PER_ROW = 0.0005
 MODEL_FIXED_S = 0.020
 MODEL_PER_ROW_S = 0.0005
-DEFAULT_DEMO_ROWS = 4000
 DEFAULT_REPORT_DIR = "daftscale-report"
 DEMO_PIPELINE_NAME = "daftscale demo"
 
