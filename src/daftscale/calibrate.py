@@ -240,7 +240,8 @@ def calibrated_plan(
         sampling=how,
         declared_batch_size=kwargs.get("batch_size"),
     )
-    say(f"calibrating on {sample:,} of {rows:,} rows ({how}): Daft's default, then the formula plan…")
+    first_run = "Daft's default, then the formula plan if close" if by_fraction else "one cost probe on 2 actors"
+    say(f"calibrating on {sample:,} of {rows:,} rows ({how}): {first_run}…")
 
     declared_batch = kwargs.get("batch_size")
     default = no_scaling_step(formula, "calibration baseline", udf_batch_size=declared_batch)

@@ -16,6 +16,7 @@ from typing import Any
 
 from daftscale.calibrate_predict import SimulatedChoice, batch_words
 from daftscale.cluster import ClusterSpec
+from daftscale.config import format_bytes
 from daftscale.errors import DaftscaleError
 from daftscale.plan import ScalingPlan, describe_step
 from daftscale.plan_handle import SampledPlan
@@ -287,7 +288,7 @@ def _lines(cal: Calibration) -> list[str]:
             f"{cal.seconds_per_row * 1e3:.3f} ms per row (fitted over {cal.fitted_calls:,} calls)"
         )
     if cal.memory_per_row_bytes:
-        lines.append(f"UDF peak memory per row in the actors: {cal.memory_per_row_bytes / 2**20:.3f} MiB")
+        lines.append(f"UDF peak memory per row in the actors: {format_bytes(cal.memory_per_row_bytes)}")
     for run in cal.runs:
         if run.failed:
             lines.append(f"{run.name} ({run.scaling_step}, {batch_words(run.batch_size)}): failed: {run.failed}")
