@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import daft
@@ -350,14 +351,43 @@ def test_calibrate_off_gives_the_plan_of_before(tmp_path: Path) -> None:
     expected = make_plan(profile_dataframe(probe(pipe).scaling_input), cluster, **pipe.planner_kwargs)
     assert report.plan == expected.to_dict() and report.calibration_s == 0
     assert not {"calibration", "decision", "coalesce"} & set(report.plan)
-    # A tiny job under "auto": calibration skipped, the report says why, and with nothing measured the
-    # DataFrame is left alone (Daft's default, with the pipeline's own declared batch of 64).
+    # A tiny job under "auto": calibration skipped and the report says why. Nothing was measured, but the
+    # in-memory table is one task under Daft's default, which would leave one of the two actors idle: the
+    # formula plan spreads the rows (test_a_job_too_small_to_sample_... covers the other branch).
     tiny = run(_write(tmp_path, EXPLODE, rows=300), runner="ray", progress=False)
     assert "tiny" in tiny.plan["calibration"]["skipped"] and tiny.plan["batch_size"] == 64
     decision = tiny.plan["decision"]
-    assert decision["scaling_step"] is False and decision["udf_batch_size"] == 64, decision
-    assert "Daft's default is kept" in decision["why"] and tiny.rows_out == 5
-    assert max(c["rows"] for c in tiny.udf_calls) <= 64 and sum(c["rows"] for c in tiny.udf_calls) == 1_200
+    assert decision["scaling_step"] is True and "leave 1 of the 2 actors idle" in decision["why"], decision
+    assert tiny.rows_out == 5 and max(c["rows"] for c in tiny.udf_calls) <= 64
+    assert sum(c["rows"] for c in tiny.udf_calls) == 1_200
+
+
+def test_a_job_too_small_to_sample_keeps_daft_default_unless_its_files_leave_actors_idle() -> None:
+    # No Daft here: a job under ten times its sample runs no sample run at all, whichever way it goes.
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("a job too small to sample must not run a sample")
+
+    cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    options = {"concurrency": 4}
+    one_file = replace(profile_numbers(2_000, 100), files=1)
+    spread = calibrated_plan(one_file, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert spread.scaling_step and spread.decision["basis"].startswith("input files fewer than actors")
+    assert "leave 3 of the 4 actors idle" in spread.decision["why"] and spread.udf_batch_size == spread.batch_size
+    eight_files = replace(profile_numbers(2_000, 100), files=8)
+    kept = calibrated_plan(eight_files, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert not kept.scaling_step and kept.udf_batch_size is None, kept.decision  # Daft's own batch
+    assert "nothing was measured" in kept.decision["why"] and "skipped" in kept.explain()
+    # Heavy rows keep the planner's B as the UDF's bound: a whole morsel of them may not fit an actor.
+    heavy = replace(profile_numbers(2_000, 1 << 20, heavy=True), files=8)
+    bounded = calibrated_plan(heavy, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert not bounded.scaling_step and bounded.udf_batch_size == bounded.batch_size, bounded.decision
+    # A declared batch is Daft's default's batch, and a strategy the user names keeps its scaling step.
+    declared = calibrated_plan(eight_files, cluster, {**options, "batch_size": 32}, runner="ray", calibrate="auto",
+                               run_sample=never)  # fmt: skip
+    assert not declared.scaling_step and declared.udf_batch_size == declared.batch_size == 32
+    named = calibrated_plan(eight_files, cluster, {**options, "strategy": "shuffle"}, runner="ray",
+                            calibrate="auto", run_sample=never)  # fmt: skip
+    assert named.scaling_step and named.decision is None
 
 
 @pytest.mark.ray

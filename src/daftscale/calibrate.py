@@ -36,7 +36,8 @@ run as the decision allows:
 Cost: each run costs about a sample's wall time, which includes all the work before the scaling step that
 the sample does not cut (a limit or sample after a join still runs the join in full). ``auto`` skips
 calibration for a job too small to sample (the sample would be a large share of it), which then keeps Daft's
-default (nothing measured a plan faster), and skips a further
+default (nothing measured a plan faster) unless its input has fewer files than actors (Daft's default would
+leave actors idle, whatever the model costs: the formula plan spreads the rows), and skips a further
 run when it would take calibration past ``BUDGET_SHARE`` of the predicted job (within
 ``MIN_BUDGET_S``..``MAX_BUDGET_S``); ``SECONDS`` sets the budget and calibrates whatever the size.
 Declared UDF costs (a UDF profile) or a given plan skip it.
@@ -179,6 +180,25 @@ def skip_reason(calibrate: str | float, kwargs: dict[str, Any], rows: int, sampl
     return None
 
 
+def _actors_daft_default_leaves_idle(data: DataProfile, formula: ScalingPlan) -> int:
+    """Actors Daft's default cannot reach: it runs one task per input file (an in-memory table is one), so with
+    fewer files than actors the rest idle whatever the UDF costs. A structural fact, known with nothing measured.
+    """
+    tasks = max(1, data.files)
+    return max(0, formula.concurrency - tasks)
+
+
+def _spread_decision(formula: ScalingPlan, reason: str, idle: int) -> dict[str, Any]:
+    """The decision for a job too small to sample whose files leave actors idle under Daft's default."""
+    tasks = formula.concurrency - idle
+    why = (
+        f"nothing was measured (calibration: {reason.split(' (')[0]}), but Daft's default would run the input as "
+        f"{tasks} task{'s' if tasks != 1 else ''} (one per file) and leave {idle} of the {formula.concurrency} "
+        "actors idle, so the formula plan spreads the rows over all of them"
+    )
+    return {"scaling_step": True, "why": why, "basis": "input files fewer than actors (nothing measured)"}
+
+
 def upstream_shuffles(df: Any) -> bool:
     """True when an operator of ``SHUFFLING_OPS`` comes before the scaling step (``df`` is the DataFrame there)."""
     try:
@@ -226,6 +246,9 @@ def calibrated_plan(
             # Declared costs are a measurement (the user's), and a strategy named by the user asks for its
             # scaling step: the formula plan stands on them.
             return replace(formula, calibration=note.to_dict())
+        idle = _actors_daft_default_leaves_idle(data, formula)
+        if idle:
+            return replace(formula, calibration=note.to_dict(), decision=_spread_decision(formula, reason, idle))
         return replace(unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
     if upstream_shuffle is None:
         upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
