@@ -54,8 +54,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from daftscale.config import require_positive_number
-from daftscale.console import ProgressLines
+from daftscale.config import DEFAULT_STALL_TIMEOUT_S, require_positive_number
+from daftscale.console import ProgressLines, stderr_console
 from daftscale.errors import ConfigError
 from daftscale.pipeline import Pipeline, load_pipeline, probe
 from daftscale.plan_handle import SampledPlan
@@ -74,6 +74,7 @@ from daftscale.tune_grid import (
 )
 from daftscale.tune_result import MIN_IMPROVEMENT, TUNE_FORMAT_VERSION, Trial, TuneResult
 from daftscale.tune_search import CONFIRMATION_RUNS, PRUNE_SLOWER_THAN, Search
+from daftscale.watchdog import bounded_prep
 
 if TYPE_CHECKING:
     from daftscale.run import Session  # run imports calibrate, which imports this module
@@ -229,7 +230,13 @@ def _search(
 
     runner, cluster = session.runner, session.cluster
     probed = probe(pipe)
-    data = profile_dataframe(probed.scaling_input, parquet_paths=probed.parquet_paths)
+    # A query with no UDF progress to watch: bounded as the run's profile is, and never silent.
+    data = bounded_prep(
+        lambda: profile_dataframe(probed.scaling_input, parquet_paths=probed.parquet_paths),
+        what="profiling the DataFrame at the scaling step (a row count and a sample)",
+        floor_s=DEFAULT_STALL_TIMEOUT_S,
+        say=stderr_console().print,
+    )
     formula = make_plan(data, cluster, **kwargs)
     settings = search_settings(
         kwargs, runner, sample, batch_multiples, partition_multiples, eta, max_candidates, measured_costs
