@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import daftscale
 
 # 12,000 rows: enough for calibration to measure the model on a 5 % sample before it plans (a job under
-# ten times its sample keeps Daft's default, with nothing measured). The file is named by its rows.
+# ten times its sample is planned with nothing measured). The file is named by its rows.
 ROWS = 12_000
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", f"paths-{ROWS}.parquet")
 

@@ -118,7 +118,7 @@ PROBE_BATCH_MULTIPLE = 4
 MAX_FORMULA_RUNS = 3
 
 CALIBRATE_HELP = (
-    "auto (default: measure on a sample; a job too small to sample keeps Daft's default), off, or a budget in SECONDS"
+    "auto (default: measure on a sample unless the job is too small to sample), off, or a budget in SECONDS"
 )
 
 

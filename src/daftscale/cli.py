@@ -270,7 +270,7 @@ def runtime_options(*, verb: str, span: str) -> Callable[[Any], Any]:
     show_default=True,
     metavar="auto|off|SECONDS",
     help="Before planning, measure the pipeline on a sample on this runner: "
-    "auto (a job too small to sample keeps Daft's default), off, or a budget in seconds.",
+    "auto (unless the job is too small to sample), off, or a budget in seconds.",
 )
 @plan_options
 def run_command(

@@ -172,6 +172,6 @@ def require_positive_number(value: object, name: str, *, allow_zero: bool = Fals
 
 
 # The demo's rows: enough that calibration measures the model on a 5 % sample (a job under ten times its
-# sample is too small to sample, and keeps Daft's default with nothing measured), few enough to finish in
+# sample is too small to sample, and is planned with nothing measured), few enough to finish in
 # seconds. Here, not in demo.py, so the CLI's help reads it without importing Daft.
 DEFAULT_DEMO_ROWS = 12_000

@@ -380,7 +380,7 @@ def run(
         keep_udf_settings: a script's UDFs keep their author's concurrency and batch size (the plan is
             made around them) instead of the plan's.
         calibrate: with ``plan="auto"``, measure the pipeline on a sample on this runner first
-            (:mod:`daftscale.calibrate`): ``"auto"`` (a job too small to sample keeps Daft's default),
+            (:mod:`daftscale.calibrate`): ``"auto"`` (unless the job is too small to sample),
             ``"off"`` (the formula plan as ``daftscale plan`` makes it), or a budget in seconds.
             Its time counts in ``plan_s`` (and ``calibration_s``) of the report.
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
