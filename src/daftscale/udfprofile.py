@@ -28,8 +28,11 @@ means no growth was measurable; the planner then falls back to the data's own si
 ...         time.sleep(0.005 + 0.0005 * len(xs))
 ...         return xs
 >>> p = profile_udf(Sleeper, list(range(64)), repeats=2, measure_memory=False)
->>> round(p.seconds_per_batch * 1e3), round(p.seconds_per_row * 1e4)  # ≈ 5 ms + 0.5 ms per row
-(5, 5)
+>>> 3 <= p.seconds_per_batch * 1e3 < 15, 0.4 <= p.seconds_per_row * 1e3 < 1.0  # ≈ 5 ms + 0.5 ms per row
+(True, True)
+
+(Bounds, not the rounded figures: ``sleep`` only overshoots, and on a loaded machine by a millisecond
+or more per call; a suite run beside the benchmark fitted 6 ms per call.)
 """
 
 from __future__ import annotations
