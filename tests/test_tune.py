@@ -190,6 +190,11 @@ def test_sampled_plan_limits_then_scales() -> None:
     rows = by_fraction.apply(daft.from_pydict({"x": list(range(1000))})).to_pydict()["x"]
     again = by_fraction.apply(daft.from_pydict({"x": list(range(1000))})).to_pydict()["x"]
     assert 0 < len(rows) < 1000 and sorted(rows) == sorted(again), "a seeded sample of about 10 %"
+    # Daft 0.7.26's Ray runner never finishes into_partitions after a limit: a head sample repartitions.
+    coalescing = replace(full, partition_op="into_partitions")
+    assert SampledPlan.of(coalescing, 100).plan.partition_op == "repartition"
+    assert SampledPlan.of(coalescing, 100, fraction=0.1).plan.partition_op == "into_partitions"
+    assert coalescing.partition_op == "into_partitions", "the full plan is left as it was"
 
 
 # ---------------------------------------------------------------------------------------------------
