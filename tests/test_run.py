@@ -102,6 +102,19 @@ def test_bad_plan_shows_in_utilization(tmp_path) -> None:
     assert spread.actor_utilization > bad.actor_utilization + 0.05
 
 
+def test_a_limit_before_the_scaling_step_runs_an_into_partitions_plan(tmp_path) -> None:
+    # Daft 0.7.26's Ray runner never finishes into_partitions after a limit (a user's `.limit(n)` to try a
+    # pipeline on a few rows): plan.apply repartitions there instead, so the run finishes.
+    path = tmp_path / "limited.py"
+    path.write_text(textwrap.dedent(PIPELINE).format(rows=2_000, batch=16, concurrency=2, fixed=0.001, per_row=0.0))
+    path.write_text(path.read_text().replace("list(range(2000))})", "list(range(2000))}).limit(300)"))
+    assert ".limit(300)" in path.read_text()
+    base = plan(profile_numbers(300, 8), ClusterSpec(nodes=2, cpus_per_node=2), concurrency=2, batch_size=16)
+    coalescing = replace(base, partitions=3, partition_op="into_partitions", into_batches=None)
+    report = run(str(path), runner="ray", plan=coalescing, progress=False, stall_timeout=20)
+    assert report.rows_in == report.rows_out == 300 and sum(c["rows"] for c in report.udf_calls) == 300
+
+
 def test_plan_file_is_used(tmp_path) -> None:
     path = _pipeline(tmp_path, rows=200)
     first = run(path, runner="ray", progress=False)

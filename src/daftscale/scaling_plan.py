@@ -10,6 +10,7 @@ planner that makes one is :func:`daftscale.plan.plan`; what a pipeline's ``build
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -266,6 +267,9 @@ class ScalingPlan:
             >>> sum(sizes), len(sizes) >= 1000 // 32   # every row, in tasks of about 32 rows
             (1000, True)
 
+        A plan whose partition step is ``into_partitions`` repartitions instead when a ``limit`` comes before
+        it: Daft 0.7.26's Ray runner never finishes ``into_partitions`` after a ``limit``.
+
         Daft's ``into_batches`` is best effort: a task may carry up to a batch's remainder more than asked,
         which is why ``plan.udf`` bounds each UDF call at ``batch_size`` itself.
         """
@@ -281,7 +285,8 @@ class ScalingPlan:
         assert self.partitions is not None
         if self.partition_keys:
             df = df.repartition(self.partitions, *self.partition_keys)
-        elif self.partition_op == "into_partitions":
+        elif self.partition_op == "into_partitions" and not _has_limit(df):
+            # (After a limit, Daft 0.7.26's Ray runner never finishes into_partitions: repartition below.)
             df = df.into_partitions(self.partitions)
         else:
             with warnings.catch_warnings():
@@ -316,6 +321,20 @@ def describe_step(plan: ScalingPlan) -> str:
         text = f"{plan.partition_op}({plan.partitions})"
         return text + (f".into_batches({plan.into_batches})" if plan.into_batches else "")
     return f"into_batches({plan.into_batches})"
+
+
+def _has_limit(df: daft.DataFrame) -> bool:
+    """Whether a ``limit`` comes before this point of ``df`` (read from Daft's logical plan; False if unreadable).
+
+    >>> import daft
+    >>> _has_limit(daft.from_pydict({"x": [1, 2]}).limit(1)), _has_limit(daft.from_pydict({"x": [1, 2]}))
+    (True, False)
+    """
+    try:
+        text = df._builder.pretty_print(simple=True)
+    except Exception:  # a Daft without this private API: into_partitions as planned
+        return False
+    return re.search(r"\*\s+Limit\b", text) is not None
 
 
 __all__ = [
