@@ -46,7 +46,6 @@ Declared UDF costs (a UDF profile) or a given plan skip it.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -80,6 +79,7 @@ from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
 from daftscale.plan_handle import SampledPlan
 from daftscale.profile import DataProfile
 from daftscale.report import RunReport, fit_udf_cost
+from daftscale.scaling_plan import plan_operators
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
 # actor (two each, so every actor runs, and a batch's cost is seen more than once).
@@ -202,10 +202,10 @@ def _spread_decision(formula: ScalingPlan, reason: str, idle: int) -> dict[str, 
 def upstream_shuffles(df: Any) -> bool:
     """True when an operator of ``SHUFFLING_OPS`` comes before the scaling step (``df`` is the DataFrame there)."""
     try:
-        text = df._builder.pretty_print(simple=True)
+        operators = plan_operators(df)
     except Exception:  # a Daft without this private API: sample by the head, as the tuner does
         return False
-    return bool(set(re.findall(r"\*\s+([A-Za-z]+)", text)) & SHUFFLING_OPS)
+    return bool(set(operators) & SHUFFLING_OPS)
 
 
 def calibrated_plan(

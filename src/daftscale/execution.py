@@ -29,6 +29,7 @@ from daftscale.pipeline import Pipeline, build_with, probe
 from daftscale.plan import ScalingPlan
 from daftscale.plan_handle import PlanHandle, SampledPlan
 from daftscale.report import RunReport
+from daftscale.scaling_plan import plan_operators
 from daftscale.udf import make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine, stop_stalled_query
 
@@ -82,8 +83,7 @@ def rows_checkable(scaling_input: Any, output: Any) -> tuple[bool, str | None]:
     plan text could not be read, so the check the run promises by default would be off without a word."""
 
     def ops(df: Any) -> Counter[str]:
-        text = df._builder.pretty_print(simple=True)
-        return Counter(re.findall(r"\*\s+([A-Za-z]+)", text))
+        return Counter(plan_operators(df))
 
     try:
         added = ops(output) - ops(scaling_input)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +29,7 @@ from daftscale.config import (
     require_positive_number,
 )
 from daftscale.errors import ProfileError
+from daftscale.scaling_plan import plan_operators
 
 if TYPE_CHECKING:
     import daft
@@ -536,7 +536,7 @@ def is_plain_read(df: daft.DataFrame) -> bool:
     (True, False)
     """
     try:
-        ops = re.findall(r"\*\s+([A-Za-z]+)", df._builder.pretty_print(simple=True))
+        ops = plan_operators(df)
     except Exception:
         return False
     return bool(ops) and set(ops) <= ROW_PRESERVING_OPS and ops.count("Source") == 1

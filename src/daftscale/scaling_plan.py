@@ -331,10 +331,22 @@ def _has_limit(df: daft.DataFrame) -> bool:
     (True, False)
     """
     try:
-        text = df._builder.pretty_print(simple=True)
+        return "Limit" in plan_operators(df)
     except Exception:  # a Daft without this private API: into_partitions as planned
         return False
-    return re.search(r"\*\s+Limit\b", text) is not None
+
+
+def plan_operators(df: daft.DataFrame) -> list[str]:
+    """The operator names of ``df``'s logical plan, outermost first, from Daft's plan text.
+
+    ``LogicalPlanBuilder.pretty_print`` is not a public API: this raises when it cannot be read, and each
+    caller decides what that means for it.
+
+    >>> import daft
+    >>> plan_operators(daft.from_pydict({"x": [1, 2]}).limit(1))
+    ['Limit', 'Source']
+    """
+    return re.findall(r"\*\s+([A-Za-z]+)", df._builder.pretty_print(simple=True))
 
 
 __all__ = [
