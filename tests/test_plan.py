@@ -14,6 +14,7 @@ from daftscale.plan import (
     PLAN_INPUT_KEYS,
     PLAN_JSON_KEYS,
     actors_per_node,
+    aggregation_partitions,
     balanced_batch_size,
     max_partitions,
     memory_bounded_batch_size,
@@ -179,6 +180,24 @@ def test_balanced_batch_minimises_overhead_plus_tail(fixed: float, per_row: floa
     for other in (b + 1, 2 * b, max(1, b // 2), max(1, b - 2)):
         if other not in (b, b - 1):
             assert nearest <= stage_cost(other) * (1 + 1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 10**12),
+    bytes_per_row=st.floats(0, 1e6),
+    slots=st.one_of(st.none(), st.floats(1, 10_000)),
+    target=st.integers(1 << 20, 1 << 32),
+)
+def test_aggregation_partitions_are_task_slots_grown_for_size_and_capped_at_daft_own(
+    rows: int, bytes_per_row: float, slots: float | None, target: int
+) -> None:
+    partitions = aggregation_partitions(rows, bytes_per_row, slots, target)
+    assert 1 <= partitions <= 200, "never above Daft's own cap, so never more tasks than Daft's default"
+    assert partitions >= min(200, math.floor(slots or 1)), "every task slot gets a partition"
+    if partitions < 200:
+        assert partitions * target >= rows * bytes_per_row * (1 - 1e-9), "no partition over the target"
+    assert aggregation_partitions(rows * 2, bytes_per_row, slots, target) >= partitions, "more data, no fewer"
 
 
 def test_memory_bound() -> None:

@@ -115,6 +115,42 @@ def test_a_limit_before_the_scaling_step_runs_an_into_partitions_plan(tmp_path) 
     assert report.rows_in == report.rows_out == 300 and sum(c["rows"] for c in report.udf_calls) == 300
 
 
+GROUPED = """
+    import time
+    import daft, daftscale
+
+    class Model:
+        def __call__(self, xs: list[int]) -> list[int]:
+            time.sleep(0.002)  # a synthetic model: fixed cost per call
+            return [x % 3 for x in xs]
+
+    @daftscale.pipeline(batch_size=16, concurrency=2)
+    def build(plan):
+        df = plan.apply(daft.read_parquet({files!r}))
+        model = plan.udf(Model, return_dtype=daft.DataType.int64())
+        df = df.with_column("label", model(df["x"]))
+        return df.groupby("label").agg(daft.col("x").count().alias("n"))
+"""
+
+
+def test_a_groupby_after_the_udf_gets_a_shuffle_sized_to_the_cluster(tmp_path) -> None:
+    # 24 files feed the groupby after the UDF: Daft's own setting would shuffle 3 labels into 24 partitions,
+    # one per file; the run's plan sizes it to the cluster's 4 task slots, and the run still counts right.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = []
+    for i in range(24):
+        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10))}), files[-1])
+    path = tmp_path / "grouped.py"
+    path.write_text(textwrap.dedent(GROUPED).format(files=files))
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok" and report.rows_out == 3 and sum(c["rows"] for c in report.udf_calls) == 240
+    assert report.plan["execution_config"]["shuffle_aggregation_default_partitions"] == 4
+    assert any("A groupby after the UDF shuffles into 4 partitions" in step for step in report.plan["steps"])
+
+
 def test_plan_file_is_used(tmp_path) -> None:
     path = _pipeline(tmp_path, rows=200)
     first = run(path, runner="ray", progress=False)

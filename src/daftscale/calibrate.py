@@ -392,7 +392,7 @@ def _calibrate_by_cost_probe(
     name = f"cost probe (calls of {probe.batch_size} rows and the rest of {probe.into_batches}-row chunks)"
     t0 = time.monotonic()
     try:
-        report = run_sample(sampled(probe, rows, sample, by_fraction=False))
+        report = run_sample(sampled(probe, rows, sample, by_fraction=False, downstream_only_aggregations=True))
     except RunError as exc:
         if not exc.out_of_memory:
             raise

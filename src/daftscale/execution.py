@@ -26,7 +26,7 @@ from daftscale.health import MeasurementHealth
 from daftscale.memory import NodeMemorySampler
 from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
 from daftscale.pipeline import Pipeline, build_with, probe
-from daftscale.plan import ScalingPlan
+from daftscale.plan import ScalingPlan, with_sized_aggregations
 from daftscale.plan_handle import PlanHandle, SampledPlan
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
@@ -95,6 +95,17 @@ def rows_checkable(scaling_input: Any, output: Any) -> tuple[bool, str | None]:
             + "); pass --check-rows to check anyway"
         )
     return set(added) <= ROW_PRESERVING_OPS, None
+
+
+def aggregates_after_step(scaling_input: Any, output: Any) -> bool:
+    """Whether the pipeline groups rows after the scaling step (a groupby, an aggregate over all rows).
+
+    Read from Daft's plan text: False when it cannot be read, and the pipeline runs with Daft's setting.
+    """
+    try:
+        return Counter(plan_operators(output))["Aggregate"] > Counter(plan_operators(scaling_input))["Aggregate"]
+    except Exception:
+        return False
 
 
 def error_line(exc: BaseException) -> str:
@@ -233,6 +244,8 @@ def execute_measured(
             scaling_input=scaling.scaling_input,
             say=say,
         )
+        if runner == "ray" and aggregates_after_step(scaling.scaling_input, scaling.output):
+            chosen = with_sized_aggregations(chosen, data, cluster)
         handle = PlanHandle(chosen)
     elif isinstance(given_plan, SampledPlan):
         # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.

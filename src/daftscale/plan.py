@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from daftscale.cluster import ClusterSpec
@@ -44,8 +44,10 @@ from daftscale.config import (
 )
 from daftscale.errors import ConfigError, PlanError
 from daftscale.plan_formulas import (
+    DAFT_AGGREGATION_PARTITIONS,
     MIN_TASKS_PER_CPU,
     actors_per_node,
+    aggregation_partitions,
     balanced_batch_size,
     cluster_actor_capacity,
     max_partitions,
@@ -466,6 +468,42 @@ def plan(
     )
 
 
+AGGREGATION_SETTING = "shuffle_aggregation_default_partitions"
+
+
+def with_sized_aggregations(plan: ScalingPlan, data: DataProfile, cluster: ClusterSpec) -> ScalingPlan:
+    """``plan`` for a pipeline with a groupby after its UDF: the groupby's shuffle partitions sized to the
+    cluster (:func:`aggregation_partitions`), where Daft would use one per partition reaching it up to 200;
+    as it is when the plan's own partition step already gives the groupby no more than that.
+
+    >>> from daftscale import profile_numbers
+    >>> from dataclasses import replace
+    >>> p = plan(profile_numbers(24_000, 120), ClusterSpec(nodes=4, cpus_per_node=4), concurrency=8)
+    >>> many_files = replace(profile_numbers(24_000, 120), files=300)
+    >>> with_sized_aggregations(p, many_files, ClusterSpec(nodes=4, cpus_per_node=4)).execution_config
+    {'shuffle_aggregation_default_partitions': 16}
+    """
+    target = plan.partition_bytes_target or DEFAULT_PARTITION_BYTES_TARGET
+    partitions = aggregation_partitions(data.rows, data.bytes_per_row, cluster.total_cpus, target)
+    shuffled = plan.scaling_step and plan.strategy == "shuffle" and plan.partitions is not None
+    reaching = plan.partitions if shuffled else max(data.files, 1)
+    if shuffled and (plan.partitions or 0) <= partitions:
+        return plan
+    step = (
+        f"A groupby after the UDF shuffles into {partitions} partitions "
+        f"(daft.set_execution_config({AGGREGATION_SETTING}={partitions})): one per task slot"
+        + (", more for the data's size" if partitions > math.floor(cluster.total_cpus or 1) else "")
+        + f". Daft's default is one per partition reaching it, up to {DAFT_AGGREGATION_PARTITIONS} "
+        f"(here about {min(reaching or 1, DAFT_AGGREGATION_PARTITIONS)}), each a task for a few rows."
+    )
+    return replace(
+        plan,
+        execution_config={**plan.execution_config, AGGREGATION_SETTING: partitions},
+        steps=(*plan.steps, step),
+        levers={**plan.levers, "aggregation partitions": f"{partitions}: task slots, for the groupby after the UDF"},
+    )
+
+
 def actor_memory_budget(
     cluster: ClusterSpec, udf: UdfResources, actors_on_node: int | None = None
 ) -> tuple[int | None, str]:
@@ -531,6 +569,7 @@ def _choose_partition_op(profile: DataProfile, partitions: int, keys: Sequence[s
 
 
 __all__ = [
+    "AGGREGATION_SETTING",
     "FRAGMENTED_SHARE",
     "INTO_PARTITIONS_MAX_FILE_SKEW",
     "MIN_TASKS_PER_CPU",
@@ -557,4 +596,5 @@ __all__ = [
     "recommended_partitions",
     "shuffle_task_rows",
     "whole_batches",
+    "with_sized_aggregations",
 ]

@@ -130,11 +130,8 @@ class SampledPlan:
         changes: dict[str, Any] = {"inputs": {**plan.inputs, "rows": sample_rows}}
         if plan.partitions is not None:
             changes["partitions"] = sample_partitions(plan.partitions, rows, sample_rows, plan.concurrency)
-        if fraction is None and plan.partition_op == "into_partitions":
-            # Daft 0.7.26's Ray runner never finishes into_partitions after a limit (measured: no UDF actor is
-            # ever created; df.sample(...) before it, or repartition after the limit, run in seconds), so a
-            # head sample of such a plan repartitions to the same count.
-            changes["partition_op"] = "repartition"
+        # A head sample of an into_partitions plan keeps it: ScalingPlan.apply repartitions after the limit
+        # (Daft 0.7.26's Ray runner never finishes into_partitions after one), as it does for a user's limit.
         return cls(replace(plan, **changes), sample_rows, full_partitions=plan.partitions, fraction=fraction)
 
     def take(self, df: daft.DataFrame) -> daft.DataFrame:
