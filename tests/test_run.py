@@ -149,6 +149,7 @@ def test_a_groupby_after_the_udf_gets_a_shuffle_sized_to_the_cluster(tmp_path) -
     assert report.status == "ok" and report.rows_out == 3 and sum(c["rows"] for c in report.udf_calls) == 240
     assert report.plan["execution_config"]["shuffle_aggregation_default_partitions"] == 4
     assert any("A groupby after the UDF shuffles into 4 partitions" in step for step in report.plan["steps"])
+    assert "groupby shuffle 4 partitions" in dict(report.summary())["plan"]
 
 
 def test_plan_file_is_used(tmp_path) -> None:

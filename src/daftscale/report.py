@@ -287,6 +287,9 @@ class RunReport:
                 how += " (a no-op on the native runner)"
         else:
             how = f"streaming: into_batches({plan.get('into_batches')})"
+        grouped = (plan.get("execution_config") or {}).get("shuffle_aggregation_default_partitions")
+        if grouped is not None:
+            how += f"; groupby shuffle {grouped} partitions"
         rows = [
             ("runner", f"{self.runner} ({self.nodes} node{'s' if self.nodes != 1 else ''})"),
             ("plan", f"{how}, {batch_text}, {self.actors} actors"),
