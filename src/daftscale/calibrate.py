@@ -33,6 +33,10 @@ run as the decision allows:
 "No scaling step" keeps the pipeline's own UDF settings: its declared batch size, or Daft's own
 (:attr:`daftscale.plan.ScalingPlan.udf_batch_size` is None), so it really is Daft's default.
 
+A groupby after the UDF runs in every sample too: with no groupby before the scaling step, each sample's is
+shuffled into as many partitions as its actors, not Daft's one per input file
+(:func:`daftscale.calibrate_record.with_small_downstream_aggregations`).
+
 Cost: each run costs about a sample's wall time, which includes all the work before the scaling step that
 the sample does not cut (a limit or sample after a join still runs the join in full). ``auto`` skips
 calibration for a job too small to sample (the sample would be a large share of it), which then keeps Daft's
@@ -72,6 +76,7 @@ from daftscale.calibrate_record import (
     summarise,
     udf_rows_of,
     unmeasured_default,
+    with_small_downstream_aggregations,
 )
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, RunError
@@ -199,6 +204,16 @@ def _spread_decision(formula: ScalingPlan, reason: str, idle: int) -> dict[str, 
     return {"scaling_step": True, "why": why, "basis": "input files fewer than actors (nothing measured)"}
 
 
+def _groups_before_step(scaling_input: Any, upstream_shuffle: bool) -> bool:
+    """Whether a groupby may come before the scaling step (then Daft's setting shapes what reaches the UDF)."""
+    if scaling_input is None:
+        return upstream_shuffle
+    try:
+        return "Aggregate" in plan_operators(scaling_input)
+    except Exception:  # the plan text cannot be read: assume it may
+        return True
+
+
 def upstream_shuffles(df: Any) -> bool:
     """True when an operator of ``SHUFFLING_OPS`` comes before the scaling step (``df`` is the DataFrame there)."""
     try:
@@ -252,6 +267,8 @@ def calibrated_plan(
         return replace(unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
     if upstream_shuffle is None:
         upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
+    if not _groups_before_step(scaling_input, upstream_shuffle):
+        run_sample = with_small_downstream_aggregations(run_sample)
     by_fraction = upstream_shuffle
     budget = float(calibrate) if not isinstance(calibrate, str) else None
     how = f"df.limit({sample})" + (f", df.sample({sample / rows:.3g}) for the formula plan" if by_fraction else "")
@@ -392,7 +409,7 @@ def _calibrate_by_cost_probe(
     name = f"cost probe (calls of {probe.batch_size} rows and the rest of {probe.into_batches}-row chunks)"
     t0 = time.monotonic()
     try:
-        report = run_sample(sampled(probe, rows, sample, by_fraction=False, downstream_only_aggregations=True))
+        report = run_sample(sampled(probe, rows, sample, by_fraction=False))
     except RunError as exc:
         if not exc.out_of_memory:
             raise

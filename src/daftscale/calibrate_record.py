@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -18,42 +19,46 @@ from daftscale.calibrate_predict import SimulatedChoice, batch_words
 from daftscale.cluster import ClusterSpec
 from daftscale.config import format_bytes
 from daftscale.errors import DaftscaleError
-from daftscale.plan import ScalingPlan, describe_step
+from daftscale.plan import AGGREGATION_SETTING, ScalingPlan, describe_step
 from daftscale.plan_handle import SampledPlan
 from daftscale.profile import DataProfile, UdfProfile
 from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
 from daftscale.tune import extrapolated_wall_s
 
-# Daft's execution setting for the partitions of a groupby's shuffle: min(its input's partitions, this).
-AGGREGATION_PARTITIONS_SETTING = "shuffle_aggregation_default_partitions"
 
-
-def sampled(
-    plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool, downstream_only_aggregations: bool = False
-) -> SampledPlan:
+def sampled(plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool) -> SampledPlan:
     """``plan`` on a sample of about ``sample_rows`` of the ``rows`` at the scaling step (``rows`` there, not at
-    the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``.
-
-    ``downstream_only_aggregations``: the caller knows no groupby shapes what reaches the UDF (nothing shuffles
-    before the scaling step, and the cost probe measures no fragments). A head sample is then one or two
-    partitions of rows, but Daft still sizes a groupby after the UDF from the input's partition count (the
-    files: up to 200 shuffle partitions); the sample's groupby gets as many as the sample's actors. Measured
-    on the bench's W5 (300 files, a groupby after the UDF): a 1,200-row probe took 8.9-9.8 s with Daft's 200
-    and 4.0-4.7 s with 8. What the probe measures, the UDF's calls, is upstream of it and unchanged.
-
-    >>> from daftscale import plan, profile_numbers, ClusterSpec
-    >>> full = plan(profile_numbers(24_000, 100), ClusterSpec(nodes=2, cpus_per_node=4), concurrency=2)
-    >>> sampled(full, 24_000, 1_200, by_fraction=False, downstream_only_aggregations=True).plan.execution_config
-    {'shuffle_aggregation_default_partitions': 2}
-    """
-    config = plan.execution_config
-    if downstream_only_aggregations and not by_fraction:
-        config = {**config, AGGREGATION_PARTITIONS_SETTING: max(1, plan.concurrency)}
+    the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``."""
     return SampledPlan.of(
-        replace(plan, inputs={**plan.inputs, "rows": rows}, execution_config=config),
+        replace(plan, inputs={**plan.inputs, "rows": rows}),
         sample_rows,
         fraction=sample_rows / rows if by_fraction else None,
     )
+
+
+def with_small_downstream_aggregations(
+    run_sample: Callable[[SampledPlan], RunReport],
+) -> Callable[[SampledPlan], RunReport]:
+    """``run_sample`` with each sample's groupby shuffled into as many partitions as the sample's actors.
+
+    For pipelines with no groupby before the scaling step (the caller checks): a sample is a few thousand
+    rows, but Daft sizes a groupby after the UDF from the partitions reaching it (one per input file: up to
+    200 tasks). Measured on the bench's W5 (300 files, a groupby after the UDF): a 1,200-row cost probe took
+    8.9-9.8 s with Daft's 200 and 4.0-4.7 s with 8. What a sample measures, the UDF's calls, comes before it.
+
+    >>> from daftscale import plan, profile_numbers, ClusterSpec
+    >>> full = plan(profile_numbers(24_000, 100), ClusterSpec(nodes=2, cpus_per_node=4), concurrency=2)
+    >>> ran = []
+    >>> _ = with_small_downstream_aggregations(ran.append)(sampled(full, 24_000, 1_200, by_fraction=False))
+    >>> ran[0].plan.execution_config, ran[0].sample_rows
+    ({'shuffle_aggregation_default_partitions': 2}, 1200)
+    """
+
+    def run(sample: SampledPlan) -> RunReport:
+        config = {**sample.plan.execution_config, AGGREGATION_SETTING: max(1, sample.plan.concurrency)}
+        return run_sample(replace(sample, plan=replace(sample.plan, execution_config=config)))
+
+    return run
 
 
 @dataclass
