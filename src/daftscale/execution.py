@@ -244,7 +244,8 @@ def execute_measured(
             scaling_input=scaling.scaling_input,
             say=say,
         )
-        if runner == "ray" and aggregates_after_step(scaling.scaling_input, scaling.output):
+        # Not under --calibrate off, which runs the plan exactly as `daftscale plan` makes it.
+        if runner == "ray" and calibrate != "off" and aggregates_after_step(scaling.scaling_input, scaling.output):
             chosen = with_sized_aggregations(chosen, data, cluster)
         handle = PlanHandle(chosen)
     elif isinstance(given_plan, SampledPlan):
