@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 import time
 import traceback
 import warnings
@@ -104,6 +105,43 @@ def count_partitions(df: Any) -> tuple[int, int]:
     return sum(counts), len(counts)
 
 
+# A peer that never finishes must not stop the bench: it is stopped after this long and reported "stalled"
+# (seen once: Ray Data 2.59 on W4 waited over 10 minutes with its actors idle, where it had failed with an
+# out-of-memory error after 17 s before). The slowest finishing peer at --quick took under 90 s.
+PEER_TIMEOUT_S = 300.0
+PEER_STOP_GRACE_S = 60.0
+
+
+class PeerStalled(Exception):
+    """A configuration's query gave no result within ``PEER_TIMEOUT_S``; its actors were killed."""
+
+
+def bounded(execute: Callable[[Any], tuple[int, int]], target: Any, timeout_s: float) -> tuple[int, int]:
+    """``execute(target)`` on a thread, stopped (its Daft and Ray Data actors killed) after ``timeout_s``."""
+    from daftscale.watchdog import kill_ray_actors
+
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = execute(target)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="bench-peer", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        import ray
+
+        killed = kill_ray_actors(("UDFActor", "MapWorker"), what="UDF actor") if ray.is_initialized() else "no Ray"
+        thread.join(PEER_STOP_GRACE_S)
+        raise PeerStalled(f"no result after {timeout_s:.0f} s: stopped ({killed})")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def measure(execute: Callable[[Any], tuple[int, int]], concurrency: int, build: Callable[[Any], Any]) -> dict[str, Any]:
     """One measured run of a configuration daftscale does not plan (the Daft peers, the expert, Ray Data).
 
@@ -126,7 +164,9 @@ def measure(execute: Callable[[Any], tuple[int, int]], concurrency: int, build: 
         sampler = NodeMemorySampler("ray")
         start = time.time()
         try:
-            result["rows_out"], result["partitions"] = execute(target)
+            result["rows_out"], result["partitions"] = bounded(execute, target, PEER_TIMEOUT_S)
+        except PeerStalled as exc:
+            result["status"], result["error"] = "stalled", str(exc)
         except Exception as exc:
             result["status"], result["error"] = _classify(exc)
         end = time.time()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
 # The repository root is on sys.path: pytest puts the root conftest.py's directory there.
 from bench.__main__ import run_bench, write_outputs
+from bench.harness import PeerStalled, bounded
 from bench.summary import schedule, summarize
 from bench.workloads import WORKLOADS, Costs
 
@@ -329,3 +331,16 @@ def test_daftscale_row_declares_only_pool_and_memory() -> None:
     assert daftscale_pipeline(WORKLOADS["W2"], ["x.parquet"], 8).planner_kwargs == {"concurrency": 8}
     w4 = daftscale_pipeline(WORKLOADS["W4"], ["x.parquet"], 8).planner_kwargs
     assert set(w4) == {"concurrency", "udf"} and w4["udf"].memory == WORKLOADS["W4"].udf_memory
+
+
+def test_a_peer_that_never_finishes_is_stopped_and_reported() -> None:
+    # No Ray here: the query stands in as a sleep longer than the limit (a peer once hung for 10 minutes).
+    with pytest.raises(PeerStalled, match="no result after 0 s"):
+        bounded(lambda _target: time.sleep(1.5) or (1, 1), None, 0.2)
+    assert bounded(lambda target: (target, 1), 5, 10) == (5, 1)
+
+    def fails(_target: object) -> tuple[int, int]:
+        raise MemoryError("out of memory")
+
+    with pytest.raises(MemoryError):
+        bounded(fails, None, 10)

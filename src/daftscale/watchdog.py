@@ -288,14 +288,15 @@ def stop_stalled_query(runner: str) -> str:
         # Daft 0.7 runs an actor UDF over non-Arrow columns (images, Python objects) in a thread of
         # this process: nothing outside it can stop that thread, only this process ending.
         return "the UDF runs in a thread of this process and cannot be stopped; it ends with the process"
-    return _kill_ray_udf_actors()
+    return kill_ray_actors()
 
 
-def _kill_ray_udf_actors() -> str:
-    """Kill this job's Daft UDF actors (class ``UDFActor``) still alive on the Ray cluster.
+def kill_ray_actors(classes: tuple[str, ...] = ("UDFActor",), what: str = "Daft UDF actor") -> str:
+    """Kill this job's Daft UDF actors (class ``UDFActor``), or those of ``classes``, alive on the Ray cluster.
 
     Ray can kill an actor only through its handle, which Daft keeps to itself, so each actor's process
-    is killed by pid from a zero-CPU task placed on its node (Ray then marks the actor dead).
+    is killed by pid from a zero-CPU task placed on its node (Ray then marks the actor dead). ``classes``
+    names other actors' classes to kill (the benchmark's Ray Data peer: ``MapWorker(...)``), ``what`` them.
     """
     try:
         import ray
@@ -309,7 +310,7 @@ def _kill_ray_udf_actors() -> str:
         targets = [
             (info["Address"]["NodeID"], int(info["Pid"]))
             for info in table.values()
-            if info.get("ActorClassName") == "UDFActor" and info.get("Pid")
+            if info.get("Pid") and str(info.get("ActorClassName")).split("(")[0] in classes
         ]
     except Exception as exc:  # a joined cluster may refuse: say so rather than fail the report
         return f"could not list the query's Ray actors ({type(exc).__name__}): kill its UDFActor actors by hand"
@@ -331,7 +332,7 @@ def _kill_ray_udf_actors() -> str:
     killed = 0
     with contextlib.suppress(Exception):
         killed = sum(bool(ok) for ok in ray.get(refs, timeout=30))
-    return f"killed {killed} of {len(targets)} Daft UDF actor{'s' if len(targets) != 1 else ''} on Ray"
+    return f"killed {killed} of {len(targets)} {what}{'s' if len(targets) != 1 else ''} on Ray"
 
 
 __all__ = [
@@ -340,6 +341,7 @@ __all__ = [
     "actor_states",
     "combine",
     "daft_udf_workers",
+    "kill_ray_actors",
     "last_progress",
     "resolve_stall_timeout",
     "stall_limit",
