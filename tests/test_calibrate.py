@@ -373,6 +373,12 @@ def test_a_job_too_small_to_sample_keeps_daft_default_unless_its_files_leave_act
     spread = calibrated_plan(one_file, cluster, options, runner="ray", calibrate="auto", run_sample=never)
     assert spread.scaling_step and spread.decision["basis"].startswith("input files fewer than actors")
     assert "leave 3 of the 4 actors idle" in spread.decision["why"] and spread.udf_batch_size == spread.batch_size
+    # As many files as actors: each task's rows go to its own node's actors, so tasks sharing a node leave
+    # actors idle (the bench's W7 ran both of its 2 files on one of 2 actors once): under 2 per actor spreads.
+    four_files = replace(profile_numbers(2_000, 100), files=4)
+    shared = calibrated_plan(four_files, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert shared.scaling_step and "fewer than 2 per actor" in shared.decision["basis"], shared.decision
+    assert "actors idle whenever tasks share a node" in shared.decision["why"]
     eight_files = replace(profile_numbers(2_000, 100), files=8)
     kept = calibrated_plan(eight_files, cluster, options, runner="ray", calibrate="auto", run_sample=never)
     assert not kept.scaling_step and kept.udf_batch_size is None, kept.decision  # Daft's own batch

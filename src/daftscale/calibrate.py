@@ -95,6 +95,12 @@ MIN_SAMPLE_BATCHES_PER_ACTOR = 2
 # is predicted tiny, and measuring it would cost a large part of running it.
 MAX_AUTO_SAMPLE_SHARE = 0.1
 
+# Daft's default runs one task per input file, and each task's rows go to the actors on the task's own node.
+# With fewer tasks than this per actor, actors idle whenever tasks share a node. Measured on the bench's W7
+# (2 files, 2 actors on two nodes, Daft's default): both files went to one actor in one run (31.6 s, 1 actor
+# used) and one to each in another (17.5 s).
+MIN_DEFAULT_TASKS_PER_ACTOR = 2
+
 # The default budget: this share of the job's predicted time (from the first run), within the floor and
 # ceiling. The floor lets a short job still measure both candidates (a sample run costs the query's fixed
 # start, seconds on a small cluster); the ceiling bounds calibration on a long job.
@@ -193,15 +199,30 @@ def _actors_daft_default_leaves_idle(data: DataProfile, formula: ScalingPlan) ->
     return max(0, formula.concurrency - tasks)
 
 
-def _spread_decision(formula: ScalingPlan, reason: str, idle: int) -> dict[str, Any]:
+def _daft_default_may_leave_actors_idle(data: DataProfile, formula: ScalingPlan) -> bool:
+    """Whether Daft's default has too few tasks to keep every actor busy: fewer files than actors, or fewer than
+    ``MIN_DEFAULT_TASKS_PER_ACTOR`` per actor, since each task's rows go to the actors on its own node."""
+    return max(1, data.files) < MIN_DEFAULT_TASKS_PER_ACTOR * formula.concurrency
+
+
+def _spread_decision(data: DataProfile, formula: ScalingPlan, reason: str) -> dict[str, Any]:
     """The decision for a job too small to sample whose files leave actors idle under Daft's default."""
-    tasks = formula.concurrency - idle
+    tasks, actors = max(1, data.files), formula.concurrency
+    idle = _actors_daft_default_leaves_idle(data, formula)
+    runs_as = f"nothing was measured (calibration: {reason.split(' (')[0]}), but Daft's default would run the input as "
+    if idle:
+        why = (
+            f"{runs_as}{tasks} task{'s' if tasks != 1 else ''} (one per file) and leave {idle} of the {actors} "
+            "actors idle, so the formula plan spreads the rows over all of them"
+        )
+        return {"scaling_step": True, "why": why, "basis": "input files fewer than actors (nothing measured)"}
     why = (
-        f"nothing was measured (calibration: {reason.split(' (')[0]}), but Daft's default would run the input as "
-        f"{tasks} task{'s' if tasks != 1 else ''} (one per file) and leave {idle} of the {formula.concurrency} "
-        "actors idle, so the formula plan spreads the rows over all of them"
+        f"{runs_as}{tasks} tasks (one per file) for {actors} actors, and each task's rows go to the actors on its "
+        f"own node: with under {MIN_DEFAULT_TASKS_PER_ACTOR} tasks per actor, actors idle whenever tasks share a "
+        "node, so the formula plan spreads the rows over all of them"
     )
-    return {"scaling_step": True, "why": why, "basis": "input files fewer than actors (nothing measured)"}
+    basis = f"input files fewer than {MIN_DEFAULT_TASKS_PER_ACTOR} per actor (nothing measured)"
+    return {"scaling_step": True, "why": why, "basis": basis}
 
 
 def _groups_before_step(scaling_input: Any, upstream_shuffle: bool) -> bool:
@@ -261,9 +282,8 @@ def calibrated_plan(
             # Declared costs are a measurement (the user's), and a strategy named by the user asks for its
             # scaling step: the formula plan stands on them.
             return replace(formula, calibration=note.to_dict())
-        idle = _actors_daft_default_leaves_idle(data, formula)
-        if idle:
-            return replace(formula, calibration=note.to_dict(), decision=_spread_decision(formula, reason, idle))
+        if _daft_default_may_leave_actors_idle(data, formula):
+            return replace(formula, calibration=note.to_dict(), decision=_spread_decision(data, formula, reason))
         return replace(unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
     if upstream_shuffle is None:
         upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from daftscale.calibrate_predict import batch_words
+from daftscale.calibrate_predict import COST_PROBE_ACTORS, batch_words
 from daftscale.calibrate_record import (
     Calibration,
     SampleRun,
@@ -39,6 +39,11 @@ OOM_PROBE_DIVISOR = 8
 
 # Calls that finished before an out-of-memory failure needed to take their peak memory per row as measured.
 MIN_MEMORY_CALLS = 2
+
+# Calls per actor the small-batch run makes: it measures the UDF's memory per row, which a few calls show.
+# The whole sample at a batch 8 times smaller was mostly per-call cost and an 8-actor pool's start
+# (measured on the bench's W4: 1,024 rows at 8 rows per call on 8 actors, 10.9 s of a 33 s job).
+MEMORY_RUN_CALLS_PER_ACTOR = 8
 
 # Longest failure text kept in a sample run's record.
 MAX_FAILURE_CHARS = 300
@@ -102,7 +107,12 @@ def after_out_of_memory(
         decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
         return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
     probe_batch = max(1, min(formula.batch_size, smallest_failed) // OOM_PROBE_DIVISOR)
+    # The cost probe's small pool (a pool's start is most of a sample run's cost), on as few rows as
+    # MEMORY_RUN_CALLS_PER_ACTOR calls need. Calls of one size: a small call's fixed memory (the hand-over,
+    # scratch space) would read as per-row memory and lower B.
     probe = formula_from(data, cluster, {**kwargs, "batch_size": probe_batch}, None, [], 1.0, None)
+    probe = replace(probe, concurrency=min(probe.concurrency, COST_PROBE_ACTORS))
+    sample = min(sample, MEMORY_RUN_CALLS_PER_ACTOR * probe_batch * probe.concurrency)
     t0 = time.monotonic()
     try:
         report = sampled_run(sampled(probe, rows, sample, by_fraction=False))
@@ -115,7 +125,8 @@ def after_out_of_memory(
         raise
     calls = list(report.udf_calls)
     udf_rows = udf_rows_of(report)
-    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows or sample)  # no rows at the UDF: taken as 1 per row
+    # No rows at the UDF: taken as 1 per row.
+    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows or sample, sample_rows=sample)
     run = summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, sample, rows_at_udf)
     cal.runs.append(run)
     memory = fit_udf_memory_per_row(calls)
@@ -135,4 +146,10 @@ def after_out_of_memory(
     return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
 
 
-__all__ = ["MAX_FAILURE_CHARS", "MIN_MEMORY_CALLS", "OOM_PROBE_DIVISOR", "after_out_of_memory"]
+__all__ = [
+    "MAX_FAILURE_CHARS",
+    "MEMORY_RUN_CALLS_PER_ACTOR",
+    "MIN_MEMORY_CALLS",
+    "OOM_PROBE_DIVISOR",
+    "after_out_of_memory",
+]

@@ -181,9 +181,10 @@ def unmeasured_default(formula: ScalingPlan, declared_batch: int | None, reason:
     return no_scaling_step(formula, why, udf_batch_size=batch, basis="nothing measured")
 
 
-def record_rows_at_udf(cal: Calibration, udf_rows: int) -> tuple[float, int]:
-    """Rows reaching the UDF per row at the scaling step, and R at the UDF, from a sample run's UDF rows."""
-    growth = udf_rows / cal.sample_rows
+def record_rows_at_udf(cal: Calibration, udf_rows: int, sample_rows: int | None = None) -> tuple[float, int]:
+    """Rows reaching the UDF per row at the scaling step, and R at the UDF, from a sample run's UDF rows
+    (``sample_rows``: that run's sample, when smaller than the calibration's)."""
+    growth = udf_rows / (sample_rows or cal.sample_rows)
     rows_at_udf = max(1, round(cal.rows * growth))
     cal.rows_at_udf_per_row, cal.rows_at_udf = round(growth, 4), rows_at_udf
     return growth, rows_at_udf
