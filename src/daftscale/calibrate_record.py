@@ -170,7 +170,7 @@ def unmeasured_default(formula: ScalingPlan, declared_batch: int | None, reason:
     with no measurement the DataFrame is left alone. One exception keeps the planner's batch size: heavy
     rows (the streaming strategy) with no declared batch, where Daft's own batch is a whole morsel (a
     Parquet row group) handed to the UDF at once, which can exceed an actor's memory; B bounds it.
-    (A job whose input files are fewer than its actors is spread instead: see ``calibrated_plan``.)
+    (A job with fewer than 2 input files per actor is spread instead: see ``calibrated_plan``.)
     """
     batch = declared_batch
     bound = ""
