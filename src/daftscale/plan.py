@@ -44,6 +44,7 @@ from daftscale.config import (
 )
 from daftscale.errors import ConfigError, PlanError
 from daftscale.plan_formulas import (
+    AGGREGATION_SETTING,
     DAFT_AGGREGATION_PARTITIONS,
     MIN_TASKS_PER_CPU,
     actors_per_node,
@@ -468,33 +469,31 @@ def plan(
     )
 
 
-AGGREGATION_SETTING = "shuffle_aggregation_default_partitions"
-
-
 def with_sized_aggregations(plan: ScalingPlan, data: DataProfile, cluster: ClusterSpec) -> ScalingPlan:
-    """``plan`` for a pipeline with a groupby after its UDF: the groupby's shuffle partitions sized to the
-    cluster (:func:`aggregation_partitions`), where Daft would use one per partition reaching it up to 200;
-    as it is when the plan's own partition step already gives the groupby no more than that.
+    """``plan`` with the shuffle of a groupby after its UDF sized to the cluster (:func:`aggregation_partitions`),
+    unless what reaches it (the plan's partitions, or with no step the files) is no more: Daft takes the smaller.
 
     >>> from daftscale import profile_numbers
-    >>> from dataclasses import replace
     >>> p = plan(profile_numbers(24_000, 120), ClusterSpec(nodes=4, cpus_per_node=4), concurrency=8)
     >>> many_files = replace(profile_numbers(24_000, 120), files=300)
     >>> with_sized_aggregations(p, many_files, ClusterSpec(nodes=4, cpus_per_node=4)).execution_config
     {'shuffle_aggregation_default_partitions': 16}
     """
+    if not cluster.total_cpus:
+        return plan  # task slots unknown: Daft's own setting
     target = plan.partition_bytes_target or DEFAULT_PARTITION_BYTES_TARGET
     partitions = aggregation_partitions(data.rows, data.bytes_per_row, cluster.total_cpus, target)
-    shuffled = plan.scaling_step and plan.strategy == "shuffle" and plan.partitions is not None
-    reaching = plan.partitions if shuffled else max(data.files, 1)
-    if shuffled and (plan.partitions or 0) <= partitions:
+    shuffled = plan.scaling_step and plan.strategy == "shuffle"
+    # A streaming step's tasks may be more than the files (then sized whatever they are); 0 files: unknown.
+    reaching = plan.partitions if shuffled else (None if plan.scaling_step else data.files or None)
+    if reaching is not None and reaching <= partitions:
         return plan
     step = (
         f"A groupby after the UDF shuffles into {partitions} partitions "
         f"(daft.set_execution_config({AGGREGATION_SETTING}={partitions})): one per task slot"
-        + (", more for the data's size" if partitions > math.floor(cluster.total_cpus or 1) else "")
-        + f". Daft's default is one per partition reaching it, up to {DAFT_AGGREGATION_PARTITIONS} "
-        f"(here about {min(reaching or 1, DAFT_AGGREGATION_PARTITIONS)}), each a task for a few rows."
+        + (", more for the data's size" if partitions > math.floor(cluster.total_cpus) else "")
+        + f". Daft's default is one per partition reaching it, up to {DAFT_AGGREGATION_PARTITIONS}"
+        + (f" (here {min(reaching, DAFT_AGGREGATION_PARTITIONS)})." if reaching else ".")
     )
     return replace(
         plan,

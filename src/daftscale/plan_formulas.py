@@ -200,8 +200,9 @@ def cluster_actor_capacity(cluster: ClusterSpec, udf_cpus: float, udf_gpus: floa
     return math.floor(cluster.cpus_per_node / udf_cpus + 1e-9) * cluster.nodes
 
 
-# Daft's cap on a groupby's shuffle partitions (``shuffle_aggregation_default_partitions``): it uses
-# min(the partitions reaching the groupby, this).
+# Daft's execution setting for a groupby's shuffle partitions, and its default: Daft uses min(the partitions
+# reaching the groupby, the setting).
+AGGREGATION_SETTING = "shuffle_aggregation_default_partitions"
 DAFT_AGGREGATION_PARTITIONS = 200
 
 
@@ -227,6 +228,7 @@ def aggregation_partitions(rows: int, bytes_per_row: float, task_slots: float | 
 
 
 __all__ = [
+    "AGGREGATION_SETTING",
     "DAFT_AGGREGATION_PARTITIONS",
     "MIN_TASKS_PER_CPU",
     "actors_per_node",
