@@ -42,9 +42,8 @@ the sample does not cut (a limit or sample after a join still runs the join in f
 calibration for a job too small to sample (the sample would be a large share of it), which then keeps Daft's
 default (nothing measured a plan faster) unless its input has fewer than ``MIN_DEFAULT_TASKS_PER_ACTOR`` files
 per actor (Daft's default would leave actors idle, whatever the model costs: the formula plan spreads the
-rows), and skips a further
-run when it would take calibration past ``BUDGET_SHARE`` of the predicted job (within
-``MIN_BUDGET_S``..``MAX_BUDGET_S``); ``SECONDS`` sets the budget and calibrates whatever the size.
+rows), and skips a further run when it would take calibration past ``BUDGET_SHARE`` of the predicted job
+(within ``MIN_BUDGET_S``..``MAX_BUDGET_S``); ``SECONDS`` sets the budget and calibrates whatever the size.
 Declared UDF costs (a UDF profile) or a given plan skip it.
 """
 
