@@ -191,14 +191,6 @@ def skip_reason(calibrate: str | float, kwargs: dict[str, Any], rows: int, sampl
     return None
 
 
-def _actors_daft_default_leaves_idle(data: DataProfile, formula: ScalingPlan) -> int:
-    """Actors Daft's default cannot reach: it runs one task per input file (an in-memory table is one), so with
-    fewer files than actors the rest idle whatever the UDF costs. A structural fact, known with nothing measured.
-    """
-    tasks = max(1, data.files)
-    return max(0, formula.concurrency - tasks)
-
-
 def _daft_default_may_leave_actors_idle(data: DataProfile, formula: ScalingPlan) -> bool:
     """Whether Daft's default has too few tasks to keep every actor busy: fewer files than actors, or fewer than
     ``MIN_DEFAULT_TASKS_PER_ACTOR`` per actor, since each task's rows go to the actors on its own node."""
@@ -207,8 +199,9 @@ def _daft_default_may_leave_actors_idle(data: DataProfile, formula: ScalingPlan)
 
 def _spread_decision(data: DataProfile, formula: ScalingPlan, reason: str) -> dict[str, Any]:
     """The decision for a job too small to sample whose files leave actors idle under Daft's default."""
+    # One task per input file (an in-memory table is one): with fewer files than actors the rest idle for sure.
     tasks, actors = max(1, data.files), formula.concurrency
-    idle = _actors_daft_default_leaves_idle(data, formula)
+    idle = max(0, actors - tasks)
     runs_as = f"nothing was measured (calibration: {reason.split(' (')[0]}), but Daft's default would run the input as "
     if idle:
         why = (

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from daftscale.errors import RunError
+from daftscale.plan_formulas import AGGREGATION_SETTING
 from daftscale.report_figures import (
     actor_starts,
     actor_utilization,
@@ -287,7 +288,7 @@ class RunReport:
                 how += " (a no-op on the native runner)"
         else:
             how = f"streaming: into_batches({plan.get('into_batches')})"
-        grouped = (plan.get("execution_config") or {}).get("shuffle_aggregation_default_partitions")
+        grouped = (plan.get("execution_config") or {}).get(AGGREGATION_SETTING)
         if grouped is not None:
             how += f"; groupby shuffle {grouped} partitions"
         rows = [
