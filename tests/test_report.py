@@ -67,6 +67,20 @@ def test_report_has_spec_and_shared_keys() -> None:
     assert data["plan"]["batch_size"] == 10 and data["cluster"]["nodes"] == 2
 
 
+def test_calibration_time_is_this_runs_only() -> None:
+    # A saved plan carries the calibration of the run that made it: running it again calibrates nothing, so the
+    # wall time row must not say "4.95 s of it calibrating" inside a 1.9 s plan time (seen with --plan).
+    from dataclasses import replace
+
+    cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    calibrated = replace(plan(profile_numbers(1000, 100), cluster, concurrency=2), calibration={"elapsed_s": 4.95})
+    common = dict(runner="ray", cluster=cluster, plan=calibrated, pipeline="p.py", started_at=99.0, run_start=100.0,
+                  end=103.0, rows_in=10, rows_out=10, partitions=1, calls=CALLS, node_memory={})  # fmt: skip
+    assert RunReport.from_run(**common).calibration_s == 4.95
+    saved = RunReport.from_run(**common, calibrated=False)
+    assert saved.calibration_s == 0 and "calibrating" not in dict(saved.summary())["wall time"]
+
+
 def test_udf_profile_fit_recovers_costs() -> None:
     fit = fit_udf_cost([{"rows": c["rows"], "start": c["start"], "end": c["end"]} for c in CALLS[:-1]])
     assert fit is not None

@@ -346,6 +346,7 @@ def execute_measured(
         node_memory=node_memory,
         failed_calls=failed,
         ready=ready,
+        calibrated=given_plan is None,
     )
     if execution.written is not None:
         report.output = output_summary(output, execution.written)

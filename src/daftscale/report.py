@@ -137,9 +137,11 @@ class RunReport:
         node_memory: dict[str, int],
         failed_calls: list[dict[str, Any]] | None = None,
         ready: list[dict[str, Any]] | None = None,
+        calibrated: bool = True,
     ) -> RunReport:
         """Build the report from raw measurements (absolute ``time.time()`` stamps in ``calls`` and
-        ``ready``, the actors' ``__init__`` records)."""
+        ``ready``, the actors' ``__init__`` records). ``calibrated``: whether this run calibrated the plan; a
+        given plan's calibration record is an earlier run's, so its time is not this run's ``calibration_s``."""
         relative = sorted(
             (
                 {
@@ -160,7 +162,7 @@ class RunReport:
         failed = sorted(failed_calls or [], key=lambda f: f["start"])
         starts = actor_starts(ready or [], run_start)
         fit = fit_udf_cost(relative)
-        calibration = getattr(plan, "calibration", None) or {}
+        calibration = (getattr(plan, "calibration", None) or {}) if calibrated else {}
         return cls(
             runner=runner,
             nodes=cluster.nodes,
