@@ -170,3 +170,27 @@ def test_records_dropped_counts_a_lost_last_record() -> None:
         records_error=None, events=events, query_finished=True, rows_in=12, rows_checked=False
     )
     assert unchecked.udf_rows_short() == []
+
+
+def test_a_kept_sampler_pauses_between_runs_and_measures_each_afresh() -> None:
+    """A session keeps its memory sampler between runs: stop() pauses it, restart() starts from nothing."""
+    import time
+
+    from daftscale.memory import MEMORY_SAMPLE_INTERVAL_S, NodeMemorySampler
+
+    sampler = NodeMemorySampler("native", keep=True)
+    try:
+        time.sleep(4 * MEMORY_SAMPLE_INTERVAL_S)
+        first = sampler.stop()
+        assert len(first) == 1 and next(iter(first.values())) > 0 and not sampler.unmeasured
+        paused = sampler.health()
+        time.sleep(4 * MEMORY_SAMPLE_INTERVAL_S)
+        assert sampler.health() == paused  # no samples while no run is measured
+        sampler.restart()
+        # restart() starts the count from nothing; one interval later there is at most about one sample.
+        assert next(iter(sampler.health().values()))[1] <= 2
+        time.sleep(4 * MEMORY_SAMPLE_INTERVAL_S)
+        second = sampler.stop()
+        assert set(second) == set(first) and next(iter(second.values())) > 0
+    finally:
+        sampler.close()

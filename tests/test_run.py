@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 
 import pytest
@@ -223,3 +224,38 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args: list[str], message: st
     proc = subprocess.run([*DAFTSCALE, *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart(tmp_path) -> None:
+    """The collector and the node memory samplers are Ray actors started by a session's first run and kept
+    for the next (calibration's samples, the run, the tuner's trials): each run still counts only its
+    own calls and measures its own memory, and the actors end with the session."""
+    import ray
+
+    from daftscale.run import Session
+
+    path = _pipeline(tmp_path, rows=120, batch=20)
+    with Session("ray") as session:
+        first = session.execute(path, calibrate="off")
+        kept = session.instruments
+        assert kept is not None
+        second = session.execute(path, calibrate="off")
+        assert session.instruments is kept
+        collector_name = kept.collector.name
+    for report in (first, second):
+        assert report.rows_in == report.rows_out == 120
+        assert sum(c["rows"] for c in report.udf_calls) == 120  # not the other run's calls too
+        assert report.peak_memory_bytes > 0 and set(report.node_peak_memory_bytes)
+    # Daft starts a pool of UDF actors per query: the second run's calls are all its own actors'.
+    assert not {c["actor"] for c in first.udf_calls} & {c["actor"] for c in second.udf_calls}
+    assert session.instruments is None
+    # ray.kill is asynchronous: the name is free once Ray has marked the actor dead.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            ray.get_actor(collector_name, namespace="daftscale")
+        except ValueError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the session's collector outlived it")

@@ -52,6 +52,8 @@ class _Sampler:
         self._interval = interval_s
         self._fault = fault  # DAFTSCALE_FAULTS=memory-sampler: every sample raises
         self._stop = threading.Event()
+        self._active = threading.Event()
+        self._active.set()
         self.peak = 0
         self.samples = 0
         self.missed = 0
@@ -61,6 +63,10 @@ class _Sampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if not self._active.is_set():
+                # Between two runs of a session: no run to measure, so no process tree to walk.
+                self._active.wait(self._interval)
+                continue
             try:
                 if self._fault:
                     raise InjectedFault("memory-sampler: this sample fails (DAFTSCALE_FAULTS)")
@@ -75,8 +81,20 @@ class _Sampler:
         """``(peak, samples taken, samples missed, last error)``."""
         return self.peak, self.samples, self.missed, self.error
 
+    def restart(self, fault: bool) -> None:
+        """Measure afresh (the next run of a session): the peak and the counts start again from nothing."""
+        self._fault = fault
+        self.peak, self.samples, self.missed, self.error = 0, 0, 0, ""
+        self._active.set()
+
+    def pause(self) -> tuple[int, int, int, str]:
+        """Stop measuring until :meth:`restart`, keeping the thread: what this run measured."""
+        self._active.clear()
+        return self.health()
+
     def stop(self) -> tuple[int, int, int, str]:
         self._stop.set()
+        self._active.set()  # wake a paused loop so it sees the stop
         self._thread.join(timeout=5)
         return self.health()
 
@@ -95,19 +113,24 @@ class NodeMemorySampler:
     are not in the peaks :meth:`stop` returns, so no node reads as 0 bytes or as a full peak it was not.
     """
 
-    def __init__(self, runner: str) -> None:
+    def __init__(self, runner: str, *, keep: bool = False) -> None:
         self.runner = runner
+        # keep: stop() ends this run's measurement but keeps the samplers for the session's next run
+        # (restart()) until close(). On Ray each sampler is an actor, and each actor costs a worker
+        # process: measured at 1.5-2.3 s of a short sample run's start on a 2-core, 4-node local cluster.
+        self.keep = keep
         self._local: _Sampler | None = None
         self._actors: list[tuple[str, Any]] = []
         self._fault = "memory-sampler" in faults.active()
         self.unmeasured: dict[str, str] = {}
         self.missed: dict[str, int] = {}
         if runner == "ray":
-            self._start_ray()
+            self._start_missing()
         else:
             self._local = _Sampler(lambda: _tree_rss(os.getpid(), include_root=True), fault=self._fault)
 
-    def _start_ray(self) -> None:
+    def _start_missing(self) -> None:
+        """A sampler on each alive node that has none (all of them the first time; a node that joined since)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -121,14 +144,33 @@ class NodeMemorySampler:
             def health(self) -> tuple[int, int, int, str]:
                 return self.sampler.health()
 
+            def restart(self, fault: bool) -> None:
+                self.sampler.restart(fault)
+
+            def pause(self) -> tuple[int, int, int, str]:
+                return self.sampler.pause()
+
             def stop(self) -> tuple[int, int, int, str]:
                 return self.sampler.stop()
 
+        sampled = {node for node, _ in self._actors}
         for node in ray.nodes():
-            if node.get("Alive"):
+            if node.get("Alive") and node["NodeID"][:8] not in sampled:
                 strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
                 actor = _NodeSampler.options(scheduling_strategy=strategy).remote(MEMORY_SAMPLE_INTERVAL_S, self._fault)
                 self._actors.append((node["NodeID"][:8], actor))
+
+    def restart(self) -> None:
+        """Measure the session's next run: every peak and count from nothing (a sampler that keeps)."""
+        self._fault = "memory-sampler" in faults.active()
+        self.unmeasured, self.missed = {}, {}
+        if self._local is not None:
+            self._local.restart(self._fault)
+            return
+        # Not awaited: a later health() or stop() from this process reaches each actor after its restart.
+        for _, actor in self._actors:
+            actor.restart.remote(self._fault)
+        self._start_missing()
 
     def health(self) -> dict[str, tuple[int, int, int, str]]:
         """Per node so far (while the query runs): ``(peak, samples taken, samples missed, last error)``.
@@ -147,21 +189,29 @@ class NodeMemorySampler:
         return {node: peak for node, (peak, samples, _, _) in self.health().items() if samples}
 
     def stop(self) -> dict[str, int]:
-        """Stop sampling; the peak per node that was measured (see :attr:`unmeasured` and :attr:`missed`)."""
+        """Stop sampling (pause it, for a sampler that keeps); the peak per node that was measured (see
+        :attr:`unmeasured` and :attr:`missed`)."""
         results: dict[str, tuple[int, int, int, str]] = {}
         if self._local is not None:
             # Named like the UDF call records on this runner (the host name), so the two line up.
-            results[socket.gethostname()] = self._local.stop()
+            results[socket.gethostname()] = self._local.pause() if self.keep else self._local.stop()
         else:
             import ray
 
+            answering = []
             for node, actor in self._actors:
                 try:
-                    results[node] = ray.get(actor.stop.remote(), timeout=30)
+                    results[node] = ray.get((actor.pause if self.keep else actor.stop).remote(), timeout=30)
+                    answering.append((node, actor))
                 except Exception as exc:  # the node's sampler died or did not answer: its peak is unknown
                     self.unmeasured[node] = f"its memory sampler did not answer ({type(exc).__name__})"
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor)
+                if not self.keep:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor)
+            # A kept sampler replaces a node's silent one at the next restart().
+            self._actors = answering if self.keep else []
         peaks: dict[str, int] = {}
         for node, (peak, samples, missed, error) in results.items():
             if missed:
@@ -171,6 +221,18 @@ class NodeMemorySampler:
             else:
                 self.unmeasured[node] = f"no memory sample taken ({missed} missed: {error or 'no sample in time'})"
         return peaks
+
+    def close(self) -> None:
+        """End the samplers for good (those of a sampler that keeps them between runs)."""
+        if self._local is not None:
+            self._local.stop()
+            return
+        import ray
+
+        for _, actor in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        self._actors = []
 
 
 __all__ = ["MEMORY_SAMPLE_INTERVAL_S", "NodeMemorySampler"]

@@ -23,6 +23,7 @@ from daftscale.execution import (
     STATUS_MEMORY_UNGUARDED,
     STATUS_OK,
     STATUS_ROWS,
+    KeptInstruments,
     RunStopped,
     error_line,
     execute_measured,
@@ -252,6 +253,8 @@ class Session:
         self._runtime_options: dict[str, Any] = {"ray_address": ray_address, "local_cluster": local_cluster}
         self._stack: contextlib.ExitStack | None = None
         self._cluster: ClusterSpec | None = None
+        # The Ray actors that measure runs, kept from this session's first run to its end.
+        self.instruments: KeptInstruments | None = None
 
     @property
     def cluster(self) -> ClusterSpec:
@@ -272,6 +275,9 @@ class Session:
 
     def __exit__(self, *exc_info: object) -> None:
         stack, self._stack, self._cluster = self._stack, None, None
+        instruments, self.instruments = self.instruments, None
+        if instruments is not None:
+            instruments.close()  # before the runtime: a local cluster takes its actors with it
         if stack is not None:
             stack.close()
 

@@ -98,6 +98,7 @@ class _Recorder:
 
     def __init__(self, sink: dict[str, Any] | None, udf_name: str) -> None:
         self.kind = sink["kind"] if sink else "none"
+        self.run = (sink or {}).get("run")  # which of a kept collector's runs these records belong to
         self.udf_name = udf_name
         self.dropped = 0
         self._records = 0
@@ -161,6 +162,8 @@ class _Recorder:
         self._emit(event, wait=True)
 
     def _emit(self, event: dict[str, Any], *, wait: bool) -> None:
+        if self.run is not None:
+            event["run"] = self.run
         counted = event["event"] != "start"  # a start only feeds the progress line
         if counted:
             self._records += 1
@@ -419,9 +422,20 @@ class RayCollector:
 
         self.name = f"daftscale-collector-{uuid.uuid4().hex[:8]}"
         self._actor = _Collector.options(name=self.name, namespace=RAY_NAMESPACE).remote()
+        self._read = 0  # records fetched so far, all runs together
+        self.restart()
+
+    def restart(self) -> None:
+        """Collect the records of a new run: a collector kept by a session serves each of its runs in turn.
+
+        Each run's sink has its own ``run`` id, which its UDF actors stamp on every record, so a record a
+        previous run's actor sends late is not counted in this one. The actor keeps every run's records
+        (a session's runs are few, their records small), so reading on from the last one read is exact.
+        """
+        self.run = uuid.uuid4().hex[:8]
         self.events: list[dict[str, Any]] = []
         self.faults = faults.active()
-        self.sink: dict[str, Any] = {"kind": "ray", "name": self.name, "faults": sorted(self.faults)}
+        self.sink: dict[str, Any] = {"kind": "ray", "name": self.name, "run": self.run, "faults": sorted(self.faults)}
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
 
@@ -432,7 +446,9 @@ class RayCollector:
 
         if "snapshot" in self.faults:
             raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
-        self.events += ray.get(self._actor.events_since.remote(len(self.events)), timeout=30)
+        new = ray.get(self._actor.events_since.remote(self._read), timeout=30)
+        self._read += len(new)
+        self.events += [e for e in new if e.get("run", self.run) == self.run]
         self.failed, self.ready = _failed(self.events), _ready(self.events)
         return _merge(self.events)
 
