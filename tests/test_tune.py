@@ -198,6 +198,33 @@ def test_sampled_plan_limits_then_scales() -> None:
     assert "Limit" in plan_operators(head.before_step(daft.from_pydict({"x": list(range(1000))})))
 
 
+def test_a_head_sample_of_a_bare_parquet_read_is_read_into_memory(tmp_path: Path) -> None:
+    """parquet_head: the first rows of the files, typed as Daft reads them, with no Limit for Ray to run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from daftscale.plan_handle import parquet_head
+
+    for name, ids in (("a", range(3)), ("b", range(3, 8))):
+        stamps = pa.array(list(ids), pa.timestamp("ns"))
+        pq.write_table(pa.table({"id": list(ids), "t": stamps}), tmp_path / f"{name}.parquet")
+    paths = [str(tmp_path / "*.parquet")]
+    df = daft.read_parquet(paths[0])
+    head = parquet_head(df, paths, 4)
+    assert head is not None and head.schema() == df.schema()
+    assert "Limit" not in plan_operators(head)
+    assert head.to_pydict()["id"] == [0, 1, 2, 3], "across the first file into the second"
+    assert parquet_head(df, paths, 100).count_rows() == 8, "a sample larger than the files is all of them"
+    # More than the bare read: its rows are not the files' rows, so the sample stays a limit.
+    assert parquet_head(df.with_column("x", daft.col("id") + 1), paths, 4) is None
+    assert parquet_head(df.where(daft.col("id") > 2), paths, 4) is None
+    assert parquet_head(df, None, 4) is None
+    # The handle takes the head instead of the DataFrame it is handed.
+    full = make_plan(profile_numbers(8, 16), ClusterSpec(nodes=1, cpus_per_node=2), concurrency=1, batch_size=2)
+    out = SampledPlan.of(full, 4).handle(head).apply(df).to_pydict()["id"]
+    assert sorted(out) == [0, 1, 2, 3]
+
+
 # ---------------------------------------------------------------------------------------------------
 # A real search on the shared 2-node × 2-CPU Ray cluster
 

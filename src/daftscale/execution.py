@@ -27,7 +27,7 @@ from daftscale.memory import NodeMemorySampler
 from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
 from daftscale.pipeline import Pipeline, build_with, probe
 from daftscale.plan import ScalingPlan, with_sized_aggregations
-from daftscale.plan_handle import PlanHandle, SampledPlan
+from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
 from daftscale.udf import RayCollector, SpoolCollector, make_collector, recording
@@ -282,7 +282,11 @@ def execute_measured(
     elif isinstance(given_plan, SampledPlan):
         # A sampled plan (calibration, tune) runs about sample_rows rows: no need to count the whole input.
         rows_in = given_plan.sample_rows or guarded(lambda: count_rows(scaling.scaling_input), COUNTING)
-        chosen, handle = given_plan.plan, given_plan.handle()
+        head = None
+        if given_plan.fraction is None:
+            head = parquet_head(scaling.scaling_input, scaling.parquet_paths, given_plan.sample_rows)
+            rows_in = head.count_rows() if head is not None else rows_in  # the files may hold fewer
+        chosen, handle = given_plan.plan, given_plan.handle(head)
     else:
         rows_in = guarded(lambda: count_rows(scaling.scaling_input), COUNTING)
         chosen, handle = given_plan, PlanHandle(given_plan)
