@@ -241,13 +241,18 @@ def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart
         assert kept is not None
         second = session.execute(path, calibrate="off")
         assert session.instruments is kept
-        collector_name = kept.collector.name
-    for report in (first, second):
+        # A kept collector that dies (its node lost, say) is replaced by the next run, not read in vain.
+        ray.kill(ray.get_actor(kept.collector.name, namespace="daftscale"))
+        third = session.execute(path, calibrate="off")
+        assert session.instruments is not kept and session.instruments is not None
+        collector_name = session.instruments.collector.name
+    for report in (first, second, third):
         assert report.rows_in == report.rows_out == 120
         assert sum(c["rows"] for c in report.udf_calls) == 120  # not the other run's calls too
         assert report.peak_memory_bytes > 0 and set(report.node_peak_memory_bytes)
     # Daft starts a pool of UDF actors per query: the second run's calls are all its own actors'.
     assert not {c["actor"] for c in first.udf_calls} & {c["actor"] for c in second.udf_calls}
+    assert third.rows_out == 120 and not third.udf_errors
     assert session.instruments is None
     # ray.kill is asynchronous: the name is free once Ray has marked the actor dead.
     deadline = time.time() + 30

@@ -478,6 +478,12 @@ def simulate_command(
     is_flag=True,
     help="Leave out the candidate planned from the UDF costs the first trials measured.",
 )
+@click.option(
+    "--stall-timeout",
+    metavar="SECONDS",
+    help="Stop a trial (or the profile before the trials) that makes no progress, as 'daftscale run' does "
+    "(default 60; 0 turns the watchdog off).",
+)
 @click.option("--no-progress", is_flag=True, help="No per-trial lines.")
 @plan_options
 def tune_command(
@@ -494,6 +500,7 @@ def tune_command(
     cache_dir: str | None,
     no_cache: bool,
     no_measured_costs: bool,
+    stall_timeout: str | None,
     no_progress: bool,
     **params: Any,
 ) -> None:
@@ -517,6 +524,7 @@ def tune_command(
         batch_multiples=parse_multiples(batch_multiples, "--batch-multiples") or DEFAULT_MULTIPLES,
         partition_multiples=parse_multiples(partition_multiples, "--partition-multiples") or DEFAULT_MULTIPLES,
         measured_costs=not no_measured_costs,
+        stall_timeout=stall_timeout,
         **_explicit_planner_kwargs(params),
     )
     console = Console(width=max(Console().width, 120))

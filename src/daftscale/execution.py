@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from daftscale.calibrate_predict import COST_PROBE_ACTORS
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes
 from daftscale.console import stderr_console
 from daftscale.errors import DaftscaleError, RunError
@@ -30,7 +31,7 @@ from daftscale.plan import ScalingPlan, with_sized_aggregations
 from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
-from daftscale.udf import RayCollector, SpoolCollector, make_collector, recording
+from daftscale.udf import RayCollector, SpoolCollector, make_collector, recording, warm_ray_workers
 from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine, stop_stalled_query
 
 # What counting the input is called in the notices and errors of bounded_prep.
@@ -188,7 +189,9 @@ class KeptInstruments:
     """
 
     def __init__(self) -> None:
-        self.collector = make_collector("ray")
+        collector = make_collector("ray")
+        assert isinstance(collector, RayCollector)
+        self.collector: RayCollector = collector
         self.sampler = NodeMemorySampler("ray", keep=True)
 
     def close(self) -> None:
@@ -198,12 +201,18 @@ class KeptInstruments:
 
 def _instruments(session: Session) -> KeptInstruments | None:
     """The session's kept instruments on Ray, started now if this is its first run; None on the native
-    runner, where a run's collector (a directory) and sampler (a thread) cost nothing to make."""
+    runner, where a run's collector (a directory) and sampler (a thread) cost nothing to make. A kept
+    collector that no longer answers is replaced (a kept sampler replaces a silent node's by itself)."""
     if session.runner != "ray":
         return None
-    if session.instruments is None:
-        session.instruments = KeptInstruments()
-    return session.instruments
+    kept = session.instruments
+    if kept is not None and not kept.collector.answers():
+        # Its node died, say: a run whose records cannot be read reports nothing, so start another.
+        kept.close()
+        kept = None
+    if kept is None:
+        kept = session.instruments = KeptInstruments()
+    return kept
 
 
 def execute_measured(
@@ -246,6 +255,10 @@ def execute_measured(
         return bounded_prep(work, what=what, floor_s=stall_timeout, say=notices)
 
     if given_plan is None:
+        declared_pool = planner_kwargs.get("concurrency")
+        if kept is not None and calibrate != "off" and isinstance(declared_pool, int):
+            # A sample run (2 actors) will come first: have processes ready for both pools.
+            warm_ray_workers(COST_PROBE_ACTORS + declared_pool)
         data = guarded(
             lambda: profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths),
             "profiling the DataFrame at the scaling step (a row count and a sample)",
@@ -291,9 +304,12 @@ def execute_measured(
         rows_in = guarded(lambda: count_rows(scaling.scaling_input), COUNTING)
         chosen, handle = given_plan, PlanHandle(given_plan)
 
-    collector: SpoolCollector | RayCollector = make_collector(runner) if kept is None else kept.collector
-    if kept is not None:
-        collector.restart()  # type: ignore[union-attr]
+    collector: SpoolCollector | RayCollector
+    if kept is None:
+        collector = make_collector(runner)
+    else:
+        collector = kept.collector
+        kept.collector.restart()
     sink = {**collector.sink, "on_error": on_error}
     sampler: NodeMemorySampler | None = None
     execution: Execution | None = None

@@ -74,7 +74,7 @@ from daftscale.tune_grid import (
 )
 from daftscale.tune_result import MIN_IMPROVEMENT, TUNE_FORMAT_VERSION, Trial, TuneResult
 from daftscale.tune_search import CONFIRMATION_RUNS, PRUNE_SLOWER_THAN, Search
-from daftscale.watchdog import bounded_prep
+from daftscale.watchdog import bounded_prep, resolve_stall_timeout
 
 if TYPE_CHECKING:
     from daftscale.run import Session  # run imports calibrate, which imports this module
@@ -122,6 +122,7 @@ def tune(
     eta: int = DEFAULT_ETA,
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
     measured_costs: bool = True,
+    stall_timeout: float | int | str | None = None,
     **planner_kwargs: Any,
 ) -> TuneResult:
     """Search partitions × batch size around the formula plan on a sample; return (and save) the best plan.
@@ -144,6 +145,8 @@ def tune(
         eta: successive halving keeps 1/eta per rung; max_candidates: most candidates measured.
         measured_costs: add the formula plan made with the UDF costs fitted from the first rung's runs
             (only when the planner had no UDF profile).
+        stall_timeout: the watchdog's floor in seconds for the trials and the profile before them, as
+            for :func:`daftscale.run.run` (default 60; 0 turns it off).
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
     from daftscale.run import resolve_runner
@@ -153,6 +156,7 @@ def tune(
     if not (isinstance(sample, (int, float)) and 0 < sample <= 1):
         raise ConfigError(f"--sample must be a fraction above 0 and at most 1, got {sample!r}: e.g. 0.1")
     budget_s = require_positive_number(budget_s, "budget")
+    stall_floor_s = resolve_stall_timeout(stall_timeout)
     if int(max_candidates) < 1:
         raise ConfigError(f"max_candidates must be 1 or more, got {max_candidates}")
     out_path = os.fspath(out) if out is not None else None
@@ -199,6 +203,7 @@ def tune(
                 eta=int(eta),
                 max_candidates=int(max_candidates),
                 measured_costs=bool(measured_costs),
+                stall_timeout=stall_floor_s,
             )
     if out_path is not None:
         check_out(out_path, overwrite)  # again: the file may have appeared while the search ran
@@ -224,6 +229,7 @@ def _search(
     eta: int,
     max_candidates: int,
     measured_costs: bool = True,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
 ) -> TuneResult:
     from daftscale.plan import plan as make_plan
     from daftscale.profile import profile_dataframe
@@ -234,7 +240,7 @@ def _search(
     data = bounded_prep(
         lambda: profile_dataframe(probed.scaling_input, parquet_paths=probed.parquet_paths),
         what="profiling the DataFrame at the scaling step (a row count and a sample)",
-        floor_s=DEFAULT_STALL_TIMEOUT_S,
+        floor_s=stall_timeout,
         say=stderr_console().print,
     )
     formula = make_plan(data, cluster, **kwargs)
@@ -250,7 +256,16 @@ def _search(
             return hit
 
     search = Search(
-        pipe, session, kwargs, data, formula, say, budget_s=budget_s, started=started, fit_costs=measured_costs
+        pipe,
+        session,
+        kwargs,
+        data,
+        formula,
+        say,
+        budget_s=budget_s,
+        started=started,
+        fit_costs=measured_costs,
+        stall_timeout=stall_timeout,
     )
     result = search.run(sample, batch_multiples, partition_multiples, eta, max_candidates)
     result.cache_path = path

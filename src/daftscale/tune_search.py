@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from daftscale.cluster import ClusterSpec
+from daftscale.config import DEFAULT_STALL_TIMEOUT_S
 from daftscale.console import ProgressLines
 from daftscale.errors import DaftscaleError, RunError
 from daftscale.pipeline import Pipeline
@@ -112,9 +113,11 @@ class Search:
         budget_s: float,
         started: float,
         fit_costs: bool = True,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT_S,
     ) -> None:
         # Trials run on the tuner's open session (its runtime, its measurement): Session.execute.
         self.pipe, self.session, self.kwargs = pipe, session, kwargs
+        self.stall_timeout = stall_timeout
         self.runner, self.cluster = session.runner, session.cluster
         # True until the search's one cost fit is made. Only where the planner had no costs: with a UDF profile
         # the formula already used them.
@@ -172,7 +175,9 @@ class Search:
         t0 = time.monotonic()
         try:
             # run's own check compares with the full input's rows; the exact check on the sample is below.
-            report = self.session.execute(self.pipe, plan=sampled, planner_kwargs=self.kwargs, check_rows=False)
+            report = self.session.execute(
+                self.pipe, plan=sampled, planner_kwargs=self.kwargs, check_rows=False, stall_timeout=self.stall_timeout
+            )
         except DaftscaleError as exc:
             trial.error = str(exc)
             self.trials.append(trial)

@@ -311,6 +311,30 @@ def actor_udf(
     return daft.cls(wrapper, **options)()
 
 
+def warm_ray_workers(count: int) -> list[Any]:
+    """Start ``count`` Ray worker processes (spread over the nodes) that import Daft and this module, then
+    go back to Ray's idle pool: returns their refs, which nobody needs to wait for.
+
+    Ray creates an actor on an idle worker process when it has one, else starts a process for it. Daft
+    starts a UDF actor pool per query and ends it after, so a run after calibration's sample run starts
+    its pool again; without idle workers each actor's process starts (Python, Ray, Daft, this module)
+    while Daft waits for the whole pool before it sends the first batch. Started while the sample run
+    is busy, they are ready when the run needs them. Measured on the 4x4 local cluster: an 8-actor
+    query's first batch after 2.4 s with 8 warm workers idle, 3.4-4.5 s without.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0, scheduling_strategy="SPREAD")
+    def warm() -> int:
+        import daft  # noqa: F401
+
+        import daftscale.udf  # noqa: F401
+
+        return os.getpid()
+
+    return [warm.remote() for _ in range(max(0, count))]
+
+
 def row_udf(fn: Callable[..., Any] | None = None, *, return_dtype: Any = None) -> Any:
     """A per-row Daft UDF (``@daft.func``) with no instrumentation: for the heavy read before the model."""
     import daft
@@ -423,6 +447,7 @@ class RayCollector:
         self.name = f"daftscale-collector-{uuid.uuid4().hex[:8]}"
         self._actor = _Collector.options(name=self.name, namespace=RAY_NAMESPACE).remote()
         self._read = 0  # records fetched so far, all runs together
+        self.answered = False  # until a snapshot has read from it
         self.restart()
 
     def restart(self) -> None:
@@ -439,6 +464,22 @@ class RayCollector:
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
 
+    def answers(self, timeout_s: float = 10.0) -> bool:
+        """Whether the collector actor answers (a session checks its kept one before each run).
+
+        True without asking until it has answered once: a new actor may still be starting, and waiting
+        for it here would hold up the run it is being started for (its first snapshot waits instead).
+        """
+        import ray
+
+        if not self.answered:
+            return True
+        try:
+            ray.get(self._actor.events_since.remote(self._read), timeout=timeout_s)
+        except Exception:  # dead, or its node gone: the session starts another
+            return False
+        return True
+
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised,
         :attr:`ready` the actors that finished ``__init__`` and :attr:`events` every record read."""
@@ -447,6 +488,7 @@ class RayCollector:
         if "snapshot" in self.faults:
             raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
         new = ray.get(self._actor.events_since.remote(self._read), timeout=30)
+        self.answered = True
         self._read += len(new)
         self.events += [e for e in new if e.get("run", self.run) == self.run]
         self.failed, self.ready = _failed(self.events), _ready(self.events)

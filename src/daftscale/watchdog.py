@@ -313,7 +313,8 @@ def kill_ray_actors(classes: tuple[str, ...] = ("UDFActor",), what: str = "Daft 
             if info.get("Pid") and str(info.get("ActorClassName")).split("(")[0] in classes
         ]
     except Exception as exc:  # a joined cluster may refuse: say so rather than fail the report
-        return f"could not list the query's Ray actors ({type(exc).__name__}): kill its UDFActor actors by hand"
+        named = " and ".join(sorted(classes))
+        return f"could not list the query's Ray actors ({type(exc).__name__}): kill its {named} actors by hand"
 
     @ray.remote(num_cpus=0)
     def kill_pid(pid: int) -> bool:
