@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from daftscale.calibrate_predict import COST_PROBE_ACTORS
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes
 from daftscale.console import stderr_console
 from daftscale.errors import DaftscaleError, RunError
@@ -31,7 +30,7 @@ from daftscale.plan import ScalingPlan, with_sized_aggregations
 from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
-from daftscale.udf import RayCollector, SpoolCollector, make_collector, recording, warm_ray_workers
+from daftscale.udf import RayCollector, SpoolCollector, make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine, stop_stalled_query
 
 # What counting the input is called in the notices and errors of bounded_prep.
@@ -255,10 +254,6 @@ def execute_measured(
         return bounded_prep(work, what=what, floor_s=stall_timeout, say=notices)
 
     if given_plan is None:
-        declared_pool = planner_kwargs.get("concurrency")
-        if kept is not None and calibrate != "off" and isinstance(declared_pool, int):
-            # A sample run (2 actors) will come first: have processes ready for both pools.
-            warm_ray_workers(COST_PROBE_ACTORS + declared_pool)
         data = guarded(
             lambda: profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths),
             "profiling the DataFrame at the scaling step (a row count and a sample)",

@@ -311,30 +311,6 @@ def actor_udf(
     return daft.cls(wrapper, **options)()
 
 
-def warm_ray_workers(count: int) -> list[Any]:
-    """Start ``count`` Ray worker processes (spread over the nodes) that import Daft and this module, then
-    go back to Ray's idle pool: returns their refs, which nobody needs to wait for.
-
-    Ray creates an actor on an idle worker process when it has one, else starts a process for it. Daft
-    starts a UDF actor pool per query and ends it after, so a run after calibration's sample run starts
-    its pool again; without idle workers each actor's process starts (Python, Ray, Daft, this module)
-    while Daft waits for the whole pool before it sends the first batch. Started while the sample run
-    is busy, they are ready when the run needs them. Measured on the 4x4 local cluster: an 8-actor
-    query's first batch after 2.4 s with 8 warm workers idle, 3.4-4.5 s without.
-    """
-    import ray
-
-    @ray.remote(num_cpus=0, scheduling_strategy="SPREAD")
-    def warm() -> int:
-        import daft  # noqa: F401
-
-        import daftscale.udf  # noqa: F401
-
-        return os.getpid()
-
-    return [warm.remote() for _ in range(max(0, count))]
-
-
 def row_udf(fn: Callable[..., Any] | None = None, *, return_dtype: Any = None) -> Any:
     """A per-row Daft UDF (``@daft.func``) with no instrumentation: for the heavy read before the model."""
     import daft
