@@ -183,7 +183,7 @@ class KeptInstruments:
     """The Ray actors that measure a session's runs (the UDF call collector and a memory sampler per
     node), started by its first run and kept for the rest: calibration's sample runs, the run itself,
     the tuner's trials. Each Ray actor costs a worker process; on a 2-core, 4-node local cluster the five
-    of them added 1.5-2.3 s to a 2-actor sample run's first batch, every run. :meth:`close` ends them
+    of them delayed a 2-actor sample run's first batch by 1.6-2.1 s, every run. :meth:`close` ends them
     (the session does, before its runtime goes).
     """
 

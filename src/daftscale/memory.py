@@ -117,7 +117,7 @@ class NodeMemorySampler:
         self.runner = runner
         # keep: stop() ends this run's measurement but keeps the samplers for the session's next run
         # (restart()) until close(). On Ray each sampler is an actor, and each actor costs a worker
-        # process: measured at 1.5-2.3 s of a short sample run's start on a 2-core, 4-node local cluster.
+        # process: measured 1.6-2.1 s more before a 2-actor sample run's first batch on a 2-core, 4-node local cluster.
         self.keep = keep
         self._local: _Sampler | None = None
         self._actors: list[tuple[str, Any]] = []

@@ -155,10 +155,12 @@ def parquet_head(scaling_input: daft.DataFrame, paths: Sequence[str] | None, row
 
     Why not ``df.limit(rows)``: Daft's Ray runner runs a limit with a counter actor of its own
     (``daft.execution.ray_distributed_limit``), and each Ray actor costs a worker process. Measured on the
-    4x4 local cluster, a 2-actor sample run's first batch came 0.9-3.5 s later behind a limit of a
-    Parquet read than behind the same rows already in memory (1.3-1.5 s), and the head took 0.02-0.06 s to
-    read. ``None`` (take the limit) unless the scaling input is a bare read whose columns the files hold
-    (not hive partitions or a file path column), and unless the rows read cast to its schema exactly.
+    4x4 local cluster, a 2-actor sample run's first batch came 1.1-1.4 s later behind a limit of a
+    Parquet read than behind the same rows already in memory (1.3-1.5 s; 5.0 s later in a cold first
+    query), and the head took 0.02-0.06 s to read.
+
+    ``None`` (take the limit) unless the scaling input is a bare read whose columns the files hold (not hive
+    partitions or a file path column), and unless the rows read cast to its schema exactly.
     """
     import daft
 
