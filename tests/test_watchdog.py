@@ -334,13 +334,15 @@ STUCK_PROFILE = """
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_a_profile_daft_never_finishes_ends_in_one_line(tmp_path) -> None:
+@pytest.mark.parametrize("command", [["run"], ["tune", "--no-cache"]], ids=["run", "tune"])
+def test_a_profile_daft_never_finishes_ends_in_one_line(tmp_path, command: list[str]) -> None:
     # Daft 0.7.26's Ray runner never finishes a limit after into_partitions (measured: 2 minutes, killed), and
-    # profiling this scaling input takes one. Before, the run waited for ever with nothing said.
+    # profiling this scaling input takes one. Before, the run waited for ever with nothing said, and the tuner
+    # (which had no --stall-timeout) 5 × the 60 s default.
     path = tmp_path / "pipe.py"
     path.write_text(textwrap.dedent(STUCK_PROFILE))
     marker = uuid.uuid4().hex
-    args = ["run", str(path), "--local-cluster", "2x1", "--stall-timeout", "2", "--no-progress"]
+    args = [command[0], str(path), *command[1:], "--local-cluster", "2x1", "--stall-timeout", "2", "--no-progress"]
     done = _run_cli(args, marker, timeout=150)
     assert done.returncode == 2, done.stderr
     error = [line for line in done.stderr.splitlines() if line.startswith("daftscale: error:")]
@@ -349,22 +351,4 @@ def test_a_profile_daft_never_finishes_ends_in_one_line(tmp_path) -> None:
     deadline = time.time() + 20
     while _processes_with(marker) and time.time() < deadline:
         time.sleep(0.5)
-    assert not _processes_with(marker), "processes of the run's Ray cluster outlived it"
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_tune_bounds_a_profile_daft_never_finishes_by_its_stall_timeout(tmp_path) -> None:
-    # The same stuck profile through the tuner: before --stall-timeout it waited 5 × the 60 s default.
-    path = tmp_path / "pipe.py"
-    path.write_text(textwrap.dedent(STUCK_PROFILE))
-    marker = uuid.uuid4().hex
-    args = ["tune", str(path), "--local-cluster", "2x1", "--stall-timeout", "2", "--no-progress", "--no-cache"]
-    done = _run_cli(args, marker, timeout=150)
-    assert done.returncode == 2, done.stderr
-    error = [line for line in done.stderr.splitlines() if line.startswith("daftscale: error:")]
-    assert len(error) == 1 and "profiling the DataFrame at the scaling step" in error[0], done.stderr
-    deadline = time.time() + 20
-    while _processes_with(marker) and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _processes_with(marker), "processes of the tuner's Ray cluster outlived it"
+    assert not _processes_with(marker), f"processes of the {command[0]}'s Ray cluster outlived it"
