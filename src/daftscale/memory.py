@@ -198,20 +198,20 @@ class NodeMemorySampler:
         else:
             import ray
 
-            answering = []
+            # A kept sampler keeps the samplers that answered; a node's silent one is replaced at restart().
+            kept = []
             for node, actor in self._actors:
                 try:
                     results[node] = ray.get((actor.pause if self.keep else actor.stop).remote(), timeout=30)
-                    answering.append((node, actor))
                 except Exception as exc:  # the node's sampler died or did not answer: its peak is unknown
                     self.unmeasured[node] = f"its memory sampler did not answer ({type(exc).__name__})"
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor)
-                if not self.keep:
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor)
-            # A kept sampler replaces a node's silent one at the next restart().
-            self._actors = answering if self.keep else []
+                else:
+                    if self.keep:
+                        kept.append((node, actor))
+                        continue
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            self._actors = kept
         peaks: dict[str, int] = {}
         for node, (peak, samples, missed, error) in results.items():
             if missed:
