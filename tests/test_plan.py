@@ -18,6 +18,7 @@ from daftscale.plan import (
     balanced_batch_size,
     max_partitions,
     memory_bounded_batch_size,
+    merged_scan_task_bytes,
     min_rows_per_partition,
     overhead_bounded_batch_size,
     recommended_partitions,
@@ -198,6 +199,44 @@ def test_aggregation_partitions_are_task_slots_grown_for_size_and_capped_at_daft
     if partitions < 200:
         assert partitions * target >= rows * bytes_per_row * (1 - 1e-9), "no partition over the target"
     assert aggregation_partitions(rows * 2, bytes_per_row, slots, target) >= partitions, "more data, no fewer"
+
+
+@given(
+    files=st.integers(1, 100_000),
+    bytes_per_file=st.integers(1, 1 << 34),
+    slots=st.one_of(st.none(), st.floats(1, 4_096)),
+)
+def test_merged_read_tasks_are_fewer_never_too_few_and_never_above_daft_own_size(
+    files: int, bytes_per_file: int, slots: float | None
+) -> None:
+    total = files * bytes_per_file
+    size = merged_scan_task_bytes(files, total, slots)
+    if size is None:
+        return
+    assert slots is not None and files > 4 * slots, "only when Daft's default has many files per task slot"
+    assert size <= 96 * 1024 * 1024, "never above Daft's own minimum task size"
+    assert size >= 2 * bytes_per_file, "only files well below the task size are merged"
+    tasks = math.ceil(total / size)
+    assert tasks < files, "fewer read tasks than files"
+    assert tasks >= min(files / 2, 2 * slots) - 1, "about two tasks per slot, unless Daft's own size caps it"
+
+
+def test_a_plan_for_many_tiny_files_merges_them_and_one_for_few_files_does_not() -> None:
+    from dataclasses import replace
+
+    base = profile_numbers(20_000, 50)
+    many = replace(base, files=500, uncompressed_bytes=1_000_000)
+    few = replace(base, files=8, uncompressed_bytes=1_000_000)
+    cluster = ClusterSpec(nodes=2, cpus_per_node=4)
+    merged = plan(many, cluster, concurrency=4)
+    assert merged.execution_config == {
+        "enable_scan_task_split_and_merge": True,
+        "scan_tasks_min_size_bytes": 62_500,
+        "scan_tasks_max_size_bytes": 125_000,
+    }
+    assert "read_tasks" in merged.levers and "scan_tasks_min_size_bytes=62500" in merged.to_code()
+    assert plan(few, cluster, concurrency=4).execution_config == {}
+    assert plan(many, ClusterSpec(nodes=2), concurrency=4).execution_config == {}, "task slots unknown"
 
 
 def test_memory_bound() -> None:

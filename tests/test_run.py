@@ -153,6 +153,61 @@ def test_a_groupby_after_the_udf_gets_a_shuffle_sized_to_the_cluster(tmp_path) -
     assert "groupby shuffle 4 partitions" in dict(report.summary())["plan"]
 
 
+ROW_FOR_ROW_FILES = """
+    import time
+    import daft, daftscale
+
+    class Model:
+        def __call__(self, xs: list[int]) -> list[int]:
+            time.sleep(0.002)  # a synthetic model: fixed cost per call
+            return [x + 1 for x in xs]
+
+    @daftscale.pipeline(batch_size=16, concurrency=2)
+    def build(plan):
+        df = plan.apply(daft.read_parquet({files!r}))
+        model = plan.udf(Model, return_dtype=daft.DataType.int64())
+        return df.with_column("y", model(df["x"]))
+"""
+
+
+def test_many_tiny_files_are_read_in_merged_tasks_with_or_without_a_scaling_step(tmp_path) -> None:
+    # 40 files of 10 rows for the cluster's 4 task slots: Daft's default reads them in 40 tasks. The plan's
+    # execution setting merges them into about 8 (Daft's scan-task merge), and it holds with no scaling step.
+    import daft
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = []
+    for i in range(40):
+        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10))}), files[-1])
+    path = tmp_path / "tiny.py"
+    path.write_text(textwrap.dedent(ROW_FOR_ROW_FILES).format(files=files))
+    report = run(str(path), runner="ray", progress=False, calibrate="off")
+    settings = report.plan["execution_config"]
+    assert settings["enable_scan_task_split_and_merge"] is True
+    assert report.rows_in == report.rows_out == 400
+    assert any("Read the 40 files in about 8 tasks" in step for step in report.plan["steps"])
+    assert "small files merged" in dict(report.summary())["plan"]
+
+    # What the setting does on the real runner: fewer read tasks (partitions), the same rows.
+    assert len(list(daft.read_parquet(files).iter_partitions())) == 40
+    with daft.execution_config_ctx(**settings):
+        merged = daft.read_parquet(files).collect()
+        assert len(list(merged.iter_partitions())) <= 20, "at most half as many read tasks as files"
+    assert sorted(merged.to_pydict()["x"]) == list(range(400))
+
+    # A saved plan that keeps Daft's default partitions still carries the setting, and its run counts the
+    # rows in from the footers (no count query).
+    saved = {**report.plan, "decision": {"scaling_step": False, "why": "kept for the test"}}
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(saved))
+    again = run(str(path), runner="ray", plan=str(plan_file), progress=False)
+    assert again.plan["execution_config"] == settings
+    assert again.rows_in == again.rows_out == 400
+    assert again.partitions < 40
+
+
 def test_plan_file_is_used(tmp_path) -> None:
     path = _pipeline(tmp_path, rows=200)
     first = run(path, runner="ray", progress=False)

@@ -240,7 +240,7 @@ def execute_measured(
     A run that did not finish as planned raises :class:`RunStopped` with its partial report.
     """
     from daftscale.calibrate import calibrated_plan
-    from daftscale.profile import profile_dataframe
+    from daftscale.profile import footer_rows, profile_dataframe
 
     runner, cluster = session.runner, session.cluster
     started = time.time()
@@ -296,7 +296,9 @@ def execute_measured(
             rows_in = head.count_rows() if head is not None else rows_in  # the files may hold fewer
         chosen, handle = given_plan.plan, given_plan.handle(head)
     else:
-        rows_in = guarded(lambda: count_rows(scaling.scaling_input), COUNTING)
+        rows_in = footer_rows(scaling.scaling_input, scaling.parquet_paths) or guarded(
+            lambda: count_rows(scaling.scaling_input), COUNTING
+        )
         chosen, handle = given_plan, PlanHandle(given_plan)
 
     collector: SpoolCollector | RayCollector

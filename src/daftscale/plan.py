@@ -51,12 +51,15 @@ from daftscale.plan_formulas import (
     aggregation_partitions,
     balanced_batch_size,
     cluster_actor_capacity,
+    daft_read_bytes,
     max_partitions,
     memory_bounded_batch_size,
+    merged_scan_task_bytes,
     min_rows_per_partition,
     overhead_bounded_batch_size,
     partition_bytes_bound,
     recommended_partitions,
+    scan_merge_settings,
     shuffle_task_rows,
     whole_batches,
 )
@@ -347,6 +350,18 @@ def plan(
         else:
             args = "".join(f", {key!r}" for key in keys)
             b.step(f"Apply df.repartition({partitions}{args}) right after the light read, before the heavy read / UDF.")
+        read_bytes = daft_read_bytes(profile.file_bytes, profile.uncompressed_bytes)
+        merge_bytes = merged_scan_task_bytes(profile.files, read_bytes, cluster.total_cpus)
+        if merge_bytes is not None:
+            assert cluster.total_cpus is not None
+            execution_config = scan_merge_settings(merge_bytes)
+            b.step(
+                f"Read the {profile.files:,} files in about {math.ceil(read_bytes / merge_bytes)} "
+                f"tasks: Daft's default runs one task per file ({profile.files / cluster.total_cpus:.0f} per CPU, "
+                f"{format_bytes(read_bytes / profile.files)} each in Daft's estimate), so "
+                f"daft.set_execution_config({_settings_text(execution_config)}) merges neighbouring files "
+                "(a setting, not a step: it holds with no scaling step too)."
+            )
         # A join/groupby needs its hash partitions intact, so only a keyless shuffle gets finer tasks.
         into_batches = None if keys else shuffle_task_rows(rows, partitions, batch, cluster.total_cpus)
         if into_batches is not None:
@@ -416,6 +431,11 @@ def plan(
             if into_batches is not None
             else "not used: each partition is one task"
         ),
+        **(
+            {"read_tasks": f"daft.set_execution_config({_settings_text(execution_config)}) merges the small files"}
+            if chosen == "shuffle" and execution_config
+            else {}
+        ),
         "udf_batch_size": f"@daft.method.batch(batch_size={batch}) sets rows per UDF call",
         "max_concurrency": f"@daft.cls(max_concurrency={c}) sets the actor pool ({a} per node)",
     }
@@ -467,6 +487,10 @@ def plan(
         udf_profile=udf_profile.to_dict() if udf_profile else None,
         coalesce=coalesce,
     )
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in settings.items())
 
 
 def with_sized_aggregations(plan: ScalingPlan, data: DataProfile, cluster: ClusterSpec) -> ScalingPlan:
@@ -588,6 +612,7 @@ __all__ = [
     "describe_step",
     "max_partitions",
     "memory_bounded_batch_size",
+    "merged_scan_task_bytes",
     "min_rows_per_partition",
     "overhead_bounded_batch_size",
     "partition_bytes_bound",

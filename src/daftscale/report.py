@@ -290,7 +290,10 @@ class RunReport:
                 how += " (a no-op on the native runner)"
         else:
             how = f"streaming: into_batches({plan.get('into_batches')})"
-        grouped = (plan.get("execution_config") or {}).get(AGGREGATION_SETTING)
+        settings = plan.get("execution_config") or {}
+        if plan.get("strategy") == "shuffle" and settings.get("enable_scan_task_split_and_merge"):
+            how += f"; small files merged into {settings['scan_tasks_min_size_bytes']:,}-byte read tasks"
+        grouped = settings.get(AGGREGATION_SETTING)
         if grouped is not None:
             how += f"; groupby shuffle {grouped} partitions"
         rows = [
