@@ -208,6 +208,48 @@ def test_many_tiny_files_are_read_in_merged_tasks_with_or_without_a_scaling_step
     assert again.partitions < 40
 
 
+JOINED_FILES = """
+    import time
+    import daft, daftscale
+
+    class Model:
+        def __call__(self, xs: list[int]) -> list[int]:
+            time.sleep(0.002)  # a synthetic model: fixed cost per call
+            return [x + 1 for x in xs]
+
+    @daftscale.pipeline(batch_size=16, concurrency=2)
+    def build(plan):
+        df = daft.read_parquet({files!r}).join(daft.read_parquet({keys!r}), on="key")
+        df = plan.apply(df)
+        model = plan.udf(Model, return_dtype=daft.DataType.int64())
+        return df.with_column("y", model(df["x"]))
+"""
+
+
+def test_many_tiny_files_joined_before_the_scaling_step_are_read_in_merged_tasks(tmp_path) -> None:
+    # The scaling step comes after a join, so the plan is not made from the files' footers: the run reads them
+    # (the largest read before the step) and merges its 40 files for the sample runs and the run alike.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = []
+    for i in range(40):
+        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10)), "key": [i % 4] * 10}), files[-1])
+    keys = str(tmp_path / "keys.parquet")
+    pq.write_table(pa.table({"key": [0, 1, 2, 3], "label": ["a", "b", "c", "d"]}), keys)
+    path = tmp_path / "joined.py"
+    path.write_text(textwrap.dedent(JOINED_FILES).format(files=files, keys=keys))
+
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok" and report.rows_in == report.rows_out == 400
+    assert report.plan["execution_config"]["enable_scan_task_split_and_merge"] is True
+    assert any(step.startswith("Read the 40 files in about 8 tasks") for step in report.plan["steps"])
+    # --calibrate off runs the plan as `daftscale plan` makes it, from the scaling input alone.
+    off = run(str(path), runner="ray", progress=False, calibrate="off")
+    assert off.rows_out == 400 and "enable_scan_task_split_and_merge" not in off.plan["execution_config"]
+
+
 def test_plan_file_is_used(tmp_path) -> None:
     path = _pipeline(tmp_path, rows=200)
     first = run(path, runner="ray", progress=False)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, format_bytes
@@ -25,8 +26,8 @@ from daftscale.gpu import prepare_driver_cuda
 from daftscale.health import MeasurementHealth
 from daftscale.memory import NodeMemorySampler
 from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
-from daftscale.pipeline import Pipeline, build_with, probe
-from daftscale.plan import ScalingPlan, with_sized_aggregations
+from daftscale.pipeline import Pipeline, Probe, build_with, probe
+from daftscale.plan import ScalingPlan, with_read_merge, with_sized_aggregations
 from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
@@ -37,6 +38,8 @@ from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine
 COUNTING = "counting the rows at the scaling step"
 
 if TYPE_CHECKING:
+    from daftscale.cluster import ClusterSpec
+    from daftscale.profile import DataProfile
     from daftscale.run import Session
 
 # How often the progress line polls the UDF call records.
@@ -272,6 +275,11 @@ def execute_measured(
                 stall_timeout=stall_timeout,  # a sample run that stalls is stopped like the run itself
             )
 
+        # A read of many small files before a join (or anything else) ahead of the scaling step: its files are
+        # read in merged tasks in the sample runs and the run alike (the plan's own read is merged by plan()).
+        joined = None if calibrate == "off" else guarded(lambda: read_before_step(scaling, data), READING_FOOTERS)
+        if joined is not None:
+            run_sample = _merging_reads(run_sample, joined, cluster)
         say = (console or stderr_console()).print if progress else (lambda _text: None)
         chosen = calibrated_plan(
             data,
@@ -283,6 +291,8 @@ def execute_measured(
             scaling_input=scaling.scaling_input,
             say=say,
         )
+        if joined is not None:
+            chosen = with_read_merge(chosen, joined, cluster)
         # Not under --calibrate off, which runs the plan exactly as `daftscale plan` makes it.
         if runner == "ray" and calibrate != "off" and aggregates_after_step(scaling.scaling_input, scaling.output):
             chosen = with_sized_aggregations(chosen, data, cluster)
@@ -519,6 +529,43 @@ def stall_watch(
         rows_out=lambda: execution.rows,
         gpus=plan.udf_gpus,
     )
+
+
+READING_FOOTERS = "reading the Parquet footers of the files read before the scaling step"
+
+
+def read_before_step(scaling: Probe, data: DataProfile) -> DataProfile | None:
+    """The footers' profile of the Parquet read with the most files before the scaling step, when the scaling
+    input's own profile is not from footers (a join, a filter or an explode comes between); else None.
+
+    Daft's scan-task merge settings apply to every read of a query, so they are sized by its largest read
+    (:func:`daftscale.plan.with_read_merge`).
+    """
+    from daftscale.errors import ProfileError
+    from daftscale.profile import profile_parquet
+
+    if data.files or not scaling.parquet_reads:
+        return None
+    largest: DataProfile | None = None
+    for paths in scaling.parquet_reads:
+        try:
+            read = profile_parquet(paths)
+        except ProfileError:
+            continue  # a store pyarrow cannot reach the way Daft does: that read keeps Daft's default
+        if largest is None or read.files > largest.files:
+            largest = read
+    return largest
+
+
+def _merging_reads(
+    run_sample: Callable[[SampledPlan], RunReport], read: DataProfile, cluster: ClusterSpec
+) -> Callable[[SampledPlan], RunReport]:
+    """``run_sample`` with ``read``'s files merged as the run merges them (:func:`daftscale.plan.with_read_merge`)."""
+
+    def run(sampled: SampledPlan) -> RunReport:
+        return run_sample(replace(sampled, plan=with_read_merge(sampled.plan, read, cluster)))
+
+    return run
 
 
 def count_rows(df: Any) -> int:

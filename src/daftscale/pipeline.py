@@ -35,7 +35,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from daftscale.errors import PipelineError
@@ -213,6 +213,9 @@ class Probe:
     # The paths of the one ``daft.read_parquet`` called before ``plan.apply``, when there was exactly one:
     # the scaling input may then be profiled from the files' footers (profile_dataframe's parquet_paths).
     parquet_paths: list[str] | None = None
+    # The paths of every ``daft.read_parquet`` called before ``plan.apply`` (those given as paths), one list per
+    # read: their files may be read in merged tasks (daftscale.execution.read_merge).
+    parquet_reads: list[list[str]] = field(default_factory=list)
 
 
 def probe(pipe: Pipeline) -> Probe:
@@ -237,15 +240,19 @@ def probe(pipe: Pipeline) -> Probe:
         )
     if len(recorder.applied) > 1:
         raise PipelineError(f"{pipe.name}() calls plan.apply(df) {len(recorder.applied)} times: call it once")
-    paths = None
-    if len(recorder.reads_before) == 1:
-        given = recorder.reads_before[0]
-        if isinstance(given, (str, os.PathLike)):
-            paths = [os.fspath(given)]
-        elif isinstance(given, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in given):
-            paths = [os.fspath(p) for p in given]
+    reads = [paths for paths in map(_as_paths, recorder.reads_before) if paths]
+    paths = reads[0] if len(recorder.reads_before) == 1 and reads else None
     scaling_input = check_dataframe(recorder.applied[0], pipe, when="to plan.apply")
-    return Probe(scaling_input=scaling_input, output=output, parquet_paths=paths)
+    return Probe(scaling_input=scaling_input, output=output, parquet_paths=paths, parquet_reads=reads)
+
+
+def _as_paths(given: Any) -> list[str] | None:
+    """``daft.read_parquet``'s path argument as a list of paths, or None when it is something else."""
+    if isinstance(given, (str, os.PathLike)):
+        return [os.fspath(given)]
+    if isinstance(given, (list, tuple)) and given and all(isinstance(p, (str, os.PathLike)) for p in given):
+        return [os.fspath(p) for p in given]
+    return None
 
 
 @contextlib.contextmanager

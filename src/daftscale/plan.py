@@ -350,18 +350,10 @@ def plan(
         else:
             args = "".join(f", {key!r}" for key in keys)
             b.step(f"Apply df.repartition({partitions}{args}) right after the light read, before the heavy read / UDF.")
-        read_bytes = daft_read_bytes(profile.file_bytes, profile.uncompressed_bytes)
-        merge_bytes = merged_scan_task_bytes(profile.files, read_bytes, cluster.total_cpus)
-        if merge_bytes is not None:
-            assert cluster.total_cpus is not None
-            execution_config = scan_merge_settings(merge_bytes)
-            b.step(
-                f"Read the {profile.files:,} files in about {math.ceil(read_bytes / merge_bytes)} "
-                f"tasks: Daft's default runs one task per file ({profile.files / cluster.total_cpus:.0f} per CPU, "
-                f"{format_bytes(read_bytes / profile.files)} each in Daft's estimate), so "
-                f"daft.set_execution_config({_settings_text(execution_config)}) merges neighbouring files "
-                "(a setting, not a step: it holds with no scaling step too)."
-            )
+        merge = read_merge(profile, cluster)
+        if merge is not None:
+            execution_config, merge_step = merge
+            b.step(merge_step)
         # A join/groupby needs its hash partitions intact, so only a keyless shuffle gets finer tasks.
         into_batches = None if keys else shuffle_task_rows(rows, partitions, batch, cluster.total_cpus)
         if into_batches is not None:
@@ -431,11 +423,7 @@ def plan(
             if into_batches is not None
             else "not used: each partition is one task"
         ),
-        **(
-            {"read_tasks": f"daft.set_execution_config({_settings_text(execution_config)}) merges the small files"}
-            if chosen == "shuffle" and execution_config
-            else {}
-        ),
+        **({"read_tasks": _read_tasks_lever(execution_config)} if chosen == "shuffle" and execution_config else {}),
         "udf_batch_size": f"@daft.method.batch(batch_size={batch}) sets rows per UDF call",
         "max_concurrency": f"@daft.cls(max_concurrency={c}) sets the actor pool ({a} per node)",
     }
@@ -487,6 +475,58 @@ def plan(
         udf_profile=udf_profile.to_dict() if udf_profile else None,
         coalesce=coalesce,
     )
+
+
+def read_merge(read: DataProfile, cluster: ClusterSpec) -> tuple[dict[str, Any], str] | None:
+    """Daft's scan-task merge settings for a Parquet read of many small files, and the plan step saying so;
+    None when Daft's one task per file is fine (:func:`merged_scan_task_bytes`).
+
+    >>> from dataclasses import replace
+    >>> from daftscale import profile_numbers
+    >>> many = replace(profile_numbers(6_000, 60), files=200, file_bytes=360_000)
+    >>> settings, step = read_merge(many, ClusterSpec(nodes=2, cpus_per_node=2))
+    >>> settings["scan_tasks_min_size_bytes"], step[:36]
+    (135000, 'Read the 200 files in about 8 tasks:')
+    """
+    read_bytes = daft_read_bytes(read.file_bytes, read.uncompressed_bytes)
+    merge_bytes = merged_scan_task_bytes(read.files, read_bytes, cluster.total_cpus)
+    if merge_bytes is None or not cluster.total_cpus:
+        return None
+    settings = scan_merge_settings(merge_bytes)
+    step = (
+        f"Read the {read.files:,} files in about {round(read_bytes / merge_bytes)} tasks: Daft's default runs "
+        f"one task per file ({read.files / cluster.total_cpus:.0f} per CPU, {format_bytes(read_bytes / read.files)} "
+        f"each in Daft's estimate), so daft.set_execution_config({_settings_text(settings)}) merges neighbouring "
+        "files (a setting, not a step: it holds with no scaling step too)."
+    )
+    return settings, step
+
+
+def with_read_merge(plan: ScalingPlan, read: DataProfile, cluster: ClusterSpec) -> ScalingPlan:
+    """``plan`` with Daft's scan-task merge (:func:`read_merge`) for ``read``, a Parquet read of many small files
+    before the scaling step that the plan was not made from (one joined before it, say); unchanged when the
+    plan already sets the merge (its own read, or a streaming plan's partition sizes) or none is needed.
+
+    >>> from dataclasses import replace
+    >>> from daftscale import profile_numbers
+    >>> cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    >>> joined = plan(profile_numbers(6_000, 60), cluster, concurrency=4)
+    >>> many = replace(profile_numbers(6_000, 60), files=200, file_bytes=360_000)
+    >>> with_read_merge(joined, many, cluster).execution_config["scan_tasks_min_size_bytes"]
+    135000
+    """
+    merge = read_merge(read, cluster)
+    if merge is None or "enable_scan_task_split_and_merge" in plan.execution_config:
+        return plan
+    settings, step = merge
+    levers = {**plan.levers, "read_tasks": _read_tasks_lever(settings)}
+    return replace(
+        plan, execution_config={**settings, **plan.execution_config}, steps=(*plan.steps, step), levers=levers
+    )
+
+
+def _read_tasks_lever(settings: dict[str, Any]) -> str:
+    return f"daft.set_execution_config({_settings_text(settings)}) merges the small files into fewer read tasks"
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -617,8 +657,10 @@ __all__ = [
     "overhead_bounded_batch_size",
     "partition_bytes_bound",
     "plan",
+    "read_merge",
     "recommended_partitions",
     "shuffle_task_rows",
     "whole_batches",
+    "with_read_merge",
     "with_sized_aggregations",
 ]

@@ -262,7 +262,8 @@ def merged_scan_task_bytes(files: int, in_memory_bytes: int, task_slots: float |
     """
     if not task_slots or files <= MERGE_ABOVE_FILES_PER_SLOT * task_slots or in_memory_bytes <= 0:
         return None
-    size = min(math.ceil(in_memory_bytes / math.ceil(MERGED_TASKS_PER_SLOT * task_slots)), DAFT_SCAN_TASK_MIN_BYTES)
+    # Rounded down, so the merged tasks are never fewer than the target.
+    size = min(in_memory_bytes // math.ceil(MERGED_TASKS_PER_SLOT * task_slots), DAFT_SCAN_TASK_MIN_BYTES)
     # Files already about this size would each still make a task: nothing to merge.
     return size if size >= 2 * in_memory_bytes / files else None
 

@@ -291,7 +291,7 @@ class RunReport:
         else:
             how = f"streaming: into_batches({plan.get('into_batches')})"
         settings = plan.get("execution_config") or {}
-        if plan.get("strategy") == "shuffle" and settings.get("enable_scan_task_split_and_merge"):
+        if "read_tasks" in (plan.get("levers") or {}) and settings.get("enable_scan_task_split_and_merge"):
             how += f"; small files merged into {settings['scan_tasks_min_size_bytes']:,}-byte read tasks"
         grouped = settings.get(AGGREGATION_SETTING)
         if grouped is not None:
