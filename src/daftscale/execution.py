@@ -27,7 +27,7 @@ from daftscale.health import MeasurementHealth
 from daftscale.memory import NodeMemorySampler
 from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
 from daftscale.pipeline import Pipeline, Probe, build_with, probe
-from daftscale.plan import ScalingPlan, with_read_merge, with_sized_aggregations
+from daftscale.plan import ScalingPlan, read_merge, with_read_merge, with_sized_aggregations
 from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
@@ -242,6 +242,8 @@ def execute_measured(
     budget and the stall watchdog; the UDF call records, node memory and the rows out make the report.
     A run that did not finish as planned raises :class:`RunStopped` with its partial report.
     """
+    import daft
+
     from daftscale.calibrate import calibrated_plan
     from daftscale.profile import footer_rows, profile_dataframe
 
@@ -257,10 +259,17 @@ def execute_measured(
         return bounded_prep(work, what=what, floor_s=stall_timeout, say=notices)
 
     if given_plan is None:
-        data = guarded(
-            lambda: profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths),
-            "profiling the DataFrame at the scaling step (a row count and a sample)",
-        )
+        # A read of many small files before a join (or anything else) ahead of the scaling step: its files are
+        # read in merged tasks by the profile's queries, the sample runs and the run alike (the plan's own
+        # read is merged by plan()). Measured on a join over 300 small files (2 × 2 local cluster): the
+        # profile's count took 1.7-3.1 s with one task per file, 0.2-0.3 s merged.
+        joined = None if calibrate == "off" else guarded(lambda: read_before_step(scaling), READING_FOOTERS)
+        merge = read_merge(joined, cluster) if joined is not None else None
+        with daft.execution_config_ctx(**(merge[0] if merge else {})):
+            data = guarded(
+                lambda: profile_dataframe(scaling.scaling_input, parquet_paths=scaling.parquet_paths),
+                "profiling the DataFrame at the scaling step (a row count and a sample)",
+            )
         rows_in = data.rows
 
         def run_sample(sampled: SampledPlan) -> RunReport:
@@ -275,9 +284,6 @@ def execute_measured(
                 stall_timeout=stall_timeout,  # a sample run that stalls is stopped like the run itself
             )
 
-        # A read of many small files before a join (or anything else) ahead of the scaling step: its files are
-        # read in merged tasks in the sample runs and the run alike (the plan's own read is merged by plan()).
-        joined = None if calibrate == "off" else guarded(lambda: read_before_step(scaling, data), READING_FOOTERS)
         if joined is not None:
             run_sample = _merging_reads(run_sample, joined, cluster)
         say = (console or stderr_console()).print if progress else (lambda _text: None)
@@ -534,17 +540,18 @@ def stall_watch(
 READING_FOOTERS = "reading the Parquet footers of the files read before the scaling step"
 
 
-def read_before_step(scaling: Probe, data: DataProfile) -> DataProfile | None:
+def read_before_step(scaling: Probe) -> DataProfile | None:
     """The footers' profile of the Parquet read with the most files before the scaling step, when the scaling
-    input's own profile is not from footers (a join, a filter or an explode comes between); else None.
+    input is not that read itself (a join, a filter or an explode comes between: its profile is not from
+    footers, and the plan is not made from the read's files); else None.
 
     Daft's scan-task merge settings apply to every read of a query, so they are sized by its largest read
     (:func:`daftscale.plan.with_read_merge`).
     """
     from daftscale.errors import ProfileError
-    from daftscale.profile import profile_parquet
+    from daftscale.profile import is_plain_read, profile_parquet
 
-    if data.files or not scaling.parquet_reads:
+    if not scaling.parquet_reads or (scaling.parquet_paths and is_plain_read(scaling.scaling_input)):
         return None
     largest: DataProfile | None = None
     for paths in scaling.parquet_reads:
