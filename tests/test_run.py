@@ -153,7 +153,7 @@ def test_a_groupby_after_the_udf_gets_a_shuffle_sized_to_the_cluster(tmp_path) -
     assert "groupby shuffle 4 partitions" in dict(report.summary())["plan"]
 
 
-ROW_FOR_ROW_FILES = """
+TINY_FILES = """
     import time
     import daft, daftscale
 
@@ -164,25 +164,32 @@ ROW_FOR_ROW_FILES = """
 
     @daftscale.pipeline(batch_size=16, concurrency=2)
     def build(plan):
-        df = plan.apply(daft.read_parquet({files!r}))
+        df = plan.apply({read})
         model = plan.udf(Model, return_dtype=daft.DataType.int64())
         return df.with_column("y", model(df["x"]))
 """
+
+
+def _tiny_files(tmp_path, count: int) -> list[str]:
+    """``count`` Parquet files of 10 rows each (``x`` numbers them, ``key`` is x's file mod 4)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = []
+    for i in range(count):
+        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10)), "key": [i % 4] * 10}), files[-1])
+    return files
 
 
 def test_many_tiny_files_are_read_in_merged_tasks_with_or_without_a_scaling_step(tmp_path) -> None:
     # 40 files of 10 rows for the cluster's 4 task slots: Daft's default reads them in 40 tasks. The plan's
     # execution setting merges them into about 8 (Daft's scan-task merge), and it holds with no scaling step.
     import daft
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    files = []
-    for i in range(40):
-        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
-        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10))}), files[-1])
+    files = _tiny_files(tmp_path, 40)
     path = tmp_path / "tiny.py"
-    path.write_text(textwrap.dedent(ROW_FOR_ROW_FILES).format(files=files))
+    path.write_text(textwrap.dedent(TINY_FILES).format(read=f"daft.read_parquet({files!r})"))
     report = run(str(path), runner="ray", progress=False, calibrate="off")
     settings = report.plan["execution_config"]
     assert settings["enable_scan_task_split_and_merge"] is True
@@ -208,38 +215,18 @@ def test_many_tiny_files_are_read_in_merged_tasks_with_or_without_a_scaling_step
     assert again.partitions < 40
 
 
-JOINED_FILES = """
-    import time
-    import daft, daftscale
-
-    class Model:
-        def __call__(self, xs: list[int]) -> list[int]:
-            time.sleep(0.002)  # a synthetic model: fixed cost per call
-            return [x + 1 for x in xs]
-
-    @daftscale.pipeline(batch_size=16, concurrency=2)
-    def build(plan):
-        df = daft.read_parquet({files!r}).join(daft.read_parquet({keys!r}), on="key")
-        df = plan.apply(df)
-        model = plan.udf(Model, return_dtype=daft.DataType.int64())
-        return df.with_column("y", model(df["x"]))
-"""
-
-
 def test_many_tiny_files_joined_before_the_scaling_step_are_read_in_merged_tasks(tmp_path) -> None:
     # The scaling step comes after a join, so the plan is not made from the files' footers: the run reads them
     # (the largest read before the step) and merges its 40 files for the sample runs and the run alike.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = []
-    for i in range(40):
-        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
-        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10)), "key": [i % 4] * 10}), files[-1])
+    files = _tiny_files(tmp_path, 40)
     keys = str(tmp_path / "keys.parquet")
     pq.write_table(pa.table({"key": [0, 1, 2, 3], "label": ["a", "b", "c", "d"]}), keys)
     path = tmp_path / "joined.py"
-    path.write_text(textwrap.dedent(JOINED_FILES).format(files=files, keys=keys))
+    joined = f"daft.read_parquet({files!r}).join(daft.read_parquet({keys!r}), on='key')"
+    path.write_text(textwrap.dedent(TINY_FILES).format(read=joined))
 
     report = run(str(path), runner="ray", progress=False)
     assert report.status == "ok" and report.rows_in == report.rows_out == 400
