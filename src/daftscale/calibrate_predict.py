@@ -166,7 +166,7 @@ def simulated_choice(
     ):
         # The per-task cost comes from one lead (the pool ready → the first call), which on a loaded machine
         # also holds one-off latency (actors still starting): on the bench's W2 it was fitted at 0.0 s in most
-        # runs and 1.1-1.6 s in others, where the formula plan's 96 tasks then ran as fast as ever (a 10 s
+        # runs and 1.1-1.6 s in others, where the formula plan's 96 tasks ran as fast as ever (a 12-15 s
         # query) but the verdict kept Daft's default (a 29-32 s query). The plan is chosen when it is clearly
         # faster without that cost and still faster with it.
         second = _verdict(lean_default, lean_formula, step, batch_words(declared_batch), measured_default_s)
