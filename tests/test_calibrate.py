@@ -74,20 +74,29 @@ def test_no_scaling_step_leaves_the_dataframe_alone_and_says_why() -> None:
     assert "no scaling step" in kept.to_code()
 
 
-def _report(plan: ScalingPlan, wall_s: float, sizes: list[int]) -> RunReport:
-    """A run report as a sample run would give it: calls of ``sizes`` rows, back to back over the plan's actors,
-    each taking 10 ms + 0.03 ms per row (a synthetic model's cost)."""
-    clock = dict.fromkeys(range(plan.concurrency), 1.0)
+def _report(
+    plan: ScalingPlan, wall_s: float, sizes: list[int], *, actors: int | None = None, nodes: int | None = None,
+    start_s: float = 1.0, fixed_s: float = 0.010, per_row_s: float = 0.00003, ready_s: float | None = None,
+) -> RunReport:  # fmt: skip
+    """A run report as a sample run would give it: calls of ``sizes`` rows from ``start_s`` on, back to back over
+    ``actors`` (the plan's), each taking ``fixed_s`` + ``per_row_s`` per row (a synthetic model's cost); with
+    ``nodes``, actor i on node i mod nodes (else all on one node "n" of 2); with ``ready_s``, every actor's
+    ``__init__`` ended then."""
+    actors = actors or plan.concurrency
+    clock = dict.fromkeys(range(actors), start_s)
     records = []
     for i, rows in enumerate(sizes):
-        actor = i % plan.concurrency
-        start, clock[actor] = clock[actor], clock[actor] + 0.010 + 0.00003 * rows
-        records.append({"actor": f"a{actor}", "node": "n", "start": start, "end": clock[actor], "rows": rows})
+        actor = i % actors
+        start, clock[actor] = clock[actor], clock[actor] + fixed_s + per_row_s * rows
+        node = "n" if nodes is None else f"n{actor % nodes}"
+        records.append({"actor": f"a{actor}", "node": node, "start": start, "end": clock[actor], "rows": rows})
     assert max(clock.values()) < wall_s
+    pool = [{"actor": f"a{a}", "start": 0.05, "end": ready_s} for a in range(actors)]
+    starts = {} if ready_s is None else {"actor_startup_s": ready_s, "actor_starts": pool}
     return RunReport(
-        runner="ray", nodes=2, wall_s=wall_s, rows_in=sum(sizes), rows_out=sum(sizes), partitions=1,
-        batches=len(sizes), actors=plan.concurrency, actor_utilization=0.5, peak_memory_bytes=0,
-        plan=plan.to_dict(), udf_calls=records,
+        runner="ray", nodes=nodes or 2, wall_s=wall_s, rows_in=sum(sizes), rows_out=sum(sizes), partitions=1,
+        batches=len(sizes), actors=actors, actor_utilization=0.5, peak_memory_bytes=0,
+        plan=plan.to_dict(), udf_calls=records, **starts,
     )  # fmt: skip
 
 
@@ -162,29 +171,13 @@ def test_with_nothing_shuffled_before_the_step_one_cost_probe_decides() -> None:
         assert plan.udf_batch_size is None, "Daft's default kept with Daft's own batch"
 
 
-def _probe_with_lead(plan: ScalingPlan, lead_s: float) -> RunReport:
-    """A cost probe's report (calls of 64 and 16 rows over 2 actors, 20 ms + 2 ms per row, a synthetic model's
-    cost) from 2 s on, its first call ``lead_s`` after every actor's ``__init__`` ended."""
-    clock = {0: 2.0, 1: 2.0}
-    records = []
-    for i, rows in enumerate([64, 16] * 15):
-        actor = i % 2
-        start, clock[actor] = clock[actor], clock[actor] + 0.020 + 0.002 * rows
-        records.append({"actor": f"a{actor}", "node": f"n{actor}", "start": start, "end": clock[actor], "rows": rows})
-    ready = 2.0 - lead_s
-    return RunReport(
-        runner="ray", nodes=4, wall_s=max(clock.values()) + 0.1, rows_in=600, rows_out=600, partitions=1,
-        batches=len(records), actors=2, actor_utilization=0.5, peak_memory_bytes=0, plan=plan.to_dict(),
-        udf_calls=records, actor_startup_s=ready,
-        actor_starts=[{"actor": f"a{a}", "start": 0.05, "end": ready} for a in range(2)],
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("lead_s", [0.0, 1.6])
 def test_a_per_task_cost_fitted_to_one_slow_first_task_does_not_hide_a_faster_plan(lead_s: float) -> None:
-    # Synthetic cost probe (no Daft here), 9 uneven files on 4 × 4 CPUs, 8 actors. A first call 1.6 s after the
-    # pool was ready fits 1.6 s per task, and the formula plan's many tasks then look under 20 % faster than
-    # Daft's default: the plan is still chosen, being clearly faster without that cost and faster with it.
+    # Synthetic cost probe (no Daft here): calls of 64 and 16 rows on 2 actors from 2 s on, 20 ms + 2 ms per
+    # row, the pool ready lead_s before the first call; 9 uneven files on 4 × 4 CPUs, 8 actors. A first call
+    # 1.6 s after the pool was ready fits 1.6 s per task, and the formula plan's many tasks then look under
+    # 20 % faster than Daft's default: the plan is still chosen, being clearly faster without that cost and
+    # faster with it.
     from dataclasses import replace
 
     data = replace(
@@ -193,7 +186,11 @@ def test_a_per_task_cost_fitted_to_one_slow_first_task_does_not_hide_a_faster_pl
     )  # fmt: skip
     plan = calibrated_plan(
         data, ClusterSpec(nodes=4, cpus_per_node=4), {"concurrency": 8}, runner="ray", calibrate="auto",
-        run_sample=lambda sampled: _probe_with_lead(sampled.plan, lead_s), upstream_shuffle=False,
+        run_sample=lambda sampled: _report(
+            sampled.plan, 4.32, [64, 16] * 15, actors=2, nodes=4, start_s=2.0, fixed_s=0.020, per_row_s=0.002,
+            ready_s=2.0 - lead_s,
+        ),
+        upstream_shuffle=False,
     )  # fmt: skip
     fitted = plan.calibration["simulated"]["costs"]["task_overhead_s"]
     assert plan.scaling_step, plan.explain()

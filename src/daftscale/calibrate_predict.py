@@ -150,16 +150,12 @@ def simulated_choice(
         default = simulate(default_plan, cluster, costs=costs)
         candidate_costs = replace(costs, delivered_rows_per_call=None) if candidate.coalesce else costs
         formula = simulate(candidate, cluster, costs=candidate_costs)
-        # Without the per-task cost fitted from the sample's lead (see below), for a second opinion.
-        lean = replace(costs, task_overhead_s=0.0)
-        lean_default = simulate(default_plan, cluster, costs=lean) if costs.task_overhead_s > 0 else None
-        lean_formula = simulate(candidate, cluster, costs=replace(candidate_costs, task_overhead_s=0.0))
     except DaftscaleError:
         return None
     step = f"{describe_step(candidate)}, batch {candidate.batch_size}"
     verdict = _verdict(default, formula, step, batch_words(declared_batch), measured_default_s)
     if (
-        lean_default is not None
+        costs.task_overhead_s > 0
         and not verdict.scaling_step
         and not (default.oom or formula.oom)
         and formula.makespan_s < default.makespan_s
@@ -169,8 +165,13 @@ def simulated_choice(
         # runs and 1.1-1.6 s in others, where the formula plan's 96 tasks ran as fast as ever (a 12-15 s
         # query) but the verdict kept Daft's default (a 29-32 s query). The plan is chosen when it is clearly
         # faster without that cost and still faster with it.
-        second = _verdict(lean_default, lean_formula, step, batch_words(declared_batch), measured_default_s)
-        if second.scaling_step:
+        try:
+            lean = [simulate(p, cluster, costs=replace(c, task_overhead_s=0.0))
+                    for p, c in ((default_plan, costs), (candidate, candidate_costs))]  # fmt: skip
+        except DaftscaleError:
+            lean = []
+        second = _verdict(*lean, step, batch_words(declared_batch), measured_default_s) if lean else None
+        if second is not None and second.scaling_step:
             with_cost = (
                 f"; with the {costs.task_overhead_s:.2f} s per task fitted to the sample's first task it is still "
                 f"faster ({formula.makespan_s:.1f} s against {default.makespan_s:.1f} s)"

@@ -479,14 +479,11 @@ def profile_dataframe(
         >>> p.rows, p.heavy_columns
         (500, [])
     """
-    if parquet_paths and is_plain_read(df):
-        try:
-            from_footers = profile_parquet(list(parquet_paths))
-            names = list(df.column_names)
-            if all(name in {c.name for c in from_footers.columns} for name in names):
-                return from_footers.select(names)
-        except ProfileError:
-            pass  # e.g. a store pyarrow cannot reach the way Daft does: let Daft read it
+    from_footers = _footers_of_plain_read(df, parquet_paths)
+    if from_footers is not None:
+        names = list(df.column_names)
+        if all(name in {c.name for c in from_footers.columns} for name in names):
+            return from_footers.select(names)
     try:
         rows = int(df.count_rows())
         sample = df.limit(sample_rows).to_arrow()
@@ -533,12 +530,18 @@ def footer_rows(df: daft.DataFrame, parquet_paths: Sequence[str] | None) -> int 
     of one task per file (2.4-3.3 s for 200 tiny files on a 2 × 2 local cluster), the footers a read of each
     file's last bytes.
     """
+    from_footers = _footers_of_plain_read(df, parquet_paths)
+    return None if from_footers is None else from_footers.rows
+
+
+def _footers_of_plain_read(df: daft.DataFrame, parquet_paths: Sequence[str] | None) -> DataProfile | None:
+    """The footers' profile of ``parquet_paths`` when ``df`` is a plain read of them, else None (let Daft read)."""
     if not parquet_paths or not is_plain_read(df):
         return None
     try:
-        return profile_parquet(list(parquet_paths)).rows
+        return profile_parquet(list(parquet_paths))
     except ProfileError:
-        return None  # a store pyarrow cannot reach the way Daft does: let Daft count
+        return None  # e.g. a store pyarrow cannot reach the way Daft does
 
 
 # Operators a DataFrame may have above a Parquet scan for its footers to describe it (row for row).
