@@ -208,6 +208,28 @@ def test_profile_dataframe() -> None:
 
 
 @pytest.mark.ray
+def test_a_join_of_parquet_reads_is_counted_and_sized_by_the_footers(tmp_path: Path) -> None:
+    import daft
+
+    _write(tmp_path / "a.parquet", pa.table({"key": [i % 3 for i in range(300)], "uri": ["s3://b/k.jpg"] * 300}))
+    _write(tmp_path / "keys.parquet", pa.table({"key": [0, 1, 2], "label": ["x" * 40, "y" * 40, "z" * 40]}))
+    left, right = profile_parquet(str(tmp_path / "a.parquet")), profile_parquet(str(tmp_path / "keys.parquet"))
+    joined = daft.read_parquet(str(tmp_path / "a.parquet")).join(
+        daft.read_parquet(str(tmp_path / "keys.parquet")), on="key"
+    )
+    p = profile_dataframe(joined.where(daft.col("key") > 0), read_profiles=[left, right])
+    assert p.rows == 200  # counted by Daft: the filter keeps two keys of three
+    assert [c.name for c in p.columns] == joined.column_names
+    assert "footers of the 2 Parquet read(s)" in p.notes[0]
+    # Each column keeps its file's bytes per row (the label is the key table's, repeated on every joined row).
+    label = next(c for c in p.columns if c.name == "label")
+    assert label.bytes_per_row(p.rows) == pytest.approx(right.columns[1].uncompressed_bytes / right.rows)
+    # A column computed on the way is not in any footer: Daft samples the rows.
+    computed = joined.with_column("uri_length", daft.col("uri").length())
+    assert "sample" in profile_dataframe(computed, read_profiles=[left, right]).notes[0]
+
+
+@pytest.mark.ray
 def test_daft_logical_types_written_to_parquet_are_heavy(tmp_path: Path) -> None:
     import daft
     import numpy as np

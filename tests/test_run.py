@@ -232,6 +232,13 @@ def test_many_tiny_files_joined_before_the_scaling_step_are_read_in_merged_tasks
     assert report.status == "ok" and report.rows_in == report.rows_out == 400
     assert report.plan["execution_config"]["enable_scan_task_split_and_merge"] is True
     assert any(step.startswith("Read the 40 files in about 8 tasks") for step in report.plan["steps"])
+    # Calibrated (a budget makes it measure a job this small): Daft's default runs on files spread over the
+    # read instead of a limit after the join, and the rows at the UDF come out exact from that run's own rows.
+    calibrated = run(str(path), runner="ray", progress=False, calibrate=60)
+    calibration = calibrated.plan["calibration"]
+    assert calibration["sampling"].startswith("files spread over the largest read (about 70 rows at the step)")
+    assert calibration["runs"][0]["name"] == "Daft's default" and calibration["runs"][0]["udf_rows"] == 70
+    assert calibration["rows_at_udf"] == 400 and calibrated.rows_out == 400
     # --calibrate off runs the plan as `daftscale plan` makes it, from the scaling input alone.
     off = run(str(path), runner="ray", progress=False, calibrate="off")
     assert off.rows_out == 400 and "enable_scan_task_split_and_merge" not in off.plan["execution_config"]

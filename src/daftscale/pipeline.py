@@ -273,6 +273,27 @@ def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
         daft.read_parquet = original
 
 
+@contextlib.contextmanager
+def reading_files(read_paths: Sequence[str] | None, files: Sequence[str]) -> Iterator[None]:
+    """Inside the block, ``daft.read_parquet`` called with ``read_paths`` (as the probe recorded them) reads
+    ``files`` instead, with the same options; other reads are left alone. No-op when ``read_paths`` is None."""
+    import daft
+
+    if read_paths is None:
+        yield
+        return
+    original, wanted = daft.read_parquet, list(read_paths)
+
+    def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(list(files) if _as_paths(path) == wanted else path, *args, **kwargs)
+
+    daft.read_parquet = read_parquet
+    try:
+        yield
+    finally:
+        daft.read_parquet = original
+
+
 def build_with(pipe: Pipeline, plan: PlanHandle) -> daft.DataFrame:
     """Build ``pipe`` with the real plan's handle, checking it returns a DataFrame."""
     return check_dataframe(_call_build(pipe, plan), pipe, when="")

@@ -122,6 +122,11 @@ class SampledPlan:
     sample_rows: int
     full_partitions: int | None = None
     fraction: float | None = None
+    # A head by files instead of rows: the pipeline's ``daft.read_parquet(read_paths)`` reads ``read_files``
+    # (its first files) and the step takes every row reaching it, about ``sample_rows``
+    # (:func:`daftscale.pipeline.reading_files`).
+    read_paths: tuple[str, ...] | None = None
+    read_files: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, plan: ScalingPlan, sample_rows: int, *, fraction: float | None = None) -> SampledPlan:
@@ -146,6 +151,8 @@ class SampledPlan:
         already in memory (:func:`parquet_head`), taken instead of ``df.limit``."""
         if head is not None:
             return PlanHandle(self.plan, before_step=lambda _df: head)
+        if self.read_paths is not None:
+            return PlanHandle(self.plan)
         return PlanHandle(self.plan, before_step=self.take)
 
 

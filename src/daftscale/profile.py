@@ -463,7 +463,11 @@ def _sum_dicts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
 
 
 def profile_dataframe(
-    df: daft.DataFrame, *, sample_rows: int = DATAFRAME_SAMPLE_ROWS, parquet_paths: Sequence[str] | None = None
+    df: daft.DataFrame,
+    *,
+    sample_rows: int = DATAFRAME_SAMPLE_ROWS,
+    parquet_paths: Sequence[str] | None = None,
+    read_profiles: Sequence[DataProfile] = (),
 ) -> DataProfile:
     """Profile a Daft DataFrame: its row count (executes the plan up to here) and a sample's sizes.
 
@@ -471,6 +475,10 @@ def profile_dataframe(
     records) and ``df`` that read with nothing else but column selections (:func:`is_plain_read`), the
     files' footers profile it instead: no query runs, and the profile knows the files and row groups,
     which is how Daft's default splits the work.
+
+    With ``read_profiles`` (the footers of the Parquet reads before ``df``), a DataFrame that only joins,
+    filters and selects their columns is counted by Daft and sized by the footers, with no sample query
+    (:func:`profile_from_reads`).
 
     Examples:
         >>> import daft
@@ -484,9 +492,13 @@ def profile_dataframe(
         names = list(df.column_names)
         if all(name in {c.name for c in from_footers.columns} for name in names):
             return from_footers.select(names)
+    from_reads = _columns_from_reads(df, read_profiles)
     try:
-        rows = int(df.count_rows())
-        sample = df.limit(sample_rows).to_arrow()
+        if from_reads is not None:
+            rows = int(df.count_rows())
+            if rows:
+                return profile_from_reads(rows, from_reads, len(read_profiles))
+        rows, sample = _count_and_head(df, sample_rows)
     except Exception as exc:  # any Daft execution error while reading the source
         raise ProfileError(f"could not read the DataFrame to profile it: {exc}: check its source") from exc
     if rows == 0:
@@ -520,6 +532,80 @@ def profile_dataframe(
         columns=tuple(columns),
         notes=(f"bytes per row estimated from a {sample.num_rows}-row sample",),
     )
+
+
+# Operators between Parquet reads and the scaling step that leave each column as its files hold it.
+READ_COLUMN_OPS = frozenset({"Source", "Project", "Join", "Filter"})
+
+
+def _columns_from_reads(df: daft.DataFrame, reads: Sequence[DataProfile]) -> list[tuple[ColumnProfile, int]] | None:
+    """Each of ``df``'s columns as a read's footers describe it, with that read's rows; None unless only
+    ``READ_COLUMN_OPS`` come between the reads and ``df`` and each of its columns is a read's column by name."""
+    if not reads:
+        return None
+    try:
+        ops = plan_operators(df)
+    except Exception:  # the plan text cannot be read: let Daft sample the rows
+        return None
+    if not ops or not set(ops) <= READ_COLUMN_OPS:
+        return None
+    known: dict[str, tuple[ColumnProfile, int]] = {}
+    for read in reads:  # the first read naming a column describes it (a join's key is in both)
+        for column in read.columns:
+            known.setdefault(column.name, (column, read.rows))
+    if any(name not in known for name in df.column_names):
+        return None  # a column computed or renamed on the way: only a sample says its size
+    return [known[name] for name in df.column_names]
+
+
+def profile_from_reads(rows: int, columns: Sequence[tuple[ColumnProfile, int]], reads: int) -> DataProfile:
+    """The profile of ``rows`` rows whose columns are Parquet columns (each with its read's rows): each column
+    keeps its files' bytes per row. Over a join of 300 small files, this saves the sample query, whose
+    ``limit`` on Ray starts Daft's counter actor (about 1 s on a 2 × 2 local cluster).
+
+    >>> column = ColumnProfile("uri", "string", 3_000, 6_000, False, "")
+    >>> p = profile_from_reads(200, [(column, 100)], reads=2)
+    >>> p.bytes_per_row, p.columns[0].uncompressed_bytes
+    (60.0, 12000)
+    """
+    scaled = tuple(
+        replace(
+            column,
+            compressed_bytes=int(column.compressed_bytes * rows / max(read_rows, 1)),
+            uncompressed_bytes=int(column.uncompressed_bytes * rows / max(read_rows, 1)),
+        )
+        for column, read_rows in columns
+    )
+    uncompressed = sum(c.uncompressed_bytes for c in scaled)
+    return DataProfile(
+        source="DataFrame",
+        rows=rows,
+        bytes_per_row=uncompressed / rows if rows else 0.0,
+        compressed_bytes=sum(c.compressed_bytes for c in scaled),
+        uncompressed_bytes=uncompressed,
+        columns=scaled,
+        notes=(f"bytes per row from the footers of the {reads} Parquet read(s) before the scaling step",),
+    )
+
+
+def _count_and_head(df: daft.DataFrame, sample_rows: int) -> tuple[int, pa.Table]:
+    """The row count and the first ``sample_rows`` rows: two queries, run at once on Ray.
+
+    Each query on Ray pays a start of its own (a limit also starts Daft's counter actor), and the two overlap
+    well: measured over a join of 300 small files (2 × 2 local cluster), 0.8-1.0 s at once against 1.3-1.4 s
+    one after the other. The native runner, and a Ray runner's first query, run them in turn.
+    """
+    from daft.runners import _get_runner
+
+    runner = _get_runner()
+    # Only once Daft's plan runner exists: the first query creates it, and two queries starting at once on a
+    # fresh runner each create one, which kills the other's (Daft 0.7.26: ActorDiedError).
+    if getattr(runner, "name", None) != "ray" or getattr(runner, "flotilla_plan_runner", None) is None:
+        return int(df.count_rows()), df.limit(sample_rows).to_arrow()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daftscale-profile") as pool:
+        head = pool.submit(lambda: df.limit(sample_rows).to_arrow())
+        rows = int(df.count_rows())
+        return rows, head.result()
 
 
 def footer_rows(df: daft.DataFrame, parquet_paths: Sequence[str] | None) -> int | None:
