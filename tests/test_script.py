@@ -109,15 +109,50 @@ def test_udf_that_raises_late_leaves_no_output(monkeypatch, tmp_path) -> None:
     assert not out.exists()
 
 
+JOIN_SCRIPT = """
+import time
+import daft
+
+@daft.cls(max_concurrency=8)
+class Model:
+    @daft.method.batch(return_dtype=daft.DataType.int64())
+    def __call__(self, xs):
+        time.sleep(0.005)  # a synthetic stand-in for a model call
+        return [x * 2 for x in xs.to_pylist()]
+
+daft.set_runner_ray()
+keys = daft.from_pydict({{"key": [0, 1, 2], "label": ["a", "b", "c"]}})
+df = daft.read_parquet({files!r}).join(keys, on="key")
+df = df.with_column("y", Model()(df["x"]))
+df.groupby("label").agg(daft.col("y").sum().alias("total"), daft.col("x").count().alias("rows")).write_parquet({out!r})
+"""
+
+
+def test_a_script_joining_several_reads_runs_with_the_step_after_its_parquet_read_of_most_files(tmp_path) -> None:
+    # A join of many small files with a small table, as plain Daft: the scaling step follows the Parquet
+    # read of the most files (the small table is the script's first read), which the footers profile.
+    import pyarrow as pa
+
+    files = []
+    for i in range(30):
+        files.append(str(tmp_path / f"part-{i:02d}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10)), "key": [i % 3] * 10}), files[-1])
+    out = tmp_path / "out"
+    path = tmp_path / "join.py"
+    path.write_text(JOIN_SCRIPT.format(files=files, out=str(out)))
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok"
+    assert report.plan["inputs"]["files"] == 30 and report.plan["inputs"]["rows"] == 300
+    table = pq.read_table(str(out)).to_pydict()
+    assert sorted(table["rows"]) == [100, 100, 100] and sum(table["total"]) == 2 * sum(range(300))
+    assert sum(call["rows"] for call in report.udf_calls) == 300
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [
         ("df = daft.from_pydict({'x': [1]})\n", "no terminal action"),
         ("df = daft.from_pydict({'x': [1]})\ndf.show()\ndf.write_parquet(OUT)\n", "2 terminal actions"),
-        (
-            "a = daft.from_pydict({'k': [1]})\nb = daft.from_pydict({'k': [1]})\na.join(b, on='k').collect()\n",
-            "reads 2 sources",
-        ),
         ("df = daft.from_pydict({'x': [1]})\ndf.write_lance(OUT)\n", "write_lance"),
     ],
 )
@@ -153,6 +188,52 @@ def test_script_alone_and_under_daftscale_native(tmp_path) -> None:
     again = subprocess.run(argv, env=_env(tmp_path, SCRIPT_OUT=str(out)), capture_output=True, text=True, timeout=180)
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0 and "already holds" in again.stderr
+
+
+ON_RAY_SCRIPT = """
+import os
+import daft
+
+@daft.cls(max_concurrency=2)
+class WhereAmI:
+    @daft.method.batch(return_dtype=daft.DataType.bool())
+    def __call__(self, xs):
+        import ray  # in a Ray actor only when the job really runs on Ray
+
+        return [ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None] * len(xs)
+
+df = daft.from_pydict({"x": list(range(64))})
+df.with_column("on_ray", WhereAmI()(df["x"])).write_parquet(os.environ["SCRIPT_OUT"])
+"""
+
+
+def test_a_script_under_daftscale_on_ray_runs_on_ray(tmp_path) -> None:
+    # The script's daft.from_pydict fixes Daft's runner for its process: loaded before Ray started, the job
+    # ran on the driver's native runner while the report said Ray. Its UDF now runs in Ray actors.
+    path = tmp_path / "where.py"
+    path.write_text(ON_RAY_SCRIPT)
+    out = tmp_path / "out"
+    argv = [*DAFTSCALE, "run", str(path), "--local-cluster", "2x2", "--no-progress", "--report", str(tmp_path / "rep")]
+    proc = subprocess.run(argv, env=_env(tmp_path, SCRIPT_OUT=str(out)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["runner"] == "ray"
+    assert pq.read_table(str(out)).column("on_ray").to_pylist() == [True] * 64
+    # A process whose Daft runner is already native cannot run on Ray: one line, not a native run called Ray.
+    code = (
+        "import daft, sys\n"
+        "daft.from_pydict({'x': [1]})\n"
+        "from daftscale.errors import RunError\n"
+        "from daftscale.run import runtime\n"
+        "try:\n"
+        "    with runtime('ray', local_cluster='1x2'):\n"
+        "        pass\n"
+        "except RunError as exc:\n"
+        "    print(exc)\n"
+    )
+    guard = subprocess.run(
+        [sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert "already runs this process on its native runner" in guard.stdout, guard.stderr
 
 
 def _staging(parent: Path) -> list[Path]:

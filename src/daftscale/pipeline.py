@@ -255,22 +255,34 @@ def _as_paths(given: Any) -> list[str] | None:
     return None
 
 
+# The probe's list of ``daft.read_parquet`` path arguments while it builds (None otherwise).
+_probe_reads: list[Any] | None = None
+
+
 @contextlib.contextmanager
 def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
     """Record the path argument of each ``daft.read_parquet`` call made inside the block (then reads as usual)."""
     import daft
 
-    original = daft.read_parquet
+    global _probe_reads
+    original, previous = daft.read_parquet, _probe_reads
 
     def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
         reads.append(path)
         return original(path, *args, **kwargs)
 
-    daft.read_parquet = read_parquet
+    daft.read_parquet, _probe_reads = read_parquet, reads
     try:
         yield
     finally:
-        daft.read_parquet = original
+        daft.read_parquet, _probe_reads = original, previous
+
+
+def note_parquet_read(path: Any) -> None:
+    """Tell the probe building now of a ``daft.read_parquet(path)`` it did not see called (a plain script's
+    read, made when the script was loaded); no-op outside a probe."""
+    if _probe_reads is not None:
+        _probe_reads.append(path)
 
 
 @contextlib.contextmanager

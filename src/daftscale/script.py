@@ -8,7 +8,8 @@ A plain script never imports daftscale: it reads (``daft.read_parquet``...), dec
 for the length of the execution and restores them in ``finally``:
 
 - reads (``daft.read_*``, ``daft.from_*``) return ``plan.apply(the read)``: the scaling step goes
-  right after the script's one read;
+  right after the script's read, or, when it reads several sources (a join), after its Parquet read of
+  the most files (else its first read), the input a join of small tables fans out from;
 - actor UDF calls (``Func.__call__`` on a ``@daft.cls`` method given expressions) get the plan's
   concurrency, batch size and resources (unless ``--keep-udf-settings``), and their batches are
   timed with the same recorder as :func:`daftscale.udf.actor_udf`;
@@ -144,6 +145,7 @@ class ScriptPass:
     """What one execution of the script did (read, UDFs, runner calls, actions)."""
 
     reads: list[tuple[str, Any, str]] = field(default_factory=list)  # (function, DataFrame, where)
+    read_args: list[Any] = field(default_factory=list)  # each read's first argument (its paths), or None
     udfs: list[UdfUse] = field(default_factory=list)
     runner_calls: list[str] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
@@ -203,6 +205,7 @@ class ScriptPipeline(Pipeline):
         self.keep_udf_settings = False
         self.first = self._execute(None)
         self.action = _check_pass(self.first, self.source)
+        self.step_read = scaling_read(self.first)
         self.output = _script_target(self.action)
         self.udfs = self.first.udfs
         if self.udfs:
@@ -227,7 +230,12 @@ class ScriptPipeline(Pipeline):
         if plan.probing:
             # The probe's handle only records what reaches the scaling step: the load-time
             # execution already built exactly that, so the script is not executed a third time.
-            plan.apply(self.first.reads[0][1])
+            from daftscale.pipeline import note_parquet_read
+
+            name, df, _where = self.first.reads[self.step_read]
+            if name == "read_parquet":
+                note_parquet_read(self.first.read_args[self.step_read])  # so the footers can profile it
+            plan.apply(df)
             return self.action.df
         done = self._execute(plan)
         action = _check_pass(done, self.source)
@@ -246,7 +254,8 @@ class ScriptPipeline(Pipeline):
         # The script's own directory first, as `python script.py` has it, so its sibling imports work.
         sys.path.insert(0, directory)
         try:
-            with _intercepting(record, plan, self.source, keep=self.keep_udf_settings):
+            step_read = getattr(self, "step_read", 0)  # the load-time execution applies no step
+            with _intercepting(record, plan, self.source, keep=self.keep_udf_settings, step_read=step_read):
                 runpy.run_path(self.source, run_name="__main__")
         except _ScriptStopped:
             pass
@@ -267,6 +276,27 @@ class ScriptPipeline(Pipeline):
         return record
 
 
+def scaling_read(record: ScriptPass) -> int:
+    """Which of the script's reads the scaling step follows: the one read, or of several, the Parquet read of
+    the most files (the many small files a join fans out from; the first such), else the first read."""
+    from daftscale.errors import ProfileError
+    from daftscale.pipeline import _as_paths
+    from daftscale.profile import list_parquet_files
+
+    best, most = 0, 0
+    for index, ((name, _df, _where), given) in enumerate(zip(record.reads, record.read_args, strict=True)):
+        paths = _as_paths(given) if name == "read_parquet" else None
+        if not paths:
+            continue
+        try:
+            files = len(list_parquet_files(paths)[1])
+        except ProfileError:
+            files = 1  # a store pyarrow cannot list as Daft does: one read among others
+        if files > most:
+            best, most = index, files
+    return best
+
+
 def _check_pass(record: ScriptPass, path: str) -> Action:
     """The script's one terminal action; a :class:`PipelineError` for a script daftscale cannot run."""
     name = os.path.basename(path)
@@ -274,13 +304,6 @@ def _check_pass(record: ScriptPass, path: str) -> Action:
         raise PipelineError(
             f"{name} reads no data through daft.read_* or daft.from_*: daftscale puts its scaling step after "
             "the script's read, so make the script read its input with Daft"
-        )
-    if len(record.reads) > 1:
-        where = ", ".join(f"{fn} at {at}" for fn, _df, at in record.reads)
-        raise PipelineError(
-            f"{name} reads {len(record.reads)} sources ({where}): daftscale puts its scaling step after one "
-            "read and does not support joining several yet; write the joined input to Parquet first, or "
-            "make it a pipeline file that calls plan.apply(df) after the join"
         )
     if not record.actions:
         raise PipelineError(
@@ -379,7 +402,9 @@ def _line_in(exc: BaseException, path: str) -> str:
 
 
 @contextlib.contextmanager
-def _intercepting(record: ScriptPass, plan: PlanHandle | None, path: str, *, keep: bool) -> Iterator[None]:
+def _intercepting(
+    record: ScriptPass, plan: PlanHandle | None, path: str, *, keep: bool, step_read: int = 0
+) -> Iterator[None]:
     """Patch Daft's reads, runner set-up, actor UDF calls and actions for the block; always restored."""
     import importlib
 
@@ -404,7 +429,7 @@ def _intercepting(record: ScriptPass, plan: PlanHandle | None, path: str, *, kee
             original = getattr(daft, name, None)
             if original is None:
                 continue
-            wrapped = _source(original, name, record, plan, path)
+            wrapped = _source(original, name, record, plan, path, step_read)
             for module in modules:
                 if getattr(module, name, None) is original:
                     patch(module, name, wrapped)
@@ -426,7 +451,7 @@ def _intercepting(record: ScriptPass, plan: PlanHandle | None, path: str, *, kee
             setattr(owner, name, value)
 
 
-def _source(original: Any, name: str, record: ScriptPass, plan: PlanHandle | None, path: str) -> Any:
+def _source(original: Any, name: str, record: ScriptPass, plan: PlanHandle | None, path: str, step_read: int) -> Any:
     def read(*args: Any, **kwargs: Any) -> Any:
         where = _where(path)
         record.depth += 1
@@ -437,8 +462,12 @@ def _source(original: Any, name: str, record: ScriptPass, plan: PlanHandle | Non
         if record.depth or where is None:
             return df  # a read made inside another read, or by a library rather than the script
         record.reads.append((name, df, where))
-        # The load-time execution (no plan) leaves the read as it is; the real one puts the step after it.
-        return plan.apply(df) if plan is not None else df
+        record.read_args.append(args[0] if args else kwargs.get("path"))
+        # The load-time execution (no plan) leaves the read as it is; the real one puts the step after the
+        # scaling read (scaling_read), the others stay as they are.
+        if plan is None or len(record.reads) - 1 != step_read:
+            return df
+        return plan.apply(df)
 
     return read
 

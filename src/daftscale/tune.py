@@ -161,14 +161,18 @@ def tune(
         raise ConfigError(f"max_candidates must be 1 or more, got {max_candidates}")
     out_path = os.fspath(out) if out is not None else None
     check_out(out_path, overwrite)
-    pipe = load_pipeline(pipeline_or_path)
-    kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
+    from daftscale.run import loads_after_start
+
+    # A plain script on Ray loads once Ray is up (loads_after_start): its cache is looked up with the search.
+    deferred = loads_after_start(pipeline_or_path, runner)
+    pipe = None if deferred else load_pipeline(pipeline_or_path)
     say = ProgressLines(progress, console)
 
     batch_multiples = tuple(float(m) for m in batch_multiples)  # floats: 1 and 1.0 give one cache key
     partition_multiples = tuple(float(m) for m in partition_multiples)
     hit = None
-    if use_cache and local_cluster is not None and os.path.isfile(str(pipeline_or_path)):
+    if pipe is not None and use_cache and local_cluster is not None and os.path.isfile(str(pipeline_or_path)):
+        kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
         settings = search_settings(
             kwargs,
             runner,
@@ -188,6 +192,9 @@ def tune(
         from daftscale.run import Session
 
         with Session(runner, ray_address=ray_address, local_cluster=local_cluster) as session:
+            if pipe is None:
+                pipe = load_pipeline(pipeline_or_path)
+            kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
             result = _search(
                 pipe,
                 session,
