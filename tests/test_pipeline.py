@@ -116,3 +116,25 @@ class _Identity:
     def apply(self, df):
         self.calls += 1
         return df
+
+
+def test_reading_files_swaps_only_the_read_the_probe_recorded(tmp_path) -> None:
+    # Calibration's spread sample: the recorded read reads the chosen files; other reads are left alone, and the
+    # caller learns whether the swap happened (if not, it samples with a limit instead of reading everything).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from daftscale.pipeline import reading_files
+
+    files = []
+    for i in range(4):
+        files.append(str(tmp_path / f"part-{i}.parquet"))
+        pq.write_table(pa.table({"x": [i] * 5}), files[-1])
+    with reading_files(files, files[1:2]) as swapped:
+        assert daft.read_parquet(files).to_pydict()["x"] == [1] * 5
+        assert len(daft.read_parquet(files[:2]).to_pydict()["x"]) == 10  # another read: as written
+    assert swapped == ["1"]
+    with reading_files([str(tmp_path / "other.parquet")], files[:1]) as swapped:
+        daft.read_parquet(files)
+    assert swapped == []
+    assert len(daft.read_parquet(files).to_pydict()["x"]) == 20  # restored after the block

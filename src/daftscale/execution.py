@@ -337,8 +337,15 @@ def execute_measured(
         read_paths, read_files = (
             (given_plan.read_paths, given_plan.read_files) if isinstance(given_plan, SampledPlan) else (None, ())
         )
-        with recording(sink) as instrumented, reading_files(read_paths, read_files):
+        with recording(sink) as instrumented, reading_files(read_paths, read_files) as substituted:
             df = build_with(pipe, handle)
+        if read_paths is not None and not substituted:
+            # The build did not read those paths as the probe saw (a read made another way): a limit, not the
+            # whole input, is the sample.
+            assert isinstance(given_plan, SampledPlan)
+            handle = replace(given_plan, read_paths=None).handle()
+            with recording(sink) as instrumented:
+                df = build_with(pipe, handle)
         rows_note = None
         if check_rows is None:
             check_rows, rows_note = rows_checkable(scaling.scaling_input, df)

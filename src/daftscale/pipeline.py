@@ -286,22 +286,27 @@ def note_parquet_read(path: Any) -> None:
 
 
 @contextlib.contextmanager
-def reading_files(read_paths: Sequence[str] | None, files: Sequence[str]) -> Iterator[None]:
+def reading_files(read_paths: Sequence[str] | None, files: Sequence[str]) -> Iterator[list[str]]:
     """Inside the block, ``daft.read_parquet`` called with ``read_paths`` (as the probe recorded them) reads
-    ``files`` instead, with the same options; other reads are left alone. No-op when ``read_paths`` is None."""
+    ``files`` instead, with the same options; other reads are left alone. Yields a list that gets one entry per
+    read so changed (none: the build did not make that call). No-op when ``read_paths`` is None."""
     import daft
 
+    done: list[str] = []
     if read_paths is None:
-        yield
+        yield done
         return
     original, wanted = daft.read_parquet, list(read_paths)
 
     def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
-        return original(list(files) if _as_paths(path) == wanted else path, *args, **kwargs)
+        if _as_paths(path) != wanted:
+            return original(path, *args, **kwargs)
+        done.append(str(len(files)))
+        return original(list(files), *args, **kwargs)
 
     daft.read_parquet = read_parquet
     try:
-        yield
+        yield done
     finally:
         daft.read_parquet = original
 

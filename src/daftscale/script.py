@@ -283,6 +283,8 @@ def scaling_read(record: ScriptPass) -> int:
     from daftscale.pipeline import _as_paths
     from daftscale.profile import list_parquet_files
 
+    if len(record.reads) < 2:
+        return 0  # no listing needed (a remote glob can take a while to list)
     best, most = 0, 0
     for index, ((name, _df, _where), given) in enumerate(zip(record.reads, record.read_args, strict=True)):
         paths = _as_paths(given) if name == "read_parquet" else None
