@@ -200,6 +200,29 @@ def test_a_per_task_cost_fitted_to_one_slow_first_task_does_not_hide_a_faster_pl
         assert fitted == 0.0 and "still faster" not in plan.decision["why"]
 
 
+def test_the_verdict_holds_daft_default_to_its_sample_runs_extrapolation_when_that_is_faster() -> None:
+    # Synthetic Daft's-default sample run (no Daft here) over an input whose files the profile does not know (a
+    # join's output): the simulator lays it out as one task. The verdict compares the plan with the faster of
+    # that prediction and the sample run's own extrapolation, and says which it used.
+    from daftscale.calibrate_predict import simulated_choice
+
+    data = profile_numbers(24_000, 60)
+    cluster = ClusterSpec(nodes=4, cpus_per_node=4)
+    formula = make_plan(data, cluster, concurrency=8)
+    default_run = _report(
+        no_scaling_step(formula, "baseline", udf_batch_size=None), 3.0, [90, 70, 110, 80] * 5,
+        actors=2, nodes=4, fixed_s=0.010, per_row_s=0.0004,
+    )  # fmt: skip
+    simulated = simulated_choice(data, cluster, formula, default_run, None, None)
+    assert simulated is not None and simulated.default_s
+    lower = simulated.default_s * 0.6  # within the simulator's 2× agreement, and faster
+    held = simulated_choice(data, cluster, formula, default_run, None, lower)
+    assert held is not None and held.default_s == round(lower, 2)
+    assert "its sample run's extrapolation" in held.why and f"simulator's {simulated.default_s:.1f} s" in held.why
+    higher = simulated_choice(data, cluster, formula, default_run, None, simulated.default_s * 1.5)
+    assert higher is not None and higher.default_s == simulated.default_s and "extrapolation" not in higher.why
+
+
 def test_daft_default_keeps_daft_own_batch_when_the_pipeline_declares_none() -> None:
     formula = make_plan(profile_numbers(10_000, 100), ClusterSpec(nodes=2, cpus_per_node=2))
     assert formula.udf_batch_size == formula.batch_size  # a formula plan sets its B on the UDF
