@@ -69,6 +69,15 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, {self.planner_kwargs!r})"
 
+    def planner_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The planner options this pipeline declares, with those ``given`` (not None) over them.
+
+        >>> Pipeline(lambda plan: None, {"concurrency": 4, "batch_size": 16}).planner_options(
+        ...     {"batch_size": 8, "concurrency": None})
+        {'concurrency': 4, 'batch_size': 8}
+        """
+        return {**self.planner_kwargs, **{k: v for k, v in given.items() if v is not None}}
+
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Run this pipeline as ``daftscale run THIS_FILE [options]`` would, then exit with its code.
 
@@ -260,22 +269,36 @@ _probe_reads: list[Any] | None = None
 
 
 @contextlib.contextmanager
-def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
-    """Record the path argument of each ``daft.read_parquet`` call made inside the block (then reads as usual)."""
+def _wrapping_read_parquet(wrap: Callable[[Any], Callable[..., Any]]) -> Iterator[None]:
+    """``daft.read_parquet`` replaced by ``wrap(the original)`` inside the block; always restored."""
     import daft
 
-    global _probe_reads
-    original, previous = daft.read_parquet, _probe_reads
-
-    def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
-        reads.append(path)
-        return original(path, *args, **kwargs)
-
-    daft.read_parquet, _probe_reads = read_parquet, reads
+    original = daft.read_parquet
+    daft.read_parquet = wrap(original)
     try:
         yield
     finally:
-        daft.read_parquet, _probe_reads = original, previous
+        daft.read_parquet = original
+
+
+@contextlib.contextmanager
+def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
+    """Record the path argument of each ``daft.read_parquet`` call made inside the block (then reads as usual)."""
+    global _probe_reads
+
+    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
+            reads.append(path)
+            return original(path, *args, **kwargs)
+
+        return read_parquet
+
+    previous, _probe_reads = _probe_reads, reads
+    try:
+        with _wrapping_read_parquet(recording):
+            yield
+    finally:
+        _probe_reads = previous
 
 
 def note_parquet_read(path: Any) -> None:
@@ -290,25 +313,23 @@ def reading_files(read_paths: Sequence[str] | None, files: Sequence[str]) -> Ite
     """Inside the block, ``daft.read_parquet`` called with ``read_paths`` (as the probe recorded them) reads
     ``files`` instead, with the same options; other reads are left alone. Yields a list that gets one entry per
     read so changed (none: the build did not make that call). No-op when ``read_paths`` is None."""
-    import daft
-
     done: list[str] = []
     if read_paths is None:
         yield done
         return
-    original, wanted = daft.read_parquet, list(read_paths)
+    wanted = list(read_paths)
 
-    def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if _as_paths(path) != wanted:
-            return original(path, *args, **kwargs)
-        done.append(str(len(files)))
-        return original(list(files), *args, **kwargs)
+    def swapping(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if _as_paths(path) != wanted:
+                return original(path, *args, **kwargs)
+            done.append(str(len(files)))
+            return original(list(files), *args, **kwargs)
 
-    daft.read_parquet = read_parquet
-    try:
+        return read_parquet
+
+    with _wrapping_read_parquet(swapping):
         yield done
-    finally:
-        daft.read_parquet = original
 
 
 def build_with(pipe: Pipeline, plan: PlanHandle) -> daft.DataFrame:

@@ -122,9 +122,9 @@ class SampledPlan:
     sample_rows: int
     full_partitions: int | None = None
     fraction: float | None = None
-    # A head by files instead of rows: the pipeline's ``daft.read_parquet(read_paths)`` reads ``read_files``
-    # (its first files) and the step takes every row reaching it, about ``sample_rows``
-    # (:func:`daftscale.pipeline.reading_files`).
+    # A sample by files instead of rows: the pipeline's ``daft.read_parquet(read_paths)`` reads ``read_files``
+    # (some of its files, daftscale.execution.spread_files) and the step takes every row reaching it, about
+    # ``sample_rows`` (:func:`daftscale.pipeline.reading_files`).
     read_paths: tuple[str, ...] | None = None
     read_files: tuple[str, ...] = ()
 

@@ -442,7 +442,7 @@ def run(
             append=append,
             keep_udf_settings=keep_udf_settings,
         )
-        return pipe, target, {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
+        return pipe, target, pipe.planner_options(planner_kwargs)
 
     loaded = None if loads_after_start(pipeline_or_path, runner) else load()
 

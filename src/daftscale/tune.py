@@ -166,13 +166,13 @@ def tune(
     # A plain script on Ray loads once Ray is up (loads_after_start): its cache is looked up with the search.
     deferred = loads_after_start(pipeline_or_path, runner)
     pipe = None if deferred else load_pipeline(pipeline_or_path)
+    kwargs = pipe.planner_options(planner_kwargs) if pipe is not None else {}
     say = ProgressLines(progress, console)
 
     batch_multiples = tuple(float(m) for m in batch_multiples)  # floats: 1 and 1.0 give one cache key
     partition_multiples = tuple(float(m) for m in partition_multiples)
     hit = None
     if pipe is not None and use_cache and local_cluster is not None and os.path.isfile(str(pipeline_or_path)):
-        kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
         settings = search_settings(
             kwargs,
             runner,
@@ -194,7 +194,7 @@ def tune(
         with Session(runner, ray_address=ray_address, local_cluster=local_cluster) as session:
             if pipe is None:
                 pipe = load_pipeline(pipeline_or_path)
-            kwargs = {**pipe.planner_kwargs, **{k: v for k, v in planner_kwargs.items() if v is not None}}
+                kwargs = pipe.planner_options(planner_kwargs)
             result = _search(
                 pipe,
                 session,
