@@ -90,6 +90,27 @@ def test_shuffle_invariants(rows: int, nodes: int, concurrency: int, batch: int,
         assert "TOO_FEW_ROWS" not in p.warning_codes()
 
 
+@settings(max_examples=200, deadline=None)
+@given(rows=st.integers(1, 100_000), nodes=st.integers(1, 16), concurrency=st.integers(1, 64))
+def test_the_guides_default_batch_yields_so_every_actor_gets_one(rows: int, nodes: int, concurrency: int) -> None:
+    # No batch size requested and no UDF profile: B is the guide's 64, unless that would leave actors without a
+    # batch (fewer rows than C × 64), when it is R // C, as a profile's B is capped.
+    p = plan(profile_numbers(rows, 46), ClusterSpec(nodes=nodes), concurrency=concurrency, strategy="shuffle")
+    assert p.batch_size == min(64, max(1, rows // concurrency))
+    if rows >= concurrency:
+        assert math.ceil(rows / p.batch_size) >= concurrency
+        assert "TOO_FEW_ROWS" not in p.warning_codes()
+
+
+def test_a_small_job_spreads_its_rows_over_every_actor() -> None:
+    # The bench's W3: 384 rows, 8 actors. B = 64 gave 6 calls and left 2 actors idle; B = 48 gives each one.
+    p = plan(profile_numbers(384, 46), SEED_CLUSTER, concurrency=8)
+    assert p.batch_size == 48
+    assert "capped at R / C = 48 so every actor gets a batch" in p.explain()
+    requested = plan(profile_numbers(384, 46), SEED_CLUSTER, concurrency=8, batch_size=64)
+    assert requested.batch_size == 64 and "TOO_FEW_ROWS" in requested.warning_codes()
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     rows=counts,

@@ -19,7 +19,8 @@ run as the decision allows:
   the UDF's per-call and per-row cost as Daft delivers batches, the rows reaching the UDF per row and its
   peak memory per row. The simulator (:func:`simulated_choice`) then predicts Daft's default and the
   formula plan made from those costs on all the data; the plan is chosen only when predicted
-  ``SIMULATED_DECISION_MARGIN`` faster, else Daft's default is kept.
+  ``SIMULATED_DECISION_MARGIN`` faster after the actor pool's start (which both pay), else Daft's default is
+  kept.
 - **A join or shuffle before it**: the pieces Daft hands the UDF depend on that operator, so Daft's
   default itself runs on the sample first (its fragments come in many sizes, which also separates the
   costs). A clear simulated verdict decides; a close one measures the formula plan (and, if it is handed
@@ -61,6 +62,7 @@ from daftscale.calibrate_predict import (
     SimulatedChoice,
     batch_words,
     cost_probe_plan,
+    cost_probe_rows,
     daft_default_as_plan,
     simulated_choice,
 )
@@ -285,6 +287,9 @@ def calibrated_plan(
     if not _groups_before_step(scaling_input, upstream_shuffle):
         run_sample = with_small_downstream_aggregations(run_sample)
     by_fraction = upstream_shuffle
+    if not by_fraction:
+        # One cost probe on a small pool: it needs calls of both sizes on each of its actors, not a share of the data.
+        sample = cost_probe_rows(sample, formula)
     budget = float(calibrate) if not isinstance(calibrate, str) else None
     how = f"df.limit({sample})" + (f", df.sample({sample / rows:.3g}) for the formula plan" if by_fraction else "")
     cal = Calibration(

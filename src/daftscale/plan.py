@@ -282,7 +282,17 @@ def plan(
         )
     else:
         batch = DEFAULT_BATCH_SIZE
-        b.step(f"Batch size B = {batch} (Daft's scaling guide's default; no UDF profile to choose from).")
+        feed_all = max(1, rows // c)
+        if feed_all < batch:
+            # The guide's 64 is a number we chose, not the user's: on fewer rows than C × 64 it would leave actors
+            # without a batch (384 rows, 8 actors: 6 calls of 64, 2 actors idle), so it yields as a profile's B does.
+            batch = feed_all
+            b.step(
+                f"Batch size B = {batch}: Daft's scaling guide's default of {DEFAULT_BATCH_SIZE} (no UDF profile to "
+                f"choose from), capped at R / C = {feed_all} so every actor gets a batch."
+            )
+        else:
+            b.step(f"Batch size B = {batch} (Daft's scaling guide's default; no UDF profile to choose from).")
 
     budget, budget_why = actor_memory_budget(cluster, udf, a)
     bound = memory_bounded_batch_size(budget or 0, per_row_memory)
