@@ -10,6 +10,7 @@ import math
 import textwrap
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import daft
 import pyarrow as pa
@@ -476,6 +477,38 @@ def test_a_job_too_small_to_sample_keeps_daft_default_unless_its_files_leave_act
     named = calibrated_plan(eight_files, cluster, {**options, "strategy": "shuffle"}, runner="ray",
                             calibrate="auto", run_sample=never)  # fmt: skip
     assert named.scaling_step and named.decision is None
+
+
+def test_an_input_balanced_over_the_actors_keeps_daft_default_without_a_sample_run() -> None:
+    # No Daft here. 16 files of 1,500 rows for 4 actors: Daft's default gives each actor 4 whole files in its own
+    # largest batches whatever the model costs, so "auto" runs no sample (it would cost a query's fixed start).
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("a balanced input must not run a sample")
+
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 4}
+    even = replace(profile_numbers(24_000, 60), files=16, file_rows=(1_500,) * 16)
+    kept = calibrated_plan(even, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert not kept.scaling_step and kept.udf_batch_size is None, kept.decision
+    assert "Daft's default is balanced: 16 input files of 1,500 rows, 4 per actor" in kept.calibration["skipped"]
+    assert "nothing was measured" in kept.decision["why"]
+
+    # Anything else is measured: uneven files, a wave short of whole, heavy rows, a join before the step, a budget.
+    def probed(data: object, **how: Any) -> bool:
+        ran: list[SampledPlan] = []
+
+        def record(sampled: SampledPlan) -> RunReport:
+            ran.append(sampled)
+            return _report(sampled.plan, 8.0, [64, 16] * 30)
+
+        calibrated_plan(data, cluster, {**options, **how.pop("options", {})}, runner="ray", run_sample=record, **how)
+        return bool(ran)
+
+    assert probed(replace(even, file_rows=(1_500,) * 15 + (3_000,), rows=25_500), calibrate="auto")  # one file 1.9×
+    assert probed(replace(even, files=18, file_rows=(1_500,) * 18, rows=27_000), calibrate="auto")  # 4.5 per actor
+    heavy = replace(profile_numbers(24_000, 1 << 20, heavy=True), files=16, file_rows=(1_500,) * 16)
+    assert probed(heavy, calibrate="auto")
+    assert probed(even, calibrate="auto", upstream_shuffle=True)
+    assert probed(even, calibrate=60.0)
 
 
 @pytest.mark.ray
