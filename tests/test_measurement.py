@@ -172,6 +172,21 @@ def test_records_dropped_counts_a_lost_last_record() -> None:
     assert unchecked.udf_rows_short() == []
 
 
+def test_a_recorder_whose_collector_is_gone_counts_its_records_dropped_and_never_fails_the_call() -> None:
+    # A UDF actor starting after the run's collector died (seen: a collector killed just after the run checked it
+    # answered): before, ray.get_actor raised in the actor's __init__ and failed the user's query.
+    import ray
+
+    from daftscale.udf import _Recorder
+
+    assert ray.is_initialized()  # the shared test cluster
+    recorder = _Recorder({"kind": "ray", "name": "daftscale-collector-gone"}, "Model")
+    recorder.ready(0.0, 0.1)
+    recorder.started("k1", 0.1, 4)
+    recorder.finished("k1", 0.1, 0.2, 4)
+    assert recorder.dropped == 2  # the ready and the end records; a start only feeds the progress line
+
+
 def test_a_kept_sampler_pauses_between_runs_and_measures_each_afresh() -> None:
     """A session keeps its memory sampler between runs: stop() pauses it, restart() starts from nothing."""
     import time

@@ -334,6 +334,7 @@ def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart
         assert session.instruments is kept
         # A kept collector that dies (its node lost, say) is replaced by the next run, not read in vain.
         ray.kill(ray.get_actor(kept.collector.name, namespace="daftscale"))
+        _until_gone(kept.collector.name)  # ray.kill is asynchronous: the next run must see it dead
         third = session.execute(path, calibrate="off")
         assert session.instruments is not kept and session.instruments is not None
         collector_name = session.instruments.collector.name
@@ -345,13 +346,18 @@ def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart
     assert not {c["actor"] for c in first.udf_calls} & {c["actor"] for c in second.udf_calls}
     assert third.rows_out == 120 and not third.udf_errors
     assert session.instruments is None
-    # ray.kill is asynchronous: the name is free once Ray has marked the actor dead.
+    _until_gone(collector_name)
+
+
+def _until_gone(actor_name: str) -> None:
+    """Wait until Ray has marked a killed actor dead: ray.kill is asynchronous, and the name is free only then."""
+    import ray
+
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
-            ray.get_actor(collector_name, namespace="daftscale")
+            ray.get_actor(actor_name, namespace="daftscale")
         except ValueError:
-            break
+            return
         time.sleep(0.2)
-    else:
-        raise AssertionError("the session's collector outlived it")
+    raise AssertionError(f"actor {actor_name} outlived its kill by 30 s")

@@ -115,7 +115,12 @@ class _Recorder:
             context = ray.get_runtime_context()
             self.node = context.get_node_id()[:8]
             self.actor = (context.get_actor_id() or f"task-{self.pid}")[:8]
-            self._handle = ray.get_actor(sink["name"], namespace=RAY_NAMESPACE)  # type: ignore[index]
+            try:
+                self._handle = ray.get_actor(sink["name"], namespace=RAY_NAMESPACE)  # type: ignore[index]
+            except Exception:
+                # The collector died (its node lost, say) after the run checked it: this actor's records are
+                # counted as dropped (_emit), and the user's model still runs.
+                self._handle = None
         elif self.kind == "spool":
             path = os.path.join(sink["dir"], f"{self.pid}-{uuid.uuid4().hex[:8]}.jsonl")  # type: ignore[index]
             # Line-buffered so the driver's progress line sees each event as it happens.
@@ -174,6 +179,8 @@ class _Recorder:
             if self.kind == "ray":
                 import ray
 
+                if self._handle is None:
+                    raise RuntimeError("the run's collector could not be found when this actor started")
                 ref = self._handle.record.remote(event)
                 if wait:
                     ray.get(ref, timeout=RECORD_ACK_TIMEOUT_S)
