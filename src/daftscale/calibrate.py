@@ -313,11 +313,12 @@ def calibrated_plan(
     rows = data.rows
     sample = sample_rows_for(rows, formula.concurrency, formula.batch_size)
     reason = skip_reason(calibrate, kwargs, rows, sample)
-    if upstream_shuffle is None:
-        upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
-    if reason is None and calibrate == "auto" and not upstream_shuffle:
-        # A join or shuffle before the step hands the UDF pieces of its own, not the files.
-        reason = balanced_default_reason(data, formula)
+    if reason is None:
+        if upstream_shuffle is None:
+            upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
+        if calibrate == "auto" and not upstream_shuffle:
+            # A join or shuffle before the step hands the UDF pieces of its own, not the files.
+            reason = balanced_default_reason(data, formula)
     if reason is not None:
         if calibrate == "off":
             return formula

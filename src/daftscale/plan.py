@@ -254,6 +254,8 @@ def plan(
         per_row_memory = udf_profile.memory_per_row_bytes
     if udf_memory_per_row:
         per_row_memory = float(udf_memory_per_row)
+    # Every actor gets a batch: the cap on a B the planner chooses (a profile's, or the guide's default).
+    feed_all = max(1, rows // c)
     if batch_size is not None:
         batch = require_positive_int(batch_size, "batch_size")
         b.step(f"Batch size B = {batch} rows per UDF call (requested).")
@@ -261,7 +263,6 @@ def plan(
         fixed_s, per_row_s = udf_profile.seconds_per_batch, udf_profile.seconds_per_row
         wanted = overhead_bounded_batch_size(fixed_s, per_row_s)
         balanced = balanced_batch_size(fixed_s, per_row_s, rows / c)
-        feed_all = max(1, rows // c)
         batch = min(max(wanted, balanced), feed_all)
         b.step(
             f"Batch size B = {batch}: the UDF costs {fixed_s * 1e3:.1f} ms per call + "
@@ -282,7 +283,6 @@ def plan(
         )
     else:
         batch = DEFAULT_BATCH_SIZE
-        feed_all = max(1, rows // c)
         if feed_all < batch:
             # The guide's 64 is a number we chose, not the user's: on fewer rows than C × 64 it would leave actors
             # without a batch (384 rows, 8 actors: 6 calls of 64, 2 actors idle), so it yields as a profile's B does.
