@@ -317,14 +317,17 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args: list[str], message: st
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart(tmp_path) -> None:
-    """The collector and the node memory samplers are Ray actors started by a session's first run and kept
-    for the next (calibration's samples, the run, the tuner's trials): each run still counts only its
-    own calls and measures its own memory, and the actors end with the session."""
+def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart(tmp_path, monkeypatch) -> None:
+    """On a cluster of several hosts the collector and the node memory samplers are Ray actors started by a
+    session's first run and kept for the next (calibration's samples, the run, the tuner's trials): each
+    run still counts only its own calls and measures its own memory, and the actors end with the session.
+    The test cluster is one host, so the actors are asked for (DAFTSCALE_RAY_INSTRUMENTS=actors)."""
     import ray
 
+    from daftscale.memory import RAY_INSTRUMENTS_ENV
     from daftscale.run import Session
 
+    monkeypatch.setenv(RAY_INSTRUMENTS_ENV, "actors")
     path = _pipeline(tmp_path, rows=120, batch=20)
     with Session("ray") as session:
         first = session.execute(path, calibrate="off")
@@ -347,6 +350,33 @@ def test_a_sessions_runs_share_its_measuring_actors_and_keep_their_records_apart
     assert third.rows_out == 120 and not third.udf_errors
     assert session.instruments is None
     _until_gone(collector_name)
+
+
+def test_a_cluster_on_this_host_is_measured_without_ray_actors(tmp_path) -> None:
+    """Every node of the test cluster runs on this host: a run's records go through a spool directory and
+    each node's memory is sampled by a thread of the driver, so no measuring actor (a Ray worker process
+    each, about 1.1 s of a fresh run on 2 cores) competes with the query. Calls still name their Ray node
+    and actor, so they line up with the nodes' memory, as the actors' measurements do."""
+    import ray
+
+    from daftscale.memory import host_raylets
+    from daftscale.run import Session
+
+    raylets = host_raylets()
+    alive = {node["NodeID"][:8] for node in ray.nodes() if node.get("Alive")}
+    assert raylets is not None and set(raylets) == alive
+    path = _pipeline(tmp_path, rows=120, batch=20)
+    with Session("ray") as session:
+        report = session.execute(path, calibrate="off")
+        assert session.instruments is None
+        assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "daftscale"]
+    assert report.rows_in == report.rows_out == 120 and sum(c["rows"] for c in report.udf_calls) == 120
+    assert not report.records_dropped and not report.measurement_incomplete
+    call_nodes = {c["node"] for c in report.udf_calls}
+    assert call_nodes <= alive  # Ray's node ids, not the host name
+    assert set(report.node_peak_memory_bytes) == alive
+    assert all(report.node_peak_memory_bytes[node] for node in call_nodes)
+    assert {len(c["actor"]) for c in report.udf_calls} == {8}  # Ray actor ids, as on a cluster of several hosts
 
 
 def _until_gone(actor_name: str) -> None:

@@ -91,3 +91,29 @@ def test_plan_udf_passes_its_resources_to_daft(cpus: float, gpus: float) -> None
     assert float(asked["num_cpus"]) == cpus
     assert float(asked.get("num_gpus", 0)) == gpus
     assert "batch_size = 8" in text and "concurrency = 2" in text
+
+
+def test_a_spool_snapshot_reads_on_from_the_last_and_leaves_a_line_being_written() -> None:
+    """The spool collector reads only what was added since its last snapshot, and a line with no newline
+    yet (an actor writing it now) waits for the next one instead of being lost or misread."""
+    import json
+    import os
+
+    from daftscale.udf import SpoolCollector
+
+    collector = SpoolCollector(ray=True)
+    try:
+        assert collector.sink["kind"] == "spool" and collector.sink["ray"] is True
+        path = os.path.join(collector.dir, "123-abcd.jsonl")
+        call = {"event": "end", "key": "k1", "actor": "a", "node": "n", "start": 0.0, "end": 1.0, "rows": 5}
+        second = {**call, "key": "k2", "rows": 7}
+        with open(path, "w") as handle:
+            handle.write(json.dumps(call) + "\n" + json.dumps(second)[:20])
+        calls, _ = collector.snapshot()
+        assert [c["key"] for c in calls] == ["k1"]
+        with open(path, "a") as handle:
+            handle.write(json.dumps(second)[20:] + "\n")
+        calls, _ = collector.snapshot()
+        assert sorted(c["key"] for c in calls) == ["k1", "k2"] and len(collector.events) == 2
+    finally:
+        collector.close()

@@ -25,7 +25,7 @@ from daftscale.console import stderr_console
 from daftscale.errors import DaftscaleError, RunError
 from daftscale.gpu import prepare_driver_cuda
 from daftscale.health import MeasurementHealth
-from daftscale.memory import NodeMemorySampler
+from daftscale.memory import NodeMemorySampler, host_raylets
 from daftscale.output import OutputTarget, WriteResult, count_partitions, discard_staging, output_summary, write_output
 from daftscale.pipeline import Pipeline, Probe, build_with, probe, reading_files
 from daftscale.plan import ScalingPlan, read_merge, with_read_merge, with_sized_aggregations
@@ -202,12 +202,19 @@ class KeptInstruments:
         self.collector.close()
 
 
-def _instruments(session: Session) -> KeptInstruments | None:
-    """The session's kept instruments on Ray, started now if this is its first run; None on the native
-    runner, where a run's collector (a directory) and sampler (a thread) cost nothing to make. A kept
-    collector that no longer answers is replaced (a kept sampler replaces a silent node's by itself)."""
+def _instruments(session: Session) -> tuple[KeptInstruments | None, dict[str, int] | None]:
+    """How this run is measured: ``(kept instruments, raylets on this host)``.
+
+    On a Ray cluster that spans hosts, the session's kept instruments (Ray actors), started now if this
+    is its first run; a kept collector that no longer answers is replaced (a kept sampler replaces a
+    silent node's by itself). On the native runner, and on a Ray cluster whose nodes all run on this host
+    (the raylets, by node: :func:`host_raylets`), nothing is kept: the run's collector (a directory) and
+    samplers (threads) cost nothing to make, and no Ray worker process competes with the query's."""
     if session.runner != "ray":
-        return None
+        return None, None
+    raylets = host_raylets()
+    if raylets is not None:
+        return None, raylets
     kept = session.instruments
     if kept is not None and not kept.collector.answers():
         # Its node died, say: a run whose records cannot be read reports nothing, so start another.
@@ -215,7 +222,7 @@ def _instruments(session: Session) -> KeptInstruments | None:
         kept = None
     if kept is None:
         kept = session.instruments = KeptInstruments()
-    return kept
+    return kept, None
 
 
 def execute_measured(
@@ -250,8 +257,9 @@ def execute_measured(
 
     runner, cluster = session.runner, session.cluster
     started = time.time()
-    # Started before profiling and calibration, so the actors' processes start while those run.
-    kept = _instruments(session)
+    # Started before profiling and calibration, so on a cluster of several hosts the measuring actors'
+    # processes start while those run.
+    kept, raylets = _instruments(session)
     scaling = probe(pipe)
     notices = (console or stderr_console()).print
 
@@ -326,7 +334,7 @@ def execute_measured(
 
     collector: SpoolCollector | RayCollector
     if kept is None:
-        collector = make_collector(runner)
+        collector = make_collector(runner, host_local=raylets is not None)
     else:
         collector = kept.collector
         kept.collector.restart()
@@ -351,7 +359,7 @@ def execute_measured(
             check_rows, rows_note = rows_checkable(scaling.scaling_input, df)
         prepare_driver_cuda(chosen.udf_gpus, runner)  # on the main thread, before Daft's threads touch CUDA
         if kept is None:
-            sampler = NodeMemorySampler(runner)
+            sampler = NodeMemorySampler(runner, raylets=raylets)
         else:
             sampler = kept.sampler
             sampler.restart()

@@ -5,10 +5,11 @@
 user's method and records ``(actor, node, pid, start, end, rows)`` for each call. The records go to a
 *sink* chosen by :func:`daftscale.run.run` before the pipeline is built:
 
-- on Ray, a named Ray actor (:class:`RayCollector`): UDF actors run in Ray actor processes on any node,
-  so only Ray itself reaches them all;
-- on Daft's native runner, a spool directory (:class:`SpoolCollector`): Daft 0.7 runs actor UDFs in
-  child processes of the driver (one per actor), so an in-process list would stay empty.
+- on a Ray cluster spread over several hosts, a named Ray actor (:class:`RayCollector`): UDF actors run
+  in Ray actor processes on any node, so only Ray itself reaches them all;
+- on Daft's native runner, and on a Ray cluster whose nodes all run on this host (a local cluster), a
+  spool directory (:class:`SpoolCollector`): Daft 0.7 runs native actor UDFs in child processes of the
+  driver (one per actor), so an in-process list would stay empty, and a file costs no Ray worker process.
 
 Outside a run there is no sink and recording is a no-op: the UDF behaves like any Daft UDF.
 :func:`row_udf` is the uninstrumented per-row helper (a "heavy read" such as decoding a file).
@@ -122,6 +123,13 @@ class _Recorder:
                 # counted as dropped (_emit), and the user's model still runs.
                 self._handle = None
         elif self.kind == "spool":
+            if sink.get("ray"):  # type: ignore[union-attr]
+                # A Ray actor on a host-local cluster: named as on Ray, so calls line up with node memory.
+                import ray
+
+                context = ray.get_runtime_context()
+                self.node = context.get_node_id()[:8]
+                self.actor = (context.get_actor_id() or f"task-{self.pid}")[:8]
             path = os.path.join(sink["dir"], f"{self.pid}-{uuid.uuid4().hex[:8]}.jsonl")  # type: ignore[index]
             # Line-buffered so the driver's progress line sees each event as it happens.
             self._file = open(path, "a", buffering=1)  # open for the actor's lifetime
@@ -380,31 +388,44 @@ def _process_start(fallback: float) -> float:
 
 
 class SpoolCollector:
-    """Records from UDF actors on this machine, through JSON-lines files in a temporary directory."""
+    """Records from UDF actors on this machine, through JSON-lines files in a temporary directory.
 
-    def __init__(self) -> None:
+    ``ray=True`` for Ray actors on a host-local cluster: they name their node and actor by Ray's ids.
+    """
+
+    def __init__(self, *, ray: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="daftscale-udf-")
         self.faults = faults.active()
-        self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir, "faults": sorted(self.faults)}
+        self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir, "faults": sorted(self.faults), "ray": ray}
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self._offsets: dict[str, int] = {}  # bytes of whole lines read so far, per file
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised,
-        :attr:`ready` the actors that finished ``__init__`` and :attr:`events` every record read."""
+        :attr:`ready` the actors that finished ``__init__`` and :attr:`events` every record read.
+
+        Each snapshot reads on from where the last one stopped, so a long run's progress line does not
+        re-read every record twice a second.
+        """
         if "snapshot" in self.faults:
             raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
-        events: list[dict[str, Any]] = []
-        for path in glob.glob(os.path.join(self.dir, "*.jsonl")):
-            with contextlib.suppress(OSError), open(path) as handle:
-                for line in handle:
-                    # A line being written right now may be partial: skip it, the next snapshot has it.
-                    with contextlib.suppress(json.JSONDecodeError):
-                        events.append(json.loads(line))
-        self.events = events
-        self.failed, self.ready = _failed(events), _ready(events)
-        return _merge(events)
+        for path in sorted(glob.glob(os.path.join(self.dir, "*.jsonl"))):
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(self._offsets.get(path, 0))
+                    chunk = handle.read()
+            except OSError:
+                continue
+            # A line being written right now has no newline yet: leave it for the next snapshot.
+            whole = chunk[: chunk.rfind(b"\n") + 1]
+            self._offsets[path] = self._offsets.get(path, 0) + len(whole)
+            for line in whole.splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.events.append(json.loads(line))
+        self.failed, self.ready = _failed(self.events), _ready(self.events)
+        return _merge(self.events)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -484,5 +505,9 @@ class RayCollector:
             ray.kill(self._actor)
 
 
-def make_collector(runner: str) -> SpoolCollector | RayCollector:
-    return RayCollector() if runner == "ray" else SpoolCollector()
+def make_collector(runner: str, *, host_local: bool = False) -> SpoolCollector | RayCollector:
+    """The collector for a run: a Ray actor on a Ray cluster that spans hosts, a spool directory on the
+    native runner and on a Ray cluster whose nodes all run on this host (``host_local``)."""
+    if runner == "ray" and not host_local:
+        return RayCollector()
+    return SpoolCollector(ray=runner == "ray")
