@@ -16,8 +16,17 @@ import daft
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from daftscale.calibrate import calibrated_plan, no_scaling_step, parse_calibrate, sample_rows_for, skip_reason
+from daftscale.calibrate import (
+    calibrated_plan,
+    default_imbalance,
+    no_scaling_step,
+    parse_calibrate,
+    sample_rows_for,
+    skip_reason,
+)
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError
 from daftscale.pipeline import load_pipeline, probe
@@ -503,6 +512,13 @@ def test_an_input_balanced_over_the_actors_keeps_daft_default_without_a_sample_r
         calibrated_plan(data, cluster, {**options, **how.pop("options", {})}, runner="ray", run_sample=record, **how)
         return bool(ran)
 
+    # Files of many sizes, but many per actor: the busiest actor ends within 10 % of an even share, so no sample.
+    varied_rows = tuple(500 + (i * 389) % 2_000 for i in range(40))
+    varied = replace(even, rows=sum(varied_rows), files=40, file_rows=varied_rows)
+    assert default_imbalance(varied_rows, 4) <= 1.1
+    kept = calibrated_plan(varied, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert not kept.scaling_step and "40 input files of 500-2,4" in kept.calibration["skipped"], kept.calibration
+
     assert probed(replace(even, file_rows=(1_500,) * 15 + (3_000,), rows=25_500), calibrate="auto")  # one file 1.9×
     assert probed(replace(even, files=18, file_rows=(1_500,) * 18, rows=27_000), calibrate="auto")  # 4.5 per actor
     heavy = replace(profile_numbers(24_000, 1 << 20, heavy=True), files=16, file_rows=(1_500,) * 16)
@@ -522,3 +538,18 @@ def test_tune_measures_a_pipeline_whose_output_is_not_row_for_row(tmp_path: Path
     result = tune(_write(tmp_path, EXPLODE, rows=2_000), runner="ray", cache_dir=tmp_path, progress=False, **search)
     measured = [t for t in result.trials if t.measured]
     assert len({t.batch_size for t in measured}) == 2 and all(t.full_s for t in measured), result.trials
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    file_rows=st.lists(st.integers(min_value=1, max_value=100_000), min_size=1, max_size=200),
+    actors=st.integers(min_value=1, max_value=64),
+)
+def test_the_default_imbalance_is_within_one_file_of_an_even_share(file_rows: list[int], actors: int) -> None:
+    # Handing files in order to the first free actor ends within one file of an even share (Graham's list
+    # scheduling bound), and never below it.
+    share = sum(file_rows) / actors
+    imbalance = default_imbalance(file_rows, actors)
+    assert 1.0 - 1e-9 <= imbalance <= (share + max(file_rows)) / share + 1e-9
+    if len(file_rows) % actors == 0 and len(set(file_rows)) == 1:
+        assert imbalance == pytest.approx(1.0)

@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import daft
 import psutil
@@ -34,7 +35,7 @@ from daftscale.errors import RunError
 from daftscale.plan import plan
 from daftscale.profile import profile_numbers
 from daftscale.run import run
-from daftscale.udf import RayCollector, actor_udf, recording
+from daftscale.udf import RayCollector, SpoolCollector, actor_udf, recording
 
 pytestmark = pytest.mark.ray
 
@@ -272,7 +273,10 @@ class Slow:
 
 
 def _kill_first_actor_after(
-    collector: RayCollector, calls_done: int, killed: list[int], errors: list[BaseException] | None = None
+    collector: RayCollector | SpoolCollector,
+    calls_done: int,
+    killed: list[int],
+    errors: list[BaseException] | None = None,
 ) -> threading.Thread:
     """SIGKILL the process of the actor that made the first recorded call, once ``calls_done`` calls ended."""
 
@@ -330,9 +334,9 @@ def test_killed_udf_actor_run_reports_every_row(tmp_path, monkeypatch) -> None:
     run_module = sys.modules["daftscale.execution"]
     original = run_module.make_collector
 
-    def make_and_watch(runner: str) -> RayCollector:
+    def make_and_watch(runner: str, **how: Any) -> RayCollector | SpoolCollector:
         # The run's own collector: its records carry the UDF actors' pids, as an operator would use them.
-        collector = original(runner)
+        collector = original(runner, **how)
         _kill_first_actor_after(collector, 8, killed, errors)
         return collector
 

@@ -50,6 +50,7 @@ Declared UDF costs (a UDF profile) or a given plan skip it.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable
@@ -105,14 +106,13 @@ MAX_AUTO_SAMPLE_SHARE = 0.1
 MIN_DEFAULT_TASKS_PER_ACTOR = 2
 
 # Daft's default needs no measuring when the footers show it balanced whatever the model costs: light rows, at
-# least MIN_DEFAULT_TASKS_PER_ACTOR files per actor, files within this share of their mean size, and whole waves
-# of files over the actors within BALANCED_MAX_WAVE_LOSS. Each actor then gets equal whole files, handed over in
-# Daft's largest batches (its morsels), so a plan can change only the batch size, towards more calls; a sample
-# run would cost its fixed start for nothing. Measured on a 2 × 2 local cluster (16 files of 1,500 rows, a
-# 60 ms + 0.1 ms per row stand-in, 4 actors): plain Daft 3.3-4.9 s; daftscale kept Daft's default after a
-# 3.0 s cost probe, 6.1-6.8 s in all.
-BALANCED_MAX_FILE_SPREAD = 1.25
-BALANCED_MAX_WAVE_LOSS = 1.1
+# least MIN_DEFAULT_TASKS_PER_ACTOR files per actor, and the files, handed out in order to whichever actor is free
+# first, keep the busiest actor's rows within BALANCED_MAX_IMBALANCE of an even share (default_imbalance). Each
+# actor then gets whole files in Daft's largest batches (its morsels), so a plan could only make more calls, and a
+# sample run would cost its fixed start for nothing: about 2.1-2.6 s for 960 rows on a 2 × 2 local cluster
+# (a query's start, then a 2-actor pool's). Measured there (16 files of 1,500 rows, a 60 ms + 0.1 ms per row
+# stand-in, 4 actors): plain Daft 3.3-4.9 s; daftscale kept Daft's default after a 3.0 s cost probe, 6.1-6.8 s in all.
+BALANCED_MAX_IMBALANCE = 1.1
 
 # The default budget for the runs after the first: this share of the job's predicted time (from the first
 # run), at most the ceiling. No floor: each further sample run costs about the query's fixed start (seconds
@@ -211,9 +211,28 @@ def _daft_default_may_leave_actors_idle(data: DataProfile, formula: ScalingPlan)
     return max(1, data.files) < MIN_DEFAULT_TASKS_PER_ACTOR * formula.concurrency
 
 
+def default_imbalance(file_rows: tuple[int, ...] | list[int], actors: int) -> float:
+    """The busiest actor's rows over an even share when each file goes whole, in order, to whichever actor is
+    free first (Daft's default with rows of one cost): 1.0 is perfectly even.
+
+    >>> default_imbalance([1_500] * 16, 4)
+    1.0
+    >>> default_imbalance([1_500] * 18, 4)  # a last wave of 2 files for 4 actors
+    1.1111111111111112
+    >>> round(default_imbalance([7_532, 3_000, 2_000, 1_500, 1_000, 900, 800, 700], 4), 2)  # one file over a share
+    1.73
+    """
+    if actors < 1 or not file_rows or sum(file_rows) <= 0:
+        return math.inf
+    loads = [0] * actors
+    for rows in file_rows:
+        heapq.heapreplace(loads, loads[0] + rows)
+    return max(loads) / (sum(file_rows) / actors)
+
+
 def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | None:
     """Why Daft's default needs no sample run (its input, read from the footers, is balanced over the actors
-    whatever the model costs: ``BALANCED_MAX_FILE_SPREAD``), or None.
+    whatever the model costs: ``BALANCED_MAX_IMBALANCE``), or None.
 
     >>> from dataclasses import replace
     >>> from daftscale import ClusterSpec, plan, profile_numbers
@@ -229,17 +248,18 @@ def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | No
     sizes, actors = data.file_rows, formula.concurrency
     if formula.strategy != "shuffle" or not sizes or sum(sizes) != data.rows or actors < 1:
         return None  # heavy rows (a whole morsel may not fit an actor), or a layout the footers do not give
-    files, mean = len(sizes), data.rows / len(sizes)
-    waves = math.ceil(files / actors) / (files / actors)
-    if files < MIN_DEFAULT_TASKS_PER_ACTOR * actors or max(sizes) > BALANCED_MAX_FILE_SPREAD * mean:
+    files = len(sizes)
+    if files < MIN_DEFAULT_TASKS_PER_ACTOR * actors:
         return None
-    if waves > BALANCED_MAX_WAVE_LOSS:
+    imbalance = default_imbalance(sizes, actors)
+    if imbalance > BALANCED_MAX_IMBALANCE:
         return None
     span = f"{min(sizes):,}" if min(sizes) == max(sizes) else f"{min(sizes):,}-{max(sizes):,}"
     return (
         f"Daft's default is balanced: {files:,} input files of {span} rows, "
-        f"{files / actors:.3g} per actor, each handed to the model whole, so no plan could win back a sample "
-        "run's start (run with --calibrate SECONDS to measure anyway)"
+        f"{files / actors:.3g} per actor, each handed to the model whole, the busiest actor "
+        f"{imbalance:.2f}× an even share, so no plan could win back a sample run's start "
+        "(run with --calibrate SECONDS to measure anyway)"
     )
 
 

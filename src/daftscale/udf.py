@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -401,6 +402,7 @@ class SpoolCollector:
         self.ready: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self._offsets: dict[str, int] = {}  # bytes of whole lines read so far, per file
+        self._lock = threading.Lock()  # a watcher thread may read while the run's loop does
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``(finished calls, running calls)``; afterwards :attr:`failed` holds the calls that raised,
@@ -411,6 +413,12 @@ class SpoolCollector:
         """
         if "snapshot" in self.faults:
             raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
+        with self._lock:
+            self._read_new()
+            self.failed, self.ready = _failed(self.events), _ready(self.events)
+            return _merge(self.events)
+
+    def _read_new(self) -> None:
         for path in sorted(glob.glob(os.path.join(self.dir, "*.jsonl"))):
             try:
                 with open(path, "rb") as handle:
@@ -424,8 +432,6 @@ class SpoolCollector:
             for line in whole.splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
                     self.events.append(json.loads(line))
-        self.failed, self.ready = _failed(self.events), _ready(self.events)
-        return _merge(self.events)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
