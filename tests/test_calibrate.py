@@ -27,6 +27,7 @@ from daftscale.calibrate import (
     sample_rows_for,
     skip_reason,
 )
+from daftscale.calibrate_split import even_split, into_batches_calls, into_batches_tasks
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError
 from daftscale.pipeline import load_pipeline, probe
@@ -553,3 +554,111 @@ def test_the_default_imbalance_is_within_one_file_of_an_even_share(file_rows: li
     assert 1.0 - 1e-9 <= imbalance <= (share + max(file_rows)) / share + 1e-9
     if len(file_rows) % actors == 0 and len(set(file_rows)) == 1:
         assert imbalance == pytest.approx(1.0)
+
+
+# The unseen power-law input of the session notes: 24 files of 121-7,532 rows.
+POWER_LAW_ROWS = (7532, 3059, 1806, 1242, 930, 733, 600, 505, 433, 378, 334, 298)
+POWER_LAW_ROWS += (268, 244, 223, 205, 189, 176, 164, 153, 144, 135, 128, 121)
+
+
+def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:
+    # No Daft here. One file holds 38 % of the rows: Daft's default leaves one actor 1.51x an even share. The
+    # split into_batches(1,250) makes about 20 calls (no more than the 24 files) with the UDF on
+    # Daft's own batch, which no model cost can make slower: no sample run is paid for.
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("an input the split evens out must not run a sample")
+
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 4}
+    uneven = replace(profile_numbers(20_000, 60), files=24, file_rows=POWER_LAW_ROWS)
+    chosen = calibrated_plan(uneven, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert chosen.scaling_step and chosen.strategy == "streaming" and chosen.into_batches == 1_250
+    assert chosen.partitions is None and chosen.udf_batch_size is None, chosen.explain()
+    assert "1.51× an even share" in chosen.decision["why"] and "into_batches(1,250)" in chosen.calibration["skipped"]
+    assert "@daft.method.batch(return_dtype=...)  # Daft's own batch" in chosen.to_code()
+    assert ScalingPlan.from_dict(chosen.to_dict()).udf_batch_size is None  # a saved plan keeps Daft's own batch
+    # A batch the pipeline declares is what Daft's default runs, so the split keeps it.
+    declared = calibrated_plan(
+        uneven, cluster, {**options, "batch_size": 32}, runner="ray", calibrate="auto", run_sample=never
+    )
+    assert declared.into_batches == 1_250 and declared.udf_batch_size == 32
+
+    def probed(data: object, **how: Any) -> bool:
+        ran: list[SampledPlan] = []
+
+        def record(sampled: SampledPlan) -> RunReport:
+            ran.append(sampled)
+            return _report(sampled.plan, 8.0, [64, 16] * 30)
+
+        calibrated_plan(data, cluster, {**options, **how.pop("options", {})}, runner="ray", run_sample=record, **how)
+        return bool(ran)
+
+    # Measured instead: a budget asks for it, a join before the step cuts pieces of its own, heavy rows (a
+    # whole morsel may not fit), and fewer than 2 files per actor (a split would make more calls than files).
+    assert probed(uneven, calibrate=60.0)
+    assert probed(uneven, calibrate="auto", upstream_shuffle=True)
+    heavy = replace(profile_numbers(20_000, 1 << 20, heavy=True), files=24, file_rows=POWER_LAW_ROWS)
+    assert probed(heavy, calibrate="auto")
+    few = replace(profile_numbers(20_000, 60), files=6, file_rows=(10_000, 5_000, 2_000, 1_500, 1_000, 500))
+    assert probed(few, calibrate="auto")
+    # Files of several row groups: Daft's default may make smaller calls than the files, so it is measured.
+    assert probed(replace(uneven, row_groups=96), calibrate="auto")
+    assert calibrated_plan(uneven, cluster, options, runner="ray", calibrate="off", run_sample=never).scaling_step
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    file_rows=st.lists(st.integers(min_value=1, max_value=50_000), min_size=1, max_size=120),
+    actors=st.integers(min_value=1, max_value=32),
+)
+def test_an_even_split_never_makes_more_calls_than_files_and_evens_the_rows(file_rows: list[int], actors: int) -> None:
+    split = even_split(file_rows, actors)
+    if split is None:
+        return
+    tasks = into_batches_tasks(file_rows, split.rows_per_task)
+    calls = into_batches_calls(tasks, split.rows_per_task)
+    # Every row in some task; no task (a call, where the UDF takes it whole) over the largest file (Daft's largest
+    # call); no more calls than files; the busiest actor at least 10 % nearer an even share than under the default.
+    assert sum(tasks) == sum(calls) == sum(file_rows) and len(calls) == split.calls <= len(file_rows)
+    assert max(tasks) <= max(file_rows) and max(calls) <= split.rows_per_task
+    assert len(file_rows) >= 2 * actors and split.split_imbalance * 1.1 <= split.default_imbalance + 1e-9
+
+
+@pytest.mark.ray
+def test_uneven_files_run_split_on_the_cluster_with_every_row_and_no_sample(tmp_path: Path) -> None:
+    # Real Daft on the test cluster: 12 Parquet files, one of 1,800 rows among eleven of 100-400.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sizes = (1_800, 400, 350, 300, 300, 250, 200, 150, 150, 100, 100, 100)
+    data = tmp_path / "data"
+    data.mkdir()
+    start = 0
+    for index, rows in enumerate(sizes):
+        pq.write_table(pa.table({"id": list(range(start, start + rows))}), data / f"part-{index:02d}.parquet")
+        start += rows
+    path = tmp_path / "pipe.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            import daft, daftscale
+
+            class Model:
+                def __call__(self, ids: list) -> list:
+                    return [i * 2 for i in ids]
+
+            @daftscale.pipeline(concurrency=4)
+            def build(plan):
+                df = plan.apply(daft.read_parquet({str(data)!r}))
+                model = plan.udf(Model, return_dtype=daft.DataType.int64())
+                return df.with_column("y", model(df["id"]))
+            """
+        )
+    )
+    report = run(str(path), runner="ray", progress=False)
+    plan = ScalingPlan.from_dict(report.plan)
+    assert plan.scaling_step and plan.strategy == "streaming" and plan.udf_batch_size is None, plan.explain()
+    assert plan.calibration is not None and "evens out" in plan.calibration["skipped"]
+    assert report.rows_in == report.rows_out == sum(sizes) and not report.udf_errors
+    assert sum(c["rows"] for c in report.udf_calls) == sum(sizes)
+    # No more calls than Daft's default (one per file at least), none larger than its largest file.
+    assert len(report.udf_calls) <= len(sizes) and max(c["rows"] for c in report.udf_calls) <= max(sizes)

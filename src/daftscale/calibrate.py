@@ -50,7 +50,6 @@ Declared UDF costs (a UDF profile) or a given plan skip it.
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from collections.abc import Callable
@@ -82,6 +81,7 @@ from daftscale.calibrate_record import (
     unmeasured_default,
     with_small_downstream_aggregations,
 )
+from daftscale.calibrate_split import EvenSplit, default_imbalance, even_split, even_split_plan
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, RunError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
@@ -211,25 +211,6 @@ def _daft_default_may_leave_actors_idle(data: DataProfile, formula: ScalingPlan)
     return max(1, data.files) < MIN_DEFAULT_TASKS_PER_ACTOR * formula.concurrency
 
 
-def default_imbalance(file_rows: tuple[int, ...] | list[int], actors: int) -> float:
-    """The busiest actor's rows over an even share when each file goes whole, in order, to whichever actor is
-    free first (Daft's default with rows of one cost): 1.0 is perfectly even.
-
-    >>> default_imbalance([1_500] * 16, 4)
-    1.0
-    >>> default_imbalance([1_500] * 18, 4)  # a last wave of 2 files for 4 actors
-    1.1111111111111112
-    >>> round(default_imbalance([7_532, 3_000, 2_000, 1_500, 1_000, 900, 800, 700], 4), 2)  # one file over a share
-    1.73
-    """
-    if actors < 1 or not file_rows or sum(file_rows) <= 0:
-        return math.inf
-    loads = [0] * actors
-    for rows in file_rows:
-        heapq.heapreplace(loads, loads[0] + rows)
-    return max(loads) / (sum(file_rows) / actors)
-
-
 def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | None:
     """Why Daft's default needs no sample run (its input, read from the footers, is balanced over the actors
     whatever the model costs: ``BALANCED_MAX_IMBALANCE``), or None.
@@ -261,6 +242,40 @@ def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | No
         f"{imbalance:.2f}× an even share, so no plan could win back a sample run's start "
         "(run with --calibrate SECONDS to measure anyway)"
     )
+
+
+def _uneven_split(data: DataProfile, formula: ScalingPlan, kwargs: dict[str, Any]) -> EvenSplit | None:
+    """The into_batches split that evens out uneven input files whatever the model costs (light rows, files
+    the footers count, no declared costs or strategy), or None: then a sample run decides."""
+    if formula.strategy != "shuffle" or not data.file_rows or sum(data.file_rows) != data.rows:
+        return None  # heavy rows (a whole morsel may not fit an actor), or a layout the footers do not give
+    if kwargs.get("udf_profile") is not None or kwargs.get("strategy", "auto") != "auto" or kwargs.get("keys"):
+        return None
+    if data.row_groups > data.files:
+        # Files of several row groups: Daft's default may call the UDF per row group, in calls smaller and more
+        # numerous than the files, so the split's "no more calls, none larger" does not follow from the files.
+        return None
+    return even_split(data.file_rows, formula.concurrency)
+
+
+def _split_without_sample(
+    data: DataProfile,
+    formula: ScalingPlan,
+    kwargs: dict[str, Any],
+    split: EvenSplit,
+    runner: str,
+    started: float,
+) -> ScalingPlan:
+    """The split plan, with the calibration record saying why nothing was sampled."""
+    reason = (
+        f"the footers show uneven files that into_batches({split.rows_per_task:,}) evens out with no more calls "
+        "than Daft's default and none larger, no slower whatever the model costs, so no sample run is paid for "
+        "(run with --calibrate SECONDS to measure anyway)"
+    )
+    note = Calibration(sample_rows=0, rows=data.rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
+    note.elapsed_s = round(time.monotonic() - started, 3)
+    chosen = even_split_plan(formula, data, split, kwargs.get("batch_size"))
+    return replace(chosen, calibration=note.to_dict())
 
 
 def _spread_decision(data: DataProfile, formula: ScalingPlan, reason: str) -> dict[str, Any]:
@@ -333,11 +348,16 @@ def calibrated_plan(
     rows = data.rows
     sample = sample_rows_for(rows, formula.concurrency, formula.batch_size)
     reason = skip_reason(calibrate, kwargs, rows, sample)
-    if reason is None:
-        if upstream_shuffle is None:
-            upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
-        if calibrate == "auto" and not upstream_shuffle:
-            # A join or shuffle before the step hands the UDF pieces of its own, not the files.
+    auto = calibrate == "auto" and kwargs.get("udf_profile") is None
+    if upstream_shuffle is None and (reason is None or auto):
+        upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
+    # A join or shuffle before the step hands the UDF pieces of its own, not the files the footers show.
+    if auto and not upstream_shuffle:
+        # Uneven files are evened out whatever the model costs, a tiny job's too: nothing to sample for.
+        split = _uneven_split(data, formula, kwargs)
+        if split is not None:
+            return _split_without_sample(data, formula, kwargs, split, runner, started)
+        if reason is None:
             reason = balanced_default_reason(data, formula)
     if reason is not None:
         if calibrate == "off":

@@ -136,18 +136,14 @@ class ScalingPlan:
     def udf_batch_size(self) -> int | None:
         """Rows per UDF call the plan sets on the UDF: ``batch_size``, or None to leave Daft's own.
 
-        None only for the decision "no scaling step" when the pipeline declared no batch size: Daft's
-        default is then measured and run as Daft runs it, each morsel handed to the UDF whole (a Parquet
-        row group, thousands of rows), not the planner's B.
+        None when the decision says so and the pipeline declared no batch size: for "no scaling step" (Daft's
+        default is then measured and run as Daft runs it, each morsel handed to the UDF whole, a Parquet row
+        group, thousands of rows, not the planner's B), and for the split of uneven files
+        (:mod:`daftscale.calibrate_split`), whose tasks go to the UDF as Daft's default would hand them.
         """
         # Only None is read from the decision: any other batch it records equals ``batch_size``, and reading
         # ``batch_size`` lets a user who edits a saved plan's batch size have it run.
-        if (
-            self.decision is not None
-            and self.decision.get("scaling_step") is False
-            and "udf_batch_size" in self.decision
-            and self.decision["udf_batch_size"] is None
-        ):
+        if self.decision is not None and "udf_batch_size" in self.decision and self.decision["udf_batch_size"] is None:
             return None
         return self.batch_size
 
@@ -234,7 +230,9 @@ class ScalingPlan:
             "",
             f"@daft.cls({resources})",
             "class Model:",
-            "    @daft.method.batch(return_dtype=..., batch_size=" + str(self.batch_size) + ")",
+            "    @daft.method.batch(return_dtype=...)  # Daft's own batch"
+            if self.udf_batch_size is None
+            else f"    @daft.method.batch(return_dtype=..., batch_size={self.udf_batch_size})",
             "    def __call__(self, column): ...",
             "",
             'df = df.with_column("out", Model()(df["input"]))',
