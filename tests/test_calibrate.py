@@ -603,6 +603,20 @@ def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:
     # Files of several row groups: Daft's default may make smaller calls than the files, so it is measured.
     assert probed(replace(uneven, row_groups=96), calibrate="auto")
     assert calibrated_plan(uneven, cluster, options, runner="ray", calibrate="off", run_sample=never).scaling_step
+    # A join after the step (a script whose step goes after its largest read, joined before the model): the UDF
+    # gets the join's pieces, not the files, so neither the split nor the balanced skip stands on the footers.
+    import daft
+
+    step = daft.from_pydict({"id": [1, 2], "text": ["a", "b"]})
+    joined = step.join(daft.from_pydict({"id": [1], "label": ["x"]}), on="id")
+    row_wise = step.with_column("n", step["id"] * 2)
+    kept = calibrated_plan(
+        uneven, cluster, options, runner="ray", calibrate="auto", run_sample=never, scaling_input=step, output=row_wise
+    )
+    assert kept.strategy == "streaming" and kept.into_batches == 1_250
+    assert probed(uneven, calibrate="auto", scaling_input=step, output=joined)
+    even = replace(profile_numbers(24_000, 60), files=16, file_rows=(1_500,) * 16)
+    assert probed(even, calibrate="auto", scaling_input=step, output=joined)
 
 
 @settings(max_examples=200, deadline=None)

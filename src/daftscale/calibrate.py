@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -309,6 +310,26 @@ def _groups_before_step(scaling_input: Any, upstream_shuffle: bool) -> bool:
         return True
 
 
+def shuffles_after_step(scaling_input: Any, output: Any) -> bool:
+    """Whether an operator of ``SHUFFLING_OPS`` follows the scaling step, before the UDF or after it (Daft's plan
+    text does not say which): True when the plan text cannot be read, False when either DataFrame is unknown.
+
+    >>> import daft
+    >>> step = daft.from_pydict({"id": [1, 2], "x": [3, 4]})
+    >>> shuffles_after_step(step, step.with_column("y", step["x"] + 1))
+    False
+    >>> shuffles_after_step(step, step.join(daft.from_pydict({"id": [1], "z": [5]}), on="id"))
+    True
+    """
+    if scaling_input is None or output is None:
+        return False
+    try:
+        added = Counter(plan_operators(output)) - Counter(plan_operators(scaling_input))
+    except Exception:  # a Daft without this private API: the footers cannot be trusted to be what the UDF gets
+        return True
+    return bool(set(added) & SHUFFLING_OPS)
+
+
 def upstream_shuffles(df: Any) -> bool:
     """True when an operator of ``SHUFFLING_OPS`` comes before the scaling step (``df`` is the DataFrame there)."""
     try:
@@ -328,13 +349,16 @@ def calibrated_plan(
     run_sample: Callable[[SampledPlan], RunReport],
     scaling_input: Any = None,
     upstream_shuffle: bool | None = None,
+    output: Any = None,
     say: Callable[[str], None] = lambda _text: None,
 ) -> ScalingPlan:
     """The plan to run: the formula plan made from measurements, or Daft's default, whichever is predicted faster.
 
     ``upstream_shuffle``: whether a join or shuffle comes before the scaling step (None: read from
     ``scaling_input`` by :func:`upstream_shuffles`); it chooses between the cost probe and Daft's default
-    as the first sample run.
+    as the first sample run. ``output`` (the pipeline's DataFrame at its end): a join or shuffle after the
+    step (:func:`shuffles_after_step`) means the UDF may not get the files as read, so the footers alone
+    decide nothing (a balanced input, an uneven one's split) and a sample run measures.
 
     ``run_sample(plan)`` runs the pipeline with a sampled plan (:func:`sampled`) on the runtime at hand
     and returns its report; ``scaling_input`` (the DataFrame at the scaling step) chooses how to sample
@@ -351,8 +375,9 @@ def calibrated_plan(
     auto = calibrate == "auto" and kwargs.get("udf_profile") is None
     if upstream_shuffle is None and (reason is None or auto):
         upstream_shuffle = scaling_input is not None and upstream_shuffles(scaling_input)
-    # A join or shuffle before the step hands the UDF pieces of its own, not the files the footers show.
-    if auto and not upstream_shuffle:
+    # A join or shuffle before the step, or after it, may hand the UDF pieces of its own, not the files the
+    # footers show.
+    if auto and not upstream_shuffle and not shuffles_after_step(scaling_input, output):
         # Uneven files are evened out whatever the model costs, a tiny job's too: nothing to sample for.
         split = _uneven_split(data, formula, kwargs)
         if split is not None:

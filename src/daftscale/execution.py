@@ -310,6 +310,7 @@ def execute_measured(
             calibrate=calibrate,
             run_sample=run_sample,
             scaling_input=scaling.scaling_input,
+            output=scaling.output,
             say=say,
         )
         if joined is not None:
