@@ -489,6 +489,18 @@ def test_a_job_too_small_to_sample_keeps_daft_default_unless_its_files_leave_act
     assert named.scaling_step and named.decision is None
 
 
+def _probed(cluster: ClusterSpec, options: dict[str, Any], data: object, **how: Any) -> bool:
+    """Whether calibrated_plan runs a sample for ``data`` (each sample run answers with a synthetic report)."""
+    ran: list[SampledPlan] = []
+
+    def record(sampled: SampledPlan) -> RunReport:
+        ran.append(sampled)
+        return _report(sampled.plan, 8.0, [64, 16] * 30)
+
+    calibrated_plan(data, cluster, {**options, **how.pop("options", {})}, runner="ray", run_sample=record, **how)
+    return bool(ran)
+
+
 def test_an_input_balanced_over_the_actors_keeps_daft_default_without_a_sample_run() -> None:
     # No Daft here. 16 files of 1,500 rows for 4 actors: Daft's default gives each actor 4 whole files in its own
     # largest batches whatever the model costs, so "auto" runs no sample (it would cost a query's fixed start).
@@ -503,16 +515,6 @@ def test_an_input_balanced_over_the_actors_keeps_daft_default_without_a_sample_r
     assert "nothing was measured" in kept.decision["why"]
 
     # Anything else is measured: uneven files, a wave short of whole, heavy rows, a join before the step, a budget.
-    def probed(data: object, **how: Any) -> bool:
-        ran: list[SampledPlan] = []
-
-        def record(sampled: SampledPlan) -> RunReport:
-            ran.append(sampled)
-            return _report(sampled.plan, 8.0, [64, 16] * 30)
-
-        calibrated_plan(data, cluster, {**options, **how.pop("options", {})}, runner="ray", run_sample=record, **how)
-        return bool(ran)
-
     # Files of many sizes, but many per actor: the busiest actor ends within 10 % of an even share, so no sample.
     varied_rows = tuple(500 + (i * 389) % 2_000 for i in range(40))
     varied = replace(even, rows=sum(varied_rows), files=40, file_rows=varied_rows)
@@ -520,12 +522,16 @@ def test_an_input_balanced_over_the_actors_keeps_daft_default_without_a_sample_r
     kept = calibrated_plan(varied, cluster, options, runner="ray", calibrate="auto", run_sample=never)
     assert not kept.scaling_step and "40 input files of 500-2,4" in kept.calibration["skipped"], kept.calibration
 
-    assert probed(replace(even, file_rows=(1_500,) * 15 + (3_000,), rows=25_500), calibrate="auto")  # one file 1.9×
-    assert probed(replace(even, files=18, file_rows=(1_500,) * 18, rows=27_000), calibrate="auto")  # 4.5 per actor
+    assert _probed(
+        cluster, options, replace(even, file_rows=(1_500,) * 15 + (3_000,), rows=25_500), calibrate="auto"
+    )  # one file 1.9×
+    assert _probed(
+        cluster, options, replace(even, files=18, file_rows=(1_500,) * 18, rows=27_000), calibrate="auto"
+    )  # 4.5 per actor
     heavy = replace(profile_numbers(24_000, 1 << 20, heavy=True), files=16, file_rows=(1_500,) * 16)
-    assert probed(heavy, calibrate="auto")
-    assert probed(even, calibrate="auto", upstream_shuffle=True)
-    assert probed(even, calibrate=60.0)
+    assert _probed(cluster, options, heavy, calibrate="auto")
+    assert _probed(cluster, options, even, calibrate="auto", upstream_shuffle=True)
+    assert _probed(cluster, options, even, calibrate=60.0)
 
 
 @pytest.mark.ray
@@ -582,26 +588,16 @@ def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:
     )
     assert declared.into_batches == 1_250 and declared.udf_batch_size == 32
 
-    def probed(data: object, **how: Any) -> bool:
-        ran: list[SampledPlan] = []
-
-        def record(sampled: SampledPlan) -> RunReport:
-            ran.append(sampled)
-            return _report(sampled.plan, 8.0, [64, 16] * 30)
-
-        calibrated_plan(data, cluster, {**options, **how.pop("options", {})}, runner="ray", run_sample=record, **how)
-        return bool(ran)
-
     # Measured instead: a budget asks for it, a join before the step cuts pieces of its own, heavy rows (a
     # whole morsel may not fit), and fewer than 2 files per actor (a split would make more calls than files).
-    assert probed(uneven, calibrate=60.0)
-    assert probed(uneven, calibrate="auto", upstream_shuffle=True)
+    assert _probed(cluster, options, uneven, calibrate=60.0)
+    assert _probed(cluster, options, uneven, calibrate="auto", upstream_shuffle=True)
     heavy = replace(profile_numbers(20_000, 1 << 20, heavy=True), files=24, file_rows=POWER_LAW_ROWS)
-    assert probed(heavy, calibrate="auto")
+    assert _probed(cluster, options, heavy, calibrate="auto")
     few = replace(profile_numbers(20_000, 60), files=6, file_rows=(10_000, 5_000, 2_000, 1_500, 1_000, 500))
-    assert probed(few, calibrate="auto")
+    assert _probed(cluster, options, few, calibrate="auto")
     # Files of several row groups: Daft's default may make smaller calls than the files, so it is measured.
-    assert probed(replace(uneven, row_groups=96), calibrate="auto")
+    assert _probed(cluster, options, replace(uneven, row_groups=96), calibrate="auto")
     assert calibrated_plan(uneven, cluster, options, runner="ray", calibrate="off", run_sample=never).scaling_step
     # A join after the step (a script whose step goes after its largest read, joined before the model): the UDF
     # gets the join's pieces, not the files, so neither the split nor the balanced skip stands on the footers.
@@ -614,9 +610,9 @@ def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:
         uneven, cluster, options, runner="ray", calibrate="auto", run_sample=never, scaling_input=step, output=row_wise
     )
     assert kept.strategy == "streaming" and kept.into_batches == 1_250
-    assert probed(uneven, calibrate="auto", scaling_input=step, output=joined)
+    assert _probed(cluster, options, uneven, calibrate="auto", scaling_input=step, output=joined)
     even = replace(profile_numbers(24_000, 60), files=16, file_rows=(1_500,) * 16)
-    assert probed(even, calibrate="auto", scaling_input=step, output=joined)
+    assert _probed(cluster, options, even, calibrate="auto", scaling_input=step, output=joined)
 
 
 @settings(max_examples=200, deadline=None)
