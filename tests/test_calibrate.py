@@ -668,6 +668,8 @@ def test_uneven_files_run_split_on_the_cluster_with_every_row_and_no_sample(tmp_
     plan = ScalingPlan.from_dict(report.plan)
     assert plan.scaling_step and plan.strategy == "streaming" and plan.udf_batch_size is None, plan.explain()
     assert plan.calibration is not None and "evens out" in plan.calibration["skipped"]
+    assert "streaming: into_batches(" in dict(report.summary())["plan"]
+    assert "Daft's own batch" in dict(report.summary())["plan"]
     assert report.rows_in == report.rows_out == sum(sizes) and not report.udf_errors
     assert sum(c["rows"] for c in report.udf_calls) == sum(sizes)
     # No more calls than Daft's default (one per file at least), none larger than its largest file.

@@ -278,11 +278,11 @@ class RunReport:
         plan = self.plan
         decision = plan.get("decision") or {}
         batch_text = f"batch_size {plan.get('batch_size')}"
+        if "udf_batch_size" in decision and decision["udf_batch_size"] is None:
+            batch_text = "Daft's own batch"  # as ScalingPlan.udf_batch_size reads it
         if decision.get("scaling_step") is False:
             # The plan's partition numbers were not applied: say what ran, and the batch the UDF really got.
             how = "no scaling step (Daft's default)"
-            if "udf_batch_size" in decision and decision["udf_batch_size"] is None:
-                batch_text = "Daft's own batch"  # as ScalingPlan.udf_batch_size reads it
         elif plan.get("strategy") == "shuffle":
             how = f"shuffle: {plan.get('partition_op')}({plan.get('partitions')})"
             if self.runner == "native":
