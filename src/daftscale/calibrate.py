@@ -212,6 +212,18 @@ def _daft_default_may_leave_actors_idle(data: DataProfile, formula: ScalingPlan)
     return max(1, data.files) < MIN_DEFAULT_TASKS_PER_ACTOR * formula.concurrency
 
 
+def _footer_file_rows(data: DataProfile, formula: ScalingPlan) -> tuple[int, ...] | None:
+    """The input files' rows when the footers alone may say how Daft's default spreads them: light rows (heavy
+    ones: a whole morsel may not fit an actor), files whose rows add up to the input, and at least
+    ``MIN_DEFAULT_TASKS_PER_ACTOR`` of them per actor; else None."""
+    sizes, actors = data.file_rows, formula.concurrency
+    if formula.strategy != "shuffle" or not sizes or sum(sizes) != data.rows or actors < 1:
+        return None
+    if len(sizes) < MIN_DEFAULT_TASKS_PER_ACTOR * actors:
+        return None
+    return sizes
+
+
 def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | None:
     """Why Daft's default needs no sample run (its input, read from the footers, is balanced over the actors
     whatever the model costs: ``BALANCED_MAX_IMBALANCE``), or None.
@@ -227,12 +239,10 @@ def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | No
     >>> balanced_default_reason(replace(even, file_rows=(1_500,) * 15 + (600,)), formula) is None  # rows differ
     True
     """
-    sizes, actors = data.file_rows, formula.concurrency
-    if formula.strategy != "shuffle" or not sizes or sum(sizes) != data.rows or actors < 1:
-        return None  # heavy rows (a whole morsel may not fit an actor), or a layout the footers do not give
-    files = len(sizes)
-    if files < MIN_DEFAULT_TASKS_PER_ACTOR * actors:
+    sizes, actors = _footer_file_rows(data, formula), formula.concurrency
+    if sizes is None:
         return None
+    files = len(sizes)
     imbalance = default_imbalance(sizes, actors)
     if imbalance > BALANCED_MAX_IMBALANCE:
         return None
@@ -246,17 +256,17 @@ def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | No
 
 
 def _uneven_split(data: DataProfile, formula: ScalingPlan, kwargs: dict[str, Any]) -> EvenSplit | None:
-    """The into_batches split that evens out uneven input files whatever the model costs (light rows, files
-    the footers count, no declared costs or strategy), or None: then a sample run decides."""
-    if formula.strategy != "shuffle" or not data.file_rows or sum(data.file_rows) != data.rows:
-        return None  # heavy rows (a whole morsel may not fit an actor), or a layout the footers do not give
-    if kwargs.get("udf_profile") is not None or kwargs.get("strategy", "auto") != "auto" or kwargs.get("keys"):
+    """The into_batches split that evens out uneven input files whatever the model costs (files the footers
+    lay out, no strategy or keys asked for), or None: then a sample run decides. Its caller has already
+    ruled out declared costs (a UDF profile)."""
+    sizes = _footer_file_rows(data, formula)
+    if sizes is None or kwargs.get("strategy", "auto") != "auto" or kwargs.get("keys"):
         return None
     if data.row_groups > data.files:
         # Files of several row groups: Daft's default may call the UDF per row group, in calls smaller and more
         # numerous than the files, so the split's "no more calls, none larger" does not follow from the files.
         return None
-    return even_split(data.file_rows, formula.concurrency)
+    return even_split(sizes, formula.concurrency)
 
 
 def _split_without_sample(

@@ -165,7 +165,7 @@ def even_split_plan(
         f"Total concurrency C = {actors}, {formula.actors_per_node} per node.",
     )
     step = (
-        f"The footers show uneven files ({min(data.file_rows):,}-{max(data.file_rows):,} rows): Daft's default "
+        f"The footers show uneven files ({min(sizes):,}-{max(sizes):,} rows): Daft's default "
         f"leaves the busiest actor {split.default_imbalance:.2f}× an even share. Apply "
         f"df.into_batches({split.rows_per_task:,}) after the read: about {split.calls:,} calls for {actors} actors "
         f"({split.split_imbalance:.2f}×), no more than the {split.files:,} files, each call no larger than Daft's "
@@ -198,8 +198,6 @@ def even_split_plan(
         partition_keys=(),
         into_batches=split.rows_per_task,
         batch_size=declared_batch or split.rows_per_task,
-        # The formula's read merge (many small files in fewer read tasks) holds with no scaling step too.
-        execution_config=formula.execution_config,
         coalesce=False,
         steps=(*steps, step),
         levers=levers,

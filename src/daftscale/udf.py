@@ -114,9 +114,7 @@ class _Recorder:
         if self.kind == "ray":
             import ray
 
-            context = ray.get_runtime_context()
-            self.node = context.get_node_id()[:8]
-            self.actor = (context.get_actor_id() or f"task-{self.pid}")[:8]
+            self.node, self.actor = _ray_identity(self.pid)
             try:
                 self._handle = ray.get_actor(sink["name"], namespace=RAY_NAMESPACE)  # type: ignore[index]
             except Exception:
@@ -126,11 +124,7 @@ class _Recorder:
         elif self.kind == "spool":
             if sink.get("ray"):  # type: ignore[union-attr]
                 # A Ray actor on a host-local cluster: named as on Ray, so calls line up with node memory.
-                import ray
-
-                context = ray.get_runtime_context()
-                self.node = context.get_node_id()[:8]
-                self.actor = (context.get_actor_id() or f"task-{self.pid}")[:8]
+                self.node, self.actor = _ray_identity(self.pid)
             path = os.path.join(sink["dir"], f"{self.pid}-{uuid.uuid4().hex[:8]}.jsonl")  # type: ignore[index]
             # Line-buffered so the driver's progress line sees each event as it happens.
             self._file = open(path, "a", buffering=1)  # open for the actor's lifetime
@@ -198,6 +192,15 @@ class _Recorder:
         except Exception:  # measurement must never fail the user's batch: count the loss instead
             if counted:
                 self.dropped += 1
+
+
+def _ray_identity(pid: int) -> tuple[str, str]:
+    """``(node, actor)`` of this Ray worker as call records and node memory name them: the first 8 hex digits
+    of Ray's node id and actor id (``task-<pid>`` outside an actor)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return context.get_node_id()[:8], (context.get_actor_id() or f"task-{pid}")[:8]
 
 
 def reset_peak_rss() -> int | None:
