@@ -413,9 +413,10 @@ MEMORY_TIGHT = """
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_daft_default_out_of_memory_is_calibrated_to_a_batch_that_fits(tmp_path: Path) -> None:
-    # Daft's own batch (whole partitions) raises MemoryError in the sample; calibration measures the UDF's
-    # peak memory per row at a small batch and bounds B by the declared 24 MiB, so the run finishes.
+def test_out_of_memory_in_the_cost_probe_is_calibrated_to_a_batch_that_fits_in_one_run(tmp_path: Path) -> None:
+    # The cost probe's calls of 64 rows (and their halves of 32) raise MemoryError; each is run again in
+    # halves, so the one probe run measures the UDF's peak memory per row, and B is bounded by the declared
+    # 24 MiB. Daft's own batch (a whole 2,000-row file) would run out as well, so the plan has a scaling step.
     # Four Parquet files of 2,000 rows. (Not from_pydict(...).into_partitions(4): on Daft 0.7.26's Ray runner a
     # limit after into_partitions never returns, and profiling the DataFrame takes one.)
     source = tmp_path / "data"
@@ -425,12 +426,41 @@ def test_daft_default_out_of_memory_is_calibrated_to_a_batch_that_fits(tmp_path:
     report = run(_write(tmp_path, MEMORY_TIGHT, source=str(source)), runner="ray", calibrate=240, progress=False)
     plan = ScalingPlan.from_dict(report.plan)
     cal = plan.calibration
-    assert cal is not None and cal["runs"][0]["failed"] and "MemoryError" in cal["runs"][0]["failed"], cal["lines"]
+    assert cal is not None and len(cal["runs"]) == 1 and not cal["runs"][0]["failed"], cal["lines"]
+    assert cal["runs"][0]["udf_rows"] == cal["sample_rows"], "every sampled row reached the UDF once"
+    assert any("calls of 32 rows and more ran out of memory (MemoryError" in line for line in cal["changed"])
     # Measured in the actors: about 1 MiB per row (the decoded batch), not the 8 bytes of the input column.
     assert 0.8 * 2**20 <= cal["memory_per_row_bytes"] <= 2.0 * 2**20, cal["lines"]
-    assert report.status == "ok" and report.rows_out == 8_000
+    assert report.status == "ok" and report.rows_out == 8_000 and not report.udf_calls_halved
     assert plan.scaling_step and plan.batch_size <= 24, plan.explain()
     assert max(c["rows"] for c in report.udf_calls) <= 24
+    assert plan.decision["basis"] == "the cost probe ran out of memory"
+    assert "Daft's default (Daft's own batch, calls of up to 2,000 rows) would run out too" in plan.decision["why"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_daft_default_out_of_memory_after_a_join_is_calibrated_at_a_small_batch(tmp_path: Path) -> None:
+    # A join before the step: calibration's first sample run is Daft's default, whose whole join partitions
+    # raise MemoryError (it is never halved: its failure says Daft's default is no candidate). One run at a
+    # small batch then measures the UDF's peak memory per row, and B is bounded by the declared 24 MiB.
+    source = tmp_path / "data"
+    source.mkdir()
+    for i in range(4):
+        pq.write_table(pa.table({"x": list(range(i * 2_000, (i + 1) * 2_000))}), source / f"part-{i}.parquet")
+    joined = MEMORY_TIGHT.replace(
+        "df = plan.apply(df)",
+        "df = df.join(daft.from_pydict({{'x': list(range(8_000)), 'k': [1] * 8_000}}), on='x')\n"
+        "        df = plan.apply(df)",
+    )
+    report = run(_write(tmp_path, joined, source=str(source)), runner="ray", calibrate=240, progress=False)
+    plan = ScalingPlan.from_dict(report.plan)
+    cal = plan.calibration
+    assert cal is not None and cal["runs"][0]["failed"] and "MemoryError" in cal["runs"][0]["failed"], cal["lines"]
+    assert cal["runs"][1]["name"].startswith("small batch"), cal["lines"]
+    assert 0.8 * 2**20 <= cal["memory_per_row_bytes"] <= 2.0 * 2**20, cal["lines"]
+    assert report.status == "ok" and report.rows_out == 8_000
+    assert plan.scaling_step and plan.batch_size <= 24 and max(c["rows"] for c in report.udf_calls) <= 24
     assert "ran out of memory" in plan.decision["why"]
 
 

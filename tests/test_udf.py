@@ -117,3 +117,63 @@ def test_a_spool_snapshot_reads_on_from_the_last_and_leaves_a_line_being_written
         assert sorted(c["key"] for c in calls) == ["k1", "k2"] and len(collector.events) == 2
     finally:
         collector.close()
+
+
+class _Decoder:
+    """Runs out of memory (as a GPU model raises it) on a call of more than ``limit`` rows."""
+
+    def __init__(self, limit: int, kind: str) -> None:
+        self.limit, self.kind = limit, kind
+
+    def __call__(self, values: daft.Series) -> object:
+        import numpy as np
+        import pyarrow as pa
+
+        if len(values) > self.limit:
+            raise MemoryError(f"out of memory: {len(values)} rows")
+        plus = [x + 1 for x in values.to_pylist()]
+        return {
+            "list": plus,
+            "numpy": np.array(plus),
+            "arrow": pa.array(plus),
+            "series": daft.Series.from_pylist(plus),
+        }[self.kind]
+
+
+@pytest.mark.parametrize("kind", ["list", "numpy", "arrow", "series"])
+def test_a_cost_probe_call_that_runs_out_of_memory_is_run_again_in_halves(kind: str) -> None:
+    from daftscale.udf import SpoolCollector, recorded_call, recorder_for
+
+    collector = SpoolCollector()
+    try:
+        recorder = recorder_for({**collector.sink, "halve_out_of_memory": True}, "Decoder")
+        result = recorded_call(recorder, _Decoder(4, kind), (daft.Series.from_pylist(list(range(10))),), {})
+        values = result.to_pylist() if hasattr(result, "to_pylist") else list(result)
+        assert type(result) is type(_Decoder(4, kind)(daft.Series.from_pylist([0])))
+        assert values == list(range(1, 11)), "every row once, in order"
+        calls, running = collector.snapshot()
+        # 10 rows ran out, then 5 (its first half) did; 2 + 3 and the second half's 2 + 3 fitted.
+        assert sorted(c["rows"] for c in collector.halved) == [5, 5, 10]
+        assert all("MemoryError" in c["error"] for c in collector.halved)
+        assert sorted(c["rows"] for c in calls) == [2, 2, 3, 3] and not running and not collector.failed
+    finally:
+        collector.close()
+
+
+def test_outside_a_cost_probe_a_call_that_runs_out_of_memory_fails() -> None:
+    from daftscale.udf import SpoolCollector, recorded_call, recorder_for
+
+    collector = SpoolCollector()
+    try:
+        recorder = recorder_for(collector.sink, "Decoder")
+        with pytest.raises(MemoryError):
+            recorded_call(recorder, _Decoder(4, "list"), (daft.Series.from_pylist(list(range(10))),), {})
+        # A single row that does not fit fails even in a probe: there is nothing left to halve.
+        probing = recorder_for({**collector.sink, "halve_out_of_memory": True}, "Decoder")
+        with pytest.raises(MemoryError):
+            recorded_call(probing, _Decoder(0, "list"), (daft.Series.from_pylist([1, 2]),), {})
+        collector.snapshot()
+        assert sorted(c["rows"] for c in collector.failed) == [1, 10]
+        assert [c["rows"] for c in collector.halved] == [2]
+    finally:
+        collector.close()

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from daftscale.calibrate_memory import after_out_of_memory
+from daftscale.calibrate_memory import after_halved_calls, after_out_of_memory
 from daftscale.calibrate_predict import (
     COST_PROBE_ACTORS,
     SimulatedChoice,
@@ -562,8 +562,9 @@ def _calibrate_by_cost_probe(
     name = f"cost probe (calls of {probe.batch_size} rows and the rest of {probe.into_batches}-row chunks)"
     t0 = time.monotonic()
     try:
-        report = run_sample(sampled(probe, rows, sample, by_fraction=False))
+        report = run_sample(sampled(probe, rows, sample, by_fraction=False, halve_out_of_memory=True))
     except RunError as exc:
+        # A call ran out of memory on a single row, or the UDF does not raise a memory error Python can name.
         if not exc.out_of_memory:
             raise
         return after_out_of_memory(
@@ -573,12 +574,18 @@ def _calibrate_by_cost_probe(
     udf_rows = udf_rows_of(report)
     if udf_rows == 0:
         return nothing_measured(cal, formula, started)
-    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows)
-    run = summarise(name, probe, report, time.monotonic() - t0, sample, rows_at_udf)
+    run_rows = report.rows_in or sample  # the files may hold fewer rows than asked for
+    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows, run_rows)
+    run = summarise(name, probe, report, time.monotonic() - t0, run_rows, rows_at_udf)
     cal.runs.append(run)
     calls = list(report.udf_calls)
     fit = fit_udf_cost(calls)
     candidate = formula_from(data, cluster, kwargs, fit if separates(fit) else None, calls, growth, None)
+    if report.udf_calls_halved:
+        args = (data, cluster, kwargs, formula, cal, report, run, candidate, growth, started)
+        candidate, bounded = after_halved_calls(*args)
+        if bounded is not None:
+            return bounded
     verdict = (
         simulated_choice(data, cluster, candidate, report, declared_batch, None, measured_fragments=False)
         if separates(fit)

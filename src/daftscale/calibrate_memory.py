@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from daftscale.calibrate_predict import COST_PROBE_ACTORS, batch_words
+from daftscale.calibrate_predict import COST_PROBE_ACTORS, batch_words, daft_default_as_plan
 from daftscale.calibrate_record import (
     Calibration,
     SampleRun,
@@ -126,8 +126,11 @@ def after_out_of_memory(
     calls = list(report.udf_calls)
     udf_rows = udf_rows_of(report)
     # No rows at the UDF: taken as 1 per row.
-    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows or sample, sample_rows=sample)
-    run = summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, sample, rows_at_udf)
+    # The run's own rows at the step: a join's sample is whole files of its largest read
+    # (daftscale.execution.spread_files), which may be many more rows than asked for.
+    run_rows = report.rows_in or sample
+    growth, rows_at_udf = record_rows_at_udf(cal, udf_rows or run_rows, sample_rows=run_rows)
+    run = summarise(f"small batch ({probe_batch} rows)", probe, report, time.monotonic() - t0, run_rows, rows_at_udf)
     cal.runs.append(run)
     memory = fit_udf_memory_per_row(calls)
     cal.memory_per_row_bytes = memory
@@ -146,10 +149,63 @@ def after_out_of_memory(
     return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
 
 
+def after_halved_calls(
+    data: DataProfile,
+    cluster: ClusterSpec,
+    kwargs: dict[str, Any],
+    formula: ScalingPlan,
+    cal: Calibration,
+    report: RunReport,
+    probe_run: SampleRun,
+    candidate: ScalingPlan,
+    growth: float,
+    started: float,
+) -> tuple[ScalingPlan, ScalingPlan | None]:
+    """``(candidate, plan)`` after the cost probe's calls ran out of memory and were run again in halves
+    (``report.udf_calls_halved``, :func:`daftscale.udf.recorded_call`).
+
+    ``candidate`` comes back with B below the smallest call that ran out (the largest call that fitted, when
+    the memory per row measured in the actors does not bound it already: a GPU's memory is not seen there).
+    ``plan`` is the plan to run when Daft's default would hand the UDF calls as big as one that ran out (its
+    declared batch, or a whole morsel): it is then no candidate. Otherwise None, and the caller weighs the
+    two as usual.
+    """
+    calls = list(report.udf_calls)
+    first_halved = min(report.udf_calls_halved, key=lambda c: int(c["rows"]))
+    smallest = int(first_halved["rows"])
+    memory = fit_udf_memory_per_row(calls)
+    if memory:
+        cal.memory_per_row_bytes = memory
+    if candidate.batch_size >= smallest:
+        fitting = max((int(c["rows"]) for c in calls if int(c["rows"]) < smallest), default=1)
+        candidate = formula_from(data, cluster, {**kwargs, "batch_size": fitting}, None, calls, growth, None)
+    declared = kwargs.get("batch_size")
+    default_batch = daft_default_as_plan(formula, data, declared).batch_size
+    error = first_halved.get("error", "")
+    ran_out = f"the cost probe's calls of {smallest} rows and more ran out of memory ({error}) and were run in halves"
+    cal.changed.append(ran_out)
+    if default_batch < smallest:
+        return candidate, None
+    bound = (
+        f"{memory / 2**20:.2f} MiB per row measured at the UDF's peak, so B = {candidate.batch_size} fits the "
+        "actor's memory"
+        if memory and candidate.batch_size < smallest
+        else f"B = {candidate.batch_size}, the largest call that fitted"
+    )
+    why = (
+        f"{ran_out}: Daft's default ({batch_words(declared)}, calls of up to {default_batch:,} rows) would run "
+        f"out too; {bound}"
+    )
+    record = finish(cal, calls, formula, candidate, (candidate, probe_run), "", started)
+    decision = {**(record.decision or {}), "why": why, "basis": "the cost probe ran out of memory"}
+    return candidate, replace(record, decision=decision, steps=(*candidate.steps, f"Calibration: {why}."))
+
+
 __all__ = [
     "MAX_FAILURE_CHARS",
     "MEMORY_RUN_CALLS_PER_ACTOR",
     "MIN_MEMORY_CALLS",
     "OOM_PROBE_DIVISOR",
+    "after_halved_calls",
     "after_out_of_memory",
 ]

@@ -26,14 +26,18 @@ from daftscale.report import RunReport, fit_udf_cost, fit_udf_memory_per_row
 from daftscale.tune import extrapolated_wall_s
 
 
-def sampled(plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool) -> SampledPlan:
+def sampled(
+    plan: ScalingPlan, rows: int, sample_rows: int, *, by_fraction: bool, halve_out_of_memory: bool = False
+) -> SampledPlan:
     """``plan`` on a sample of about ``sample_rows`` of the ``rows`` at the scaling step (``rows`` there, not at
-    the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``."""
-    return SampledPlan.of(
+    the UDF, so partitions scale with the sample): the tuner's ``df.limit`` sample, or ``df.sample(fraction)``.
+    ``halve_out_of_memory``: a UDF call that runs out of memory is run again in halves (the cost probe's)."""
+    sample = SampledPlan.of(
         replace(plan, inputs={**plan.inputs, "rows": rows}),
         sample_rows,
         fraction=sample_rows / rows if by_fraction else None,
     )
+    return replace(sample, halve_out_of_memory=halve_out_of_memory)
 
 
 def with_small_downstream_aggregations(

@@ -67,10 +67,11 @@ class RunError(DaftscaleError):
     @property
     def out_of_memory(self) -> bool:
         """Whether a UDF call failed for memory (a ``MemoryError``, or a GPU's "out of memory")."""
-        return any(_is_memory_error(str(call.get("error", ""))) for call in self.failed_calls)
+        return any(is_memory_error(str(call.get("error", ""))) for call in self.failed_calls)
 
 
-def _is_memory_error(text: str) -> bool:
+def is_memory_error(text: str) -> bool:
+    """Whether an error's text (``"TypeName: message"``) is running out of memory, on the host or a GPU."""
     return "MemoryError" in text or "out of memory" in text.lower()
 
 

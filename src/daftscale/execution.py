@@ -339,7 +339,8 @@ def execute_measured(
     else:
         collector = kept.collector
         kept.collector.restart()
-    sink = {**collector.sink, "on_error": on_error}
+    halve_out_of_memory = isinstance(given_plan, SampledPlan) and given_plan.halve_out_of_memory
+    sink = {**collector.sink, "on_error": on_error, "halve_out_of_memory": halve_out_of_memory}
     sampler: NodeMemorySampler | None = None
     execution: Execution | None = None
     try:
@@ -399,7 +400,7 @@ def execute_measured(
         records_error = _snapshot_error(collector)
         calls, _ = _merge_calls(collector) if records_error is None else ([], [])
         failed = list(collector.failed) if records_error is None else failed
-        ready = list(collector.ready)
+        ready, halved = list(collector.ready), list(collector.halved)
         health = MeasurementHealth(
             records_error=records_error,
             events=list(collector.events),
@@ -440,6 +441,7 @@ def execute_measured(
         calls=calls,
         node_memory=node_memory,
         failed_calls=failed,
+        halved_calls=halved,
         ready=ready,
         calibrated=given_plan is None,
     )

@@ -127,6 +127,9 @@ class SampledPlan:
     # ``sample_rows`` (:func:`daftscale.pipeline.reading_files`).
     read_paths: tuple[str, ...] | None = None
     read_files: tuple[str, ...] = ()
+    # A calibration cost probe's: a UDF call that runs out of memory is run again in halves, not the query
+    # failed (daftscale.udf.recorded_call), so the one run still measures costs and memory per row.
+    halve_out_of_memory: bool = False
 
     @classmethod
     def of(cls, plan: ScalingPlan, sample_rows: int, *, fraction: float | None = None) -> SampledPlan:

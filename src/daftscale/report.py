@@ -117,6 +117,9 @@ class RunReport:
     # planning and the query, from the start of planning to the query's end (cluster start not included).
     calibration_s: float = 0.0
     total_s: float = 0.0
+    # A calibration cost probe's UDF calls that ran out of memory and were run again in halves (rows, error,
+    # memory_bytes; daftscale.udf.recorded_call); their halves are in udf_calls. Empty in any other run.
+    udf_calls_halved: list[dict[str, Any]] = field(default_factory=list)
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -136,6 +139,7 @@ class RunReport:
         calls: list[dict[str, Any]],
         node_memory: dict[str, int],
         failed_calls: list[dict[str, Any]] | None = None,
+        halved_calls: list[dict[str, Any]] | None = None,
         ready: list[dict[str, Any]] | None = None,
         calibrated: bool = True,
     ) -> RunReport:
@@ -196,6 +200,14 @@ class RunReport:
             ),
             calibration_s=round(float(calibration.get("elapsed_s") or 0.0), 3),
             total_s=round(max(end - started_at, 0.0), 4),
+            udf_calls_halved=[
+                {
+                    "rows": int(c["rows"]),
+                    "error": str(c.get("error", "")),
+                    **({"memory_bytes": int(c["memory_bytes"])} if c.get("memory_bytes") is not None else {}),
+                }
+                for c in sorted(halved_calls or [], key=lambda c: c["start"])
+            ],
         )
 
     # -- serialisation -----------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import runpy
 import sys
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -552,13 +551,6 @@ def configure(func: Any, plan: PlanHandle, *, keep: bool) -> Any:
 # Timing a script's UDF inside its actors
 
 
-def _batch_rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    for value in (*args, *kwargs.values()):
-        with contextlib.suppress(TypeError):
-            return len(value)
-    return 0
-
-
 def _base() -> type:
     from daft.udf.udf_v2 import ClsBase
 
@@ -599,22 +591,16 @@ class TimedInstance(_base()):  # type: ignore[misc]
         return self._instance
 
     def _daft_bind_method(self, method: Any) -> Any:
+        from daftscale.udf import recorded_call
+
         instance = self._daft_get_instance()
         recorder = self._recorder
 
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return method(instance, *args, **kwargs)
+
         def bound(*args: Any, **kwargs: Any) -> Any:
-            rows = _batch_rows(args, kwargs)
-            key = uuid.uuid4().hex[:12]
-            start = time.time()
-            recorder.started(key, start, rows)
-            try:
-                result = method(instance, *args, **kwargs)
-            except Exception as exc:
-                # Recorded, then re-raised so Daft applies on_error (fail the query, or null the batch).
-                recorder.failed(key, start, time.time(), rows, exc)
-                raise
-            recorder.finished(key, start, time.time(), rows)
-            return result
+            return recorded_call(recorder, call, args, kwargs)
 
         return bound
 

@@ -12,6 +12,8 @@ user's method and records ``(actor, node, pid, start, end, rows)`` for each call
   driver (one per actor), so an in-process list would stay empty, and a file costs no Ray worker process.
 
 Outside a run there is no sink and recording is a no-op: the UDF behaves like any Daft UDF.
+A calibration cost probe's sink may ask for a call that runs out of memory to be run again in halves
+(:func:`recorded_call`), so that one sample run still measures the UDF's costs and memory.
 :func:`row_udf` is the uninstrumented per-row helper (a "heavy read" such as decoding a file).
 """
 
@@ -111,6 +113,7 @@ class _Recorder:
         self._handle: Any = None
         self._file: Any = None
         self._rss_before: dict[str, int | None] = {}
+        self.halve_out_of_memory = bool((sink or {}).get("halve_out_of_memory"))
         if self.kind == "ray":
             import ray
 
@@ -166,7 +169,14 @@ class _Recorder:
     def failed(self, key: str, start: float, end: float, rows: int, error: BaseException) -> None:
         # Awaited like a finished call: the run's failed-row count and its error message come from here.
         event = self._memory(key, self._call_event("failed", key, start, end, rows))
-        event["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:MAX_ERROR_CHARS]
+        event["error"] = _error_text(error)
+        self._emit(event, wait=True)
+
+    def halved(self, key: str, start: float, end: float, rows: int, error: BaseException) -> None:
+        """A call that ran out of memory and is run again in halves (:func:`recorded_call`): not a failure
+        of the run, and not a call whose time says anything of the UDF's cost."""
+        event = self._memory(key, self._call_event("halved", key, start, end, rows))
+        event["error"] = _error_text(error)
         self._emit(event, wait=True)
 
     def _emit(self, event: dict[str, Any], *, wait: bool) -> None:
@@ -192,6 +202,87 @@ class _Recorder:
         except Exception:  # measurement must never fail the user's batch: count the loss instead
             if counted:
                 self.dropped += 1
+
+
+def _error_text(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())[:MAX_ERROR_CHARS]
+
+
+def recorded_call(recorder: Any, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``call(*args, **kwargs)`` on one batch, recorded (start, then end or failure) by ``recorder``.
+
+    A call that raises is recorded and re-raised, so Daft applies ``on_error``. Under a sink that asks for it
+    (a calibration cost probe's), a call on more than one row that runs out of memory (``MemoryError``, a
+    GPU's "out of memory") is instead recorded as halved and run again on each half of its rows, each half
+    recorded as a call of its own and halved again if need be; the results are joined in order, so rows in
+    still equal rows out. One probe run then measures what a batch that fits costs and how much memory a row
+    needs, where failing the query would cost another sample run. The rows are the ``daft.Series`` among
+    the arguments; a call with none (a row-wise method) is never halved.
+    """
+    from daftscale.errors import is_memory_error
+
+    rows = batch_rows(args, kwargs)
+    key = uuid.uuid4().hex[:12]
+    start = time.time()
+    recorder.started(key, start, rows)
+    try:
+        result = call(*args, **kwargs)
+    except Exception as exc:
+        end = time.time()
+        if not (recorder.halve_out_of_memory and rows > 1 and is_memory_error(_error_text(exc))):
+            recorder.failed(key, start, end, rows, exc)
+            raise
+        recorder.halved(key, start, end, rows, exc)
+    else:
+        recorder.finished(key, start, time.time(), rows)
+        return result
+    # Out of the except block, so the failed call's frames (and what they held: a GPU's tensors) are freed first.
+    half = rows // 2
+    parts = [recorded_call(recorder, call, *_rows_of(args, kwargs, lo, hi)) for lo, hi in ((0, half), (half, rows))]
+    return _joined(parts)
+
+
+def batch_rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Rows in a batch method's call: the length of its first ``daft.Series`` argument (1 with none: a
+    row-wise method's call is one row)."""
+    import daft
+
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, daft.Series):
+            return len(value)
+    return 1
+
+
+def _rows_of(args: tuple[Any, ...], kwargs: dict[str, Any], lo: int, hi: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of a call on rows ``lo:hi`` of the batch: every ``daft.Series`` sliced, the rest as given."""
+    import daft
+
+    def cut(value: Any) -> Any:
+        return value.slice(lo, hi) if isinstance(value, daft.Series) else value
+
+    return tuple(cut(a) for a in args), {name: cut(v) for name, v in kwargs.items()}
+
+
+def _joined(parts: list[Any]) -> Any:
+    """The results of a halved call's parts as one result of the first part's kind (Daft takes a list, a
+    NumPy array, a pyarrow array or a ``daft.Series`` from a batch method)."""
+    import daft
+
+    first = parts[0]
+    if isinstance(first, daft.Series):
+        return daft.Series.concat(
+            [p if isinstance(p, daft.Series) else daft.Series.from_pylist(list(p)) for p in parts]
+        )
+    module = type(first).__module__.split(".")[0]
+    if module == "numpy":
+        import numpy
+
+        return numpy.concatenate(parts)
+    if module == "pyarrow":
+        import pyarrow
+
+        return pyarrow.concat_arrays([p.combine_chunks() if isinstance(p, pyarrow.ChunkedArray) else p for p in parts])
+    return [value for part in parts for value in part]
 
 
 def _ray_identity(pid: int) -> tuple[str, str]:
@@ -298,20 +389,10 @@ def actor_udf(
         self._recorder.ready(start, time.time())
 
     def __call__(self: Any, *columns: Any) -> Any:
-        rows = len(columns[0]) if columns else 0
-        values = columns if as_series else tuple(c.to_pylist() for c in columns)
-        key = uuid.uuid4().hex[:12]
-        start = time.time()
-        self._recorder.started(key, start, rows)
-        try:
-            result = self._call(*values)
-        except Exception as exc:
-            # Recorded, then re-raised so Daft applies on_error (fail the query, or null the batch).
-            self._recorder.failed(key, start, time.time(), rows, exc)
-            raise
-        end = time.time()
-        self._recorder.finished(key, start, end, rows)
-        return result
+        def call(*batch: Any) -> Any:
+            return self._call(*(batch if as_series else (c.to_pylist() for c in batch)))
+
+        return recorded_call(self._recorder, call, columns, {})
 
     __call__ = daft.method.batch(return_dtype=return_dtype, batch_size=plan.udf_batch_size)(__call__)
     # A class made here (not at module level) is pickled by value, so workers need only daftscale and
@@ -346,7 +427,7 @@ def row_udf(fn: Callable[..., Any] | None = None, *, return_dtype: Any = None) -
 def _merge(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split events into finished calls and calls still running (started with no end or failure yet)."""
     ended = {e["key"]: e for e in events if e.get("event") == "end"}
-    done = set(ended) | {e["key"] for e in events if e.get("event") == "failed"}
+    done = set(ended) | {e["key"] for e in events if e.get("event") in ("failed", "halved")}
     running = [e for e in events if e.get("event") == "start" and e["key"] not in done]
     return list(ended.values()), running
 
@@ -376,6 +457,11 @@ def _failed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list({e["key"]: e for e in events if e.get("event") == "failed"}.values())
 
 
+def _halved(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls that ran out of memory and were run again in halves (:func:`recorded_call`)."""
+    return list({e["key"]: e for e in events if e.get("event") == "halved"}.values())
+
+
 def _ready(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Actors that finished ``__init__``: one record per actor process (a restarted actor adds one)."""
     return sorted((e for e in events if e.get("event") == "ready"), key=lambda e: e["end"])
@@ -403,6 +489,7 @@ class SpoolCollector:
         self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir, "faults": sorted(self.faults), "ray": ray}
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
+        self.halved: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self._offsets: dict[str, int] = {}  # bytes of whole lines read so far, per file
         self._lock = threading.Lock()  # a watcher thread may read while the run's loop does
@@ -418,7 +505,7 @@ class SpoolCollector:
             raise faults.InjectedFault("snapshot: the call records cannot be read (DAFTSCALE_FAULTS)")
         with self._lock:
             self._read_new()
-            self.failed, self.ready = _failed(self.events), _ready(self.events)
+            self.failed, self.ready, self.halved = _failed(self.events), _ready(self.events), _halved(self.events)
             return _merge(self.events)
 
     def _read_new(self) -> None:
@@ -476,6 +563,7 @@ class RayCollector:
         self.sink: dict[str, Any] = {"kind": "ray", "name": self.name, "run": self.run, "faults": sorted(self.faults)}
         self.failed: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
+        self.halved: list[dict[str, Any]] = []
 
     def answers(self, timeout_s: float = 10.0) -> bool:
         """Whether the collector actor answers (a session checks its kept one before each run).
@@ -504,7 +592,7 @@ class RayCollector:
         self.answered = True
         self._read += len(new)
         self.events += [e for e in new if e.get("run", self.run) == self.run]
-        self.failed, self.ready = _failed(self.events), _ready(self.events)
+        self.failed, self.ready, self.halved = _failed(self.events), _ready(self.events), _halved(self.events)
         return _merge(self.events)
 
     def close(self) -> None:
