@@ -31,7 +31,7 @@ from daftscale.calibrate_split import even_split, into_batches_calls, into_batch
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError
 from daftscale.pipeline import load_pipeline, probe
-from daftscale.plan import ScalingPlan
+from daftscale.plan import ScalingPlan, UdfResources
 from daftscale.plan import plan as make_plan
 from daftscale.plan_handle import SampledPlan
 from daftscale.profile import profile_dataframe, profile_numbers
@@ -411,18 +411,23 @@ MEMORY_TIGHT = """
 """
 
 
+def _four_files(tmp_path: Path) -> Path:
+    """Four Parquet files of 2,000 rows. (Not from_pydict(...).into_partitions(4): on Daft 0.7.26's Ray runner a
+    limit after into_partitions never returns, and profiling the DataFrame takes one.)"""
+    source = tmp_path / "data"
+    source.mkdir()
+    for i in range(4):
+        pq.write_table(pa.table({"x": list(range(i * 2_000, (i + 1) * 2_000))}), source / f"part-{i}.parquet")
+    return source
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_out_of_memory_in_the_cost_probe_is_calibrated_to_a_batch_that_fits_in_one_run(tmp_path: Path) -> None:
     # The cost probe's calls of 64 rows (and their halves of 32) raise MemoryError; each is run again in
     # halves, so the one probe run measures the UDF's peak memory per row, and B is bounded by the declared
     # 24 MiB. Daft's own batch (a whole 2,000-row file) would run out as well, so the plan has a scaling step.
-    # Four Parquet files of 2,000 rows. (Not from_pydict(...).into_partitions(4): on Daft 0.7.26's Ray runner a
-    # limit after into_partitions never returns, and profiling the DataFrame takes one.)
-    source = tmp_path / "data"
-    source.mkdir()
-    for i in range(4):
-        pq.write_table(pa.table({"x": list(range(i * 2_000, (i + 1) * 2_000))}), source / f"part-{i}.parquet")
+    source = _four_files(tmp_path)
     report = run(_write(tmp_path, MEMORY_TIGHT, source=str(source)), runner="ray", calibrate=240, progress=False)
     plan = ScalingPlan.from_dict(report.plan)
     cal = plan.calibration
@@ -444,10 +449,7 @@ def test_daft_default_out_of_memory_after_a_join_is_calibrated_at_a_small_batch(
     # A join before the step: calibration's first sample run is Daft's default, whose whole join partitions
     # raise MemoryError (it is never halved: its failure says Daft's default is no candidate). One run at a
     # small batch then measures the UDF's peak memory per row, and B is bounded by the declared 24 MiB.
-    source = tmp_path / "data"
-    source.mkdir()
-    for i in range(4):
-        pq.write_table(pa.table({"x": list(range(i * 2_000, (i + 1) * 2_000))}), source / f"part-{i}.parquet")
+    source = _four_files(tmp_path)
     joined = MEMORY_TIGHT.replace(
         "df = plan.apply(df)",
         "df = df.join(daft.from_pydict({{'x': list(range(8_000)), 'k': [1] * 8_000}}), on='x')\n"
@@ -458,6 +460,9 @@ def test_daft_default_out_of_memory_after_a_join_is_calibrated_at_a_small_batch(
     cal = plan.calibration
     assert cal is not None and cal["runs"][0]["failed"] and "MemoryError" in cal["runs"][0]["failed"], cal["lines"]
     assert cal["runs"][1]["name"].startswith("small batch"), cal["lines"]
+    # The sample was whole files of the join's read (2,000 rows, not the 400 asked for): R at the UDF is the
+    # 8,000 rows of the join, not 8,000 × the UDF's rows over the asked sample.
+    assert cal["rows_at_udf"] == 8_000, cal["lines"]
     assert 0.8 * 2**20 <= cal["memory_per_row_bytes"] <= 2.0 * 2**20, cal["lines"]
     assert report.status == "ok" and report.rows_out == 8_000
     assert plan.scaling_step and plan.batch_size <= 24 and max(c["rows"] for c in report.udf_calls) <= 24
@@ -704,3 +709,27 @@ def test_uneven_files_run_split_on_the_cluster_with_every_row_and_no_sample(tmp_
     assert sum(c["rows"] for c in report.udf_calls) == sum(sizes)
     # No more calls than Daft's default (one per file at least), none larger than its largest file.
     assert len(report.udf_calls) <= len(sizes) and max(c["rows"] for c in report.udf_calls) <= max(sizes)
+
+
+@pytest.mark.parametrize("fixed_s", [0.0, 0.010])
+def test_a_cost_probe_whose_calls_ran_out_of_memory_plans_a_batch_that_fits(fixed_s: float) -> None:
+    # No Daft here: the probe's report as the bench's W4 gave it (1 MiB decoded per row, 48 MiB per actor).
+    # Its calls of 64 rows ran out and were halved; the halves of 32 and the chunks' rest of 16 measure the rest.
+    # A per-call cost fitted at 0 (W4's was: the decoding is per row) is no measurement: B then comes from
+    # memory, not from a 0 ms call (B = 1 took 263 s there, the expert's B = 48 18 s).
+    def run_sample(sample: SampledPlan) -> RunReport:
+        assert sample.halve_out_of_memory, "only the cost probe halves"
+        report = _report(sample.plan, 30.0, [32, 32, 16] * 12, fixed_s=fixed_s, per_row_s=0.005)
+        for call in report.udf_calls:
+            call["memory_bytes"] = call["rows"] << 20
+        report.udf_calls_halved = [{"rows": 64, "error": "MemoryError: out of memory: 64 MiB"}] * 12
+        return report
+
+    cluster = ClusterSpec(nodes=4, cpus_per_node=4)
+    data = replace(profile_numbers(12_000, 2_048, heavy=True), files=4)
+    kwargs = {"concurrency": 8, "udf": UdfResources.of(memory=48 << 20)}
+    plan = calibrated_plan(data, cluster, kwargs, runner="ray", calibrate="auto", run_sample=run_sample)
+    assert plan.scaling_step and plan.decision["basis"] == "the cost probe ran out of memory", plan.decision
+    assert 8 <= plan.batch_size < 48 and plan.udf_batch_size == plan.batch_size, plan.explain()
+    assert "calls of 64 rows and more ran out of memory" in plan.decision["why"]
+    assert plan.calibration["memory_per_row_bytes"] == 1 << 20

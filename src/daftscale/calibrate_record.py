@@ -195,8 +195,18 @@ def record_rows_at_udf(cal: Calibration, udf_rows: int, sample_rows: int | None 
 
 
 def separates(fit: dict[str, float] | None) -> bool:
-    """Whether a cost fit pins down both costs (calls of several sizes gave a per-row cost above 0)."""
-    return fit is not None and fit["seconds_per_row"] > 0
+    """Whether a cost fit pins down both costs: calls of several sizes gave a per-row and a per-call cost above 0.
+
+    A per-call cost of 0 is a fit clamped there (:func:`daftscale.report.fit_udf_cost`), not a measurement:
+    every call through Daft costs something, and planned from 0 the formula's B is 1. Seen on the bench's W4:
+    the probe's calls of 16 and 32 rows, each decoding 1 MiB per row, fitted 0 ms per call + 5.2 ms per row,
+    and B = 1 in tasks of 2 rows took 263 s where the expert's B = 48 took 18 s.
+
+    >>> separates({"seconds_per_row": 0.005, "seconds_per_batch": 0.01}), separates({"seconds_per_row": 0.005,
+    ...     "seconds_per_batch": 0.0}), separates(None)
+    (True, False, False)
+    """
+    return fit is not None and fit["seconds_per_row"] > 0 and fit["seconds_per_batch"] > 0
 
 
 def formula_from(
