@@ -733,3 +733,45 @@ def test_a_cost_probe_whose_calls_ran_out_of_memory_plans_a_batch_that_fits(fixe
     assert 8 <= plan.batch_size < 48 and plan.udf_batch_size == plan.batch_size, plan.explain()
     assert "calls of 64 rows and more ran out of memory" in plan.decision["why"]
     assert plan.calibration["memory_per_row_bytes"] == 1 << 20
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_plan_kept_without_a_sample_run_that_runs_out_of_memory_is_measured_and_run_again(tmp_path: Path) -> None:
+    # Eight equal files, 4 per actor: the footers show a balanced input, so Daft's default is kept with no
+    # sample run. They know nothing of the model's memory: a GPU-like model (no host memory used) that runs out
+    # above 40 rows fails on Daft's whole files. The run then calibrates on a sample and runs again.
+    source = tmp_path / "data"
+    source.mkdir()
+    for i in range(8):
+        pq.write_table(pa.table({"x": list(range(i * 500, (i + 1) * 500))}), source / f"part-{i}.parquet")
+    pipe = _write(
+        tmp_path,
+        """
+        import time
+        import daft, daftscale
+
+        class GpuLike:
+            def __call__(self, xs: list[int]) -> list[int]:
+                if len(xs) > 40:
+                    raise RuntimeError(f"CUDA out of memory. Tried to allocate {{len(xs) * 64}} MiB")
+                time.sleep(0.005 + 0.0002 * len(xs))
+                return [x + 1 for x in xs]
+
+        @daftscale.pipeline(concurrency=2)
+        def build(plan):
+            df = daft.read_parquet({source!r})
+            df = plan.apply(df)
+            model = plan.udf(GpuLike, return_dtype=daft.DataType.int64())
+            return df.with_column("y", model(df["x"]))
+        """,
+        source=str(source),
+    )
+    report = run(pipe, runner="ray", progress=False)
+    cal = report.plan["calibration"]
+    assert cal["lines"][0].startswith("the plan made without a sample run ran out of memory in the run"), cal
+    assert "CUDA out of memory" in cal["lines"][0] and "batch of 500 rows" in cal["lines"][0]
+    assert report.status == "ok" and report.rows_out == 4_000 and report.rows_failed == 0
+    assert max(c["rows"] for c in report.udf_calls) <= 40
+    # Nothing of the model's memory is seen in the actors: B is the largest call that fitted in the probe.
+    assert "the largest call that fitted" in report.plan["decision"]["why"], report.plan["decision"]

@@ -176,7 +176,8 @@ def after_halved_calls(
     memory = fit_udf_memory_per_row(calls)
     if memory:
         cal.memory_per_row_bytes = memory
-    if candidate.batch_size >= smallest:
+    capped = candidate.batch_size >= smallest
+    if capped:
         fitting = max((int(c["rows"]) for c in calls if int(c["rows"]) < smallest), default=1)
         candidate = formula_from(data, cluster, {**kwargs, "batch_size": fitting}, None, calls, growth, None)
     declared = kwargs.get("batch_size")
@@ -186,12 +187,15 @@ def after_halved_calls(
     cal.changed.append(ran_out)
     if default_batch < smallest:
         return candidate, None
-    bound = (
-        f"{memory / 2**20:.2f} MiB per row measured at the UDF's peak, so B = {candidate.batch_size} fits the "
-        "actor's memory"
-        if memory and candidate.batch_size < smallest
-        else f"B = {candidate.batch_size}, the largest call that fitted"
-    )
+    if capped:
+        bound = f"B = {candidate.batch_size}, the largest call that fitted"
+    elif memory and kwargs.get("udf") is not None and getattr(kwargs["udf"], "memory", None):
+        bound = (
+            f"{memory / 2**20:.2f} MiB per row measured at the UDF's peak, so B = {candidate.batch_size} fits the "
+            "actor's declared memory"
+        )
+    else:
+        bound = f"B = {candidate.batch_size}, below the smallest call that ran out"
     why = (
         f"{ran_out}: Daft's default ({batch_words(declared)}, calls of up to {default_batch:,} rows) would run "
         f"out too; {bound}"

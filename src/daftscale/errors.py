@@ -63,6 +63,9 @@ class RunError(DaftscaleError):
         super().__init__(message)
         self.failed_calls = list(failed_calls or [])
         self.calls = list(calls or [])
+        # Set by the run when its plan was made without a sample run (calibration skipped: the footers showed
+        # a balanced input, or the job was tiny): a UDF that ran out of memory then calls for one.
+        self.plan_unmeasured = False
 
     @property
     def out_of_memory(self) -> bool:

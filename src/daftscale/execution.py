@@ -395,7 +395,9 @@ def execute_measured(
             # Under log/ignore a raising UDF does not fail the query, so its records do not explain this error.
             raised = failed if on_error in (None, "raise") else []
             finished = _merge_calls(collector)[0]  # what did run: calibration reads a UDF's memory from it
-            raise RunError(_failure_message(error, raised), failed_calls=raised, calls=finished) from error
+            failure = RunError(_failure_message(error, raised), failed_calls=raised, calls=finished)
+            failure.plan_unmeasured = given_plan is None and bool((chosen.calibration or {}).get("skipped"))
+            raise failure from error
         # Read once more now the query is over (the first read may have missed the last records).
         records_error = _snapshot_error(collector)
         calls, _ = _merge_calls(collector) if records_error is None else ([], [])

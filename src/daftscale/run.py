@@ -17,6 +17,7 @@ from typing import Any
 
 from daftscale.cluster import ClusterSpec
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, parse_memory, require_positive_int
+from daftscale.console import stderr_console
 from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
 from daftscale.execution import (
     STATUS_MEMORY,
@@ -451,20 +452,23 @@ def run(
         pipe, target, kwargs = loaded or load()
         if given_plan is not None:
             check_plan_fits(given_plan, session.cluster, force=force_plan)
+        options: dict[str, Any] = {
+            "planner_kwargs": kwargs,
+            "progress": progress,
+            "console": console,
+            "on_error": on_error,
+            "check_rows": check_rows,
+            "max_memory": budget,
+            "stall_timeout": stall_floor,
+            "output": target,
+        }
         try:
-            report = session.execute(
-                pipe,
-                plan=given_plan,
-                planner_kwargs=kwargs,
-                progress=progress,
-                console=console,
-                on_error=on_error,
-                check_rows=check_rows,
-                max_memory=budget,
-                stall_timeout=stall_floor,
-                output=target,
-                calibrate=calibrate,
-            )
+            try:
+                report = session.execute(pipe, plan=given_plan, calibrate=calibrate, **options)
+            except RunError as exc:
+                if not (exc.out_of_memory and exc.plan_unmeasured and calibrate == "auto"):
+                    raise
+                report = _measured_after_out_of_memory(session, pipe, exc, options)
         except RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
     if stopped is not None:
@@ -474,6 +478,35 @@ def run(
         raise RunError(stopped.message + (f" (partial report in {report_path})" if report_path else ""))
     if report_path is not None:
         report.write(report_path, overwrite=overwrite)
+    return report
+
+
+def _measured_after_out_of_memory(
+    session: Session, pipe: Pipeline, error: RunError, options: dict[str, Any]
+) -> RunReport:
+    """The run once more, calibrated on a sample, after its plan, made with no sample run, ran out of memory.
+
+    Calibration skips its sample run when the Parquet footers show a balanced input or the job is tiny: Daft's
+    default is then kept as it is. The footers know nothing of the model's memory (a GPU's least of all), so
+    a batch of Daft's (a whole row group, thousands of rows) may not fit; the first call that tries fails the
+    query before anything is written (the output is written whole or not at all). This run measures instead,
+    under the largest budget (the cost probe runs a call that runs out of memory again in halves) and says
+    why in the calibration's lines. An out-of-memory failure of this run is the user's to fix.
+    """
+    from daftscale.calibrate import MAX_BUDGET_S
+
+    first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
+    what = f"{first.get('error', 'out of memory')} on a batch of {first.get('rows', '?')} rows"
+    why = (
+        f"the plan made without a sample run ran out of memory in the run ({what}): calibrated on a sample "
+        "and ran again"
+    )
+    if options.get("progress"):
+        (options.get("console") or stderr_console()).print(f"daftscale: {why}")
+    report = session.execute(pipe, plan=None, calibrate=MAX_BUDGET_S, **options)
+    calibration = report.plan.get("calibration")
+    if isinstance(calibration, dict):
+        calibration["lines"] = [why, *calibration.get("lines", [])]
     return report
 
 
