@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from daftscale.calibrate_predict import COST_PROBE_ACTORS, batch_words, daft_default_as_plan
+from daftscale.calibrate_predict import COST_PROBE_ACTORS, batch_words, daft_default_as_plan, simulated_choice
 from daftscale.calibrate_record import (
     Calibration,
     SampleRun,
@@ -200,6 +200,17 @@ def after_halved_calls(
         f"{ran_out}: Daft's default ({batch_words(declared)}, calls of up to {default_batch:,} rows) would run "
         f"out too; {bound}"
     )
+    # Daft's default with the UDF's batch bounded at B is a candidate still (no scaling step, as a user would
+    # fix it by hand): the simulator weighs it against the formula plan, which must be clearly faster.
+    verdict = simulated_choice(data, cluster, candidate, report, candidate.batch_size, None, measured_fragments=False)
+    if verdict is not None and not (verdict.scaling_step and verdict.clear):
+        cal.simulated = verdict.to_dict()
+        why = f"{why}; with that batch, {verdict.why}, its UDF's batch bounded at {candidate.batch_size}"
+        record = finish(cal, calls, formula, candidate, None, why, started)
+        predicted = (record.decision or {}).get("predicted_s")
+        basis = "the cost probe ran out of memory"
+        kept = no_scaling_step(record, why, predicted_s=predicted, udf_batch_size=candidate.batch_size, basis=basis)
+        return candidate, kept
     record = finish(cal, calls, formula, candidate, (candidate, probe_run), "", started)
     decision = {**(record.decision or {}), "why": why, "basis": "the cost probe ran out of memory"}
     return candidate, replace(record, decision=decision, steps=(*candidate.steps, f"Calibration: {why}."))
