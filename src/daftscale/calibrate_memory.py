@@ -77,7 +77,7 @@ def after_out_of_memory(
     failed_rows = [int(c.get("rows") or 0) for c in error.failed_calls if c.get("rows")]
     smallest_failed = min(failed_rows, default=formula.batch_size)
     declared = kwargs.get("batch_size")
-    first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
+    first = error.first_failed_call
     raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
     what = f"Daft's default ({batch_words(declared)})" if failed_name == "Daft's default" else failed_name
     oom = f"{what} ran out of memory on the sample: {raised}"
@@ -104,8 +104,7 @@ def after_out_of_memory(
             "the actor's memory (rows reaching the UDF per row not measured: taken as 1)"
         )
         record = finish(cal, calls, formula, planned, (planned, failed_run), "", started)
-        decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
-        return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
+        return _chosen_for_memory(record, planned, why, f"{what} ran out of memory on the sample")
     probe_batch = max(1, min(formula.batch_size, smallest_failed) // OOM_PROBE_DIVISOR)
     # The cost probe's small pool (a pool's start is most of a sample run's cost), on as few rows as
     # MEMORY_RUN_CALLS_PER_ACTOR calls need. Calls of one size: a small call's fixed memory (the hand-over,
@@ -145,7 +144,12 @@ def after_out_of_memory(
     else:
         why = f"{oom}; the UDF's memory is not visible in the actors (a GPU's?), so B = {probe_batch}, measured to fit"
     record = finish(cal, calls, formula, planned, (planned, run), "", started)
-    decision = {**(record.decision or {}), "why": why, "basis": f"{what} ran out of memory on the sample"}
+    return _chosen_for_memory(record, planned, why, f"{what} ran out of memory on the sample")
+
+
+def _chosen_for_memory(record: ScalingPlan, planned: ScalingPlan, why: str, basis: str) -> ScalingPlan:
+    """``record`` (what :func:`finish` made of ``planned``) with the decision saying that memory chose it."""
+    decision = {**(record.decision or {}), "why": why, "basis": basis}
     return replace(record, decision=decision, steps=(*planned.steps, f"Calibration: {why}."))
 
 
@@ -173,9 +177,7 @@ def after_halved_calls(
     calls = list(report.udf_calls)
     first_halved = min(report.udf_calls_halved, key=lambda c: int(c["rows"]))
     smallest = int(first_halved["rows"])
-    memory = fit_udf_memory_per_row(calls)
-    if memory:
-        cal.memory_per_row_bytes = memory
+    memory = fit_udf_memory_per_row(calls)  # finish() records it
     capped = candidate.batch_size >= smallest
     if capped:
         fitting = max((int(c["rows"]) for c in calls if int(c["rows"]) < smallest), default=1)
@@ -202,18 +204,17 @@ def after_halved_calls(
     )
     # Daft's default with the UDF's batch bounded at B is a candidate still (no scaling step, as a user would
     # fix it by hand): the simulator weighs it against the formula plan, which must be clearly faster.
+    basis = "the cost probe ran out of memory"
     verdict = simulated_choice(data, cluster, candidate, report, candidate.batch_size, None, measured_fragments=False)
     if verdict is not None and not (verdict.scaling_step and verdict.clear):
         cal.simulated = verdict.to_dict()
         why = f"{why}; with that batch, {verdict.why}, its UDF's batch bounded at {candidate.batch_size}"
         record = finish(cal, calls, formula, candidate, None, why, started)
         predicted = (record.decision or {}).get("predicted_s")
-        basis = "the cost probe ran out of memory"
         kept = no_scaling_step(record, why, predicted_s=predicted, udf_batch_size=candidate.batch_size, basis=basis)
         return candidate, kept
     record = finish(cal, calls, formula, candidate, (candidate, probe_run), "", started)
-    decision = {**(record.decision or {}), "why": why, "basis": "the cost probe ran out of memory"}
-    return candidate, replace(record, decision=decision, steps=(*candidate.steps, f"Calibration: {why}."))
+    return candidate, _chosen_for_memory(record, candidate, why, basis)
 
 
 __all__ = [

@@ -68,6 +68,11 @@ class RunError(DaftscaleError):
         self.plan_unmeasured = False
 
     @property
+    def first_failed_call(self) -> dict[str, object]:
+        """The failed call that started first (``{}`` when none was recorded): the one whose error a message names."""
+        return min(self.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})  # type: ignore[arg-type]
+
+    @property
     def out_of_memory(self) -> bool:
         """Whether a UDF call failed for memory (a ``MemoryError``, or a GPU's "out of memory")."""
         return any(is_memory_error(str(call.get("error", ""))) for call in self.failed_calls)

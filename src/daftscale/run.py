@@ -495,7 +495,7 @@ def _measured_after_out_of_memory(
     """
     from daftscale.calibrate import MAX_BUDGET_S
 
-    first = min(error.failed_calls, key=lambda c: float(c.get("start") or 0.0), default={})
+    first = error.first_failed_call
     what = f"{first.get('error', 'out of memory')} on a batch of {first.get('rows', '?')} rows"
     why = (
         f"the plan made without a sample run ran out of memory in the run ({what}): calibrated on a sample "
