@@ -119,7 +119,7 @@ def after_out_of_memory(
         if exc.out_of_memory:
             raise RunError(
                 f"the UDF ran out of memory on the calibration sample at a batch of {probe_batch} rows as well as "
-                f"with Daft's default: give the UDF more memory (--udf-memory, fewer actors per node) ({exc})"
+                f"in {what}: give the UDF more memory (--udf-memory, fewer actors per node) ({exc})"
             ) from exc
         raise
     calls = list(report.udf_calls)
