@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daftscale import ClusterSpec, ConfigError, PlanError, ScalingPlan, UdfProfile, UdfResources, plan
-from daftscale.config import BATCH_MEMORY_FRACTION, DEFAULT_PARTITION_BYTES_TARGET
+from daftscale.config import BATCH_MEMORY_FRACTION, DAFT_SECONDS_PER_CALL_FLOOR, DEFAULT_PARTITION_BYTES_TARGET
 from daftscale.plan import (
     PLAN_INPUT_KEYS,
     PLAN_JSON_KEYS,
@@ -309,6 +309,36 @@ def test_udf_profile_chooses_batch_from_fixed_vs_per_row_cost() -> None:
     assert "BATCH_OVERHEAD_DOMINATES" in small.warning_codes()
     tiny = plan(profile_numbers(1000, 100), SEED_CLUSTER, concurrency=16, udf_profile=udf_profile)
     assert tiny.batch_size == 1000 // 16
+
+
+def test_a_profile_with_no_per_call_cost_is_planned_at_dafts_own_cost_per_call() -> None:
+    # profile_udf times the body in-process: a cheap per-row function can fit 0 ms per call, and planned from 0,
+    # B would be 1 (a call per row, each paying Daft's hand-over).
+    free_calls = UdfProfile(seconds_per_row=1e-5, seconds_per_batch=0.0)
+    p = plan(profile_numbers(1_000_000, 100), SEED_CLUSTER, concurrency=16, udf_profile=free_calls)
+    assert p.batch_size == balanced_batch_size(DAFT_SECONDS_PER_CALL_FLOOR, 1e-5, 1_000_000 / 16) == 5000
+    assert any("raised to Daft's own cost per call" in step for step in p.steps)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1_000, 10**7),
+    concurrency=st.integers(1, 64),
+    fixed=st.floats(0.0, 0.05),
+    per_row=st.floats(1e-6, 0.05),
+)
+def test_a_profiled_batch_never_drops_below_what_dafts_per_call_cost_affords(
+    rows: int, concurrency: int, fixed: float, per_row: float
+) -> None:
+    cluster = ClusterSpec(nodes=1, cpus_per_node=64, memory_per_node=1 << 40)
+    p = plan(
+        profile_numbers(rows, 100),
+        cluster,
+        concurrency=concurrency,
+        udf_profile=UdfProfile(seconds_per_row=per_row, seconds_per_batch=fixed),
+    )
+    floor = overhead_bounded_batch_size(DAFT_SECONDS_PER_CALL_FLOOR, per_row)
+    assert p.batch_size >= min(floor, max(1, rows // concurrency))
 
 
 def test_one_row_too_big_is_a_plan_error() -> None:

@@ -41,6 +41,13 @@ HEAVY_LIST_BYTES_PER_ROW = 1024
 # at 10 % the batch is large enough that a bigger one buys little throughput.
 TARGET_BATCH_OVERHEAD_SHARE = 0.10
 
+# Daft's own cost per UDF call outside the UDF's body (the Ray actor call's round trip, handing the batch
+# over as Arrow): the least per-call cost the planner chooses B from. A profile measured in-process
+# (``profile_udf``) sees only the body, and a cheap per-row function can fit 0 there, which would plan B = 1:
+# thousands of calls each paying this cost. Back-to-back calls on the bench's actors were 4-23 ms apart
+# (bench run L, 2 cores), so 2 ms is a floor, not an estimate.
+DAFT_SECONDS_PER_CALL_FLOOR = 0.002
+
 # Without a UDF profile a batch below this many rows is flagged: per-call overhead of Python UDFs
 # (serialisation, dispatch to the actor) is typically milliseconds.
 MIN_SENSIBLE_BATCH_SIZE = 8

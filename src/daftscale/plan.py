@@ -30,6 +30,7 @@ from typing import Any
 from daftscale.cluster import ClusterSpec
 from daftscale.config import (
     BATCH_MEMORY_FRACTION,
+    DAFT_SECONDS_PER_CALL_FLOOR,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCHES_PER_TASK,
     DEFAULT_INFLATION,
@@ -260,13 +261,22 @@ def plan(
         batch = require_positive_int(batch_size, "batch_size")
         b.step(f"Batch size B = {batch} rows per UDF call (requested).")
     elif udf_profile is not None:
-        fixed_s, per_row_s = udf_profile.seconds_per_batch, udf_profile.seconds_per_row
+        per_row_s = udf_profile.seconds_per_row
+        # A call through Daft never costs less than its own hand-over, whatever the body's fit says.
+        fixed_s = max(udf_profile.seconds_per_batch, DAFT_SECONDS_PER_CALL_FLOOR)
+        floored = udf_profile.seconds_per_batch < DAFT_SECONDS_PER_CALL_FLOOR
         wanted = overhead_bounded_batch_size(fixed_s, per_row_s)
         balanced = balanced_batch_size(fixed_s, per_row_s, rows / c)
         batch = min(max(wanted, balanced), feed_all)
         b.step(
-            f"Batch size B = {batch}: the UDF costs {fixed_s * 1e3:.1f} ms per call + "
-            f"{per_row_s * 1e3:.3f} ms per row, and B ≥ {wanted} keeps the fixed cost ≤ "
+            f"Batch size B = {batch}: the UDF costs {fixed_s * 1e3:.1f} ms per call"
+            + (
+                f" (the profile's {udf_profile.seconds_per_batch * 1e3:.1f} ms raised to Daft's own cost per call "
+                f"outside the UDF, at least {DAFT_SECONDS_PER_CALL_FLOOR * 1e3:g} ms)"
+                if floored
+                else ""
+            )
+            + f" + {per_row_s * 1e3:.3f} ms per row, and B ≥ {wanted} keeps the fixed cost ≤ "
             f"{TARGET_BATCH_OVERHEAD_SHARE:.0%}"
             + (
                 f"; with R / C = {rows / c:,.0f} rows per actor, B = sqrt(2 × {rows / c:,.0f} × fixed / per row) = "

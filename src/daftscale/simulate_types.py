@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from daftscale.config import format_bytes
+from daftscale.config import DAFT_SECONDS_PER_CALL_FLOOR, format_bytes
 from daftscale.errors import ConfigError
 from daftscale.plan import ScalingPlan
 
@@ -28,7 +28,7 @@ DEFAULT_SECONDS_PER_ROW = 1e-3
 DEFAULT_SECONDS_PER_BATCH = 0.020
 
 # Per call outside the UDF body (Ray actor call round trip, Arrow serialisation): a few milliseconds.
-DEFAULT_DISPATCH_S = 0.002
+DEFAULT_DISPATCH_S = DAFT_SECONDS_PER_CALL_FLOOR
 
 # Per Daft task on Ray (scheduling, plan serialisation, object-store puts): tens of milliseconds.
 DEFAULT_TASK_OVERHEAD_S = 0.05
