@@ -789,5 +789,8 @@ def test_a_plan_kept_without_a_sample_run_that_runs_out_of_memory_is_measured_an
     assert "CUDA out of memory" in cal["lines"][0] and "batch of 500 rows" in cal["lines"][0]
     assert report.status == "ok" and report.rows_out == 4_000 and report.rows_failed == 0
     assert max(c["rows"] for c in report.udf_calls) <= 40
+    # The attempt that failed is part of what the user waited for.
+    assert report.failed_attempt_s > 0
+    assert report.total_s >= report.failed_attempt_s + report.plan_s + report.wall_s - 0.01
     # Nothing of the model's memory is seen in the actors: B is the largest call that fitted in the probe.
     assert "the largest call that fitted" in report.plan["decision"]["why"], report.plan["decision"]

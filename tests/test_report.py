@@ -81,6 +81,14 @@ def test_calibration_time_is_this_runs_only() -> None:
     assert saved.calibration_s == 0 and "calibrating" not in dict(saved.summary())["wall time"]
 
 
+def test_a_failed_first_attempt_is_named_in_the_wall_time() -> None:
+    report = _report(CALLS)
+    assert "first attempt" not in dict(report.summary())["wall time"]
+    report.failed_attempt_s, report.total_s = 2.5, report.total_s + 2.5
+    text = dict(RunReport.from_json(report.to_json()).summary())["wall time"]
+    assert text.endswith("6.50 s in all, 2.50 s of it in a first attempt that failed)"), text
+
+
 def test_udf_profile_fit_recovers_costs() -> None:
     fit = fit_udf_cost([{"rows": c["rows"], "start": c["start"], "end": c["end"]} for c in CALLS[:-1]])
     assert fit is not None

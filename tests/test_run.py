@@ -237,6 +237,7 @@ def test_many_tiny_files_joined_before_the_scaling_step_are_read_in_merged_tasks
     calibrated = run(str(path), runner="ray", progress=False, calibrate=60)
     calibration = calibrated.plan["calibration"]
     assert calibration["sampling"].startswith("files spread over the largest read (about 70 rows at the step)")
+    assert calibration["lines"][0].startswith("sample: 70 of 400 rows"), calibration["lines"]
     assert calibration["runs"][0]["name"] == "Daft's default" and calibration["runs"][0]["udf_rows"] == 70
     assert calibration["rows_at_udf"] == 400 and calibrated.rows_out == 400
     # --calibrate off runs the plan as `daftscale plan` makes it, from the scaling input alone.

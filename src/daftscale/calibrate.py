@@ -75,6 +75,7 @@ from daftscale.calibrate_record import (
     no_scaling_step,
     nothing_measured,
     record_rows_at_udf,
+    record_rows_run,
     sampled,
     separates,
     summarise,
@@ -456,11 +457,7 @@ def calibrated_plan(
     if udf_rows == 0:
         return nothing_measured(cal, formula, started)
     # The run's own rows at the step: files spread over a read (daftscale.execution.spread_files) are about the sample.
-    run_rows = default_report.rows_in or sample
-    if run_rows != sample:
-        cal.sampling = cal.sampling.replace(
-            f"df.limit({sample})", f"files spread over the largest read (about {run_rows:,} rows at the step)", 1
-        )
+    run_rows = record_rows_run(cal, default_report.rows_in or sample)
     growth, rows_at_udf = record_rows_at_udf(cal, udf_rows, run_rows)
     first = summarise("Daft's default", default, default_report, run_s, run_rows, rows_at_udf)
     cal.runs.append(first)
@@ -574,7 +571,7 @@ def _calibrate_by_cost_probe(
     udf_rows = udf_rows_of(report)
     if udf_rows == 0:
         return nothing_measured(cal, formula, started)
-    run_rows = report.rows_in or sample  # the files may hold fewer rows than asked for
+    run_rows = record_rows_run(cal, report.rows_in or sample)  # the files may hold other rows than asked for
     growth, rows_at_udf = record_rows_at_udf(cal, udf_rows, run_rows)
     run = summarise(name, probe, report, time.monotonic() - t0, run_rows, rows_at_udf)
     cal.runs.append(run)

@@ -185,6 +185,18 @@ def unmeasured_default(formula: ScalingPlan, declared_batch: int | None, reason:
     return no_scaling_step(formula, why, udf_batch_size=batch, basis="nothing measured")
 
 
+def record_rows_run(cal: Calibration, run_rows: int) -> int:
+    """A sample run's own rows at the scaling step, with the sampling text saying so when they are not the rows
+    asked for: files spread over a read (daftscale.execution.spread_files) hold whole files' rows."""
+    if run_rows != cal.sample_rows:
+        cal.sampling = cal.sampling.replace(
+            f"df.limit({cal.sample_rows})",
+            f"files spread over the largest read (about {run_rows:,} rows at the step)",
+            1,
+        )
+    return run_rows
+
+
 def record_rows_at_udf(cal: Calibration, udf_rows: int, sample_rows: int | None = None) -> tuple[float, int]:
     """Rows reaching the UDF per row at the scaling step, and R at the UDF, from a sample run's UDF rows
     (``sample_rows``: that run's sample, when smaller than the calibration's)."""
@@ -313,8 +325,10 @@ def _changes(formula: ScalingPlan, calibrated: ScalingPlan) -> list[str]:
 
 
 def _lines(cal: Calibration) -> list[str]:
+    # The rows the first sample run had at the step: whole files after a join, not the rows asked for.
+    sample_rows = cal.runs[0].sample_rows if cal.runs else cal.sample_rows
     lines = [
-        f"sample: {cal.sample_rows:,} of {cal.rows:,} rows ({cal.sampling} at the scaling step) "
+        f"sample: {sample_rows:,} of {cal.rows:,} rows ({cal.sampling} at the scaling step) "
         f"on the {cal.runner} runner, "
         f"{len(cal.runs)} run{'s' if len(cal.runs) != 1 else ''}, {cal.elapsed_s:.1f} s"
         + (f" of a {cal.budget_s:.0f} s budget" if cal.budget_s else "")

@@ -120,6 +120,9 @@ class RunReport:
     # A calibration cost probe's UDF calls that ran out of memory and were run again in halves (rows, error,
     # memory_bytes; daftscale.udf.recorded_call); their halves are in udf_calls. Empty in any other run.
     udf_calls_halved: list[dict[str, Any]] = field(default_factory=list)
+    # A first attempt that failed and was run again (a plan made with no sample run that ran out of memory,
+    # daftscale.run): its seconds, already counted in total_s. 0 when the first attempt was this run.
+    failed_attempt_s: float = 0.0
     version: int = REPORT_FORMAT_VERSION
 
     @classmethod
@@ -368,7 +371,10 @@ class RunReport:
         if self.calibration_s:
             text += f", {self.calibration_s:.2f} s of it calibrating on a sample"
         total = self.total_s or self.wall_s + self.plan_s
-        return text + f"; {total:.2f} s in all)"
+        text += f"; {total:.2f} s in all"
+        if self.failed_attempt_s:
+            text += f", {self.failed_attempt_s:.2f} s of it in a first attempt that failed"
+        return text + ")"
 
     def _utilization_text(self) -> str:
         if self.actor_utilization is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -463,12 +464,17 @@ def run(
             "output": target,
         }
         try:
+            first_started = time.monotonic()
             try:
                 report = session.execute(pipe, plan=given_plan, calibrate=calibrate, **options)
             except RunError as exc:
                 if not (exc.out_of_memory and exc.plan_unmeasured and calibrate == "auto"):
                     raise
+                failed_s = time.monotonic() - first_started
                 report = _measured_after_out_of_memory(session, pipe, exc, options)
+                # What the user waited for includes the attempt that failed.
+                report.failed_attempt_s = round(failed_s, 4)
+                report.total_s = round(report.total_s + failed_s, 4)
         except RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
     if stopped is not None:
