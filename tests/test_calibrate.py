@@ -651,6 +651,23 @@ def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:
     even = replace(profile_numbers(24_000, 60), files=16, file_rows=(1_500,) * 16)
     assert _probed(cluster, options, even, calibrate="auto", scaling_input=step, output=joined)
 
+    # A groupby of the model's results, or a join with metadata after it: the UDF still gets the files (Daft runs
+    # it in the reading tasks, before the shuffle), so the footers decide as they do with no shuffle at all.
+    @daft.func
+    def model(text: str) -> int:
+        return len(text)
+
+    scored = step.with_column("n", model(step["text"]))
+    for after_model in (scored.groupby("n").agg(daft.col("id").count()), scored.join(joined, on="id")):
+        split = calibrated_plan(
+            uneven, cluster, options, runner="ray", calibrate="auto", run_sample=never, scaling_input=step,
+            output=after_model,
+        )  # fmt: skip
+        assert split.strategy == "streaming" and split.into_batches == 1_250
+    # Sorted before the model: the UDF gets the sort's pieces.
+    sorted_first = step.sort("text").with_column("n", model(step["text"]))
+    assert _probed(cluster, options, uneven, calibrate="auto", scaling_input=step, output=sorted_first)
+
 
 @settings(max_examples=200, deadline=None)
 @given(

@@ -90,7 +90,7 @@ from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
 from daftscale.plan_handle import SampledPlan
 from daftscale.profile import DataProfile
 from daftscale.report import RunReport, fit_udf_cost
-from daftscale.scaling_plan import plan_operators
+from daftscale.scaling_plan import operators_above_first_udf, plan_operators
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
 # actor (two each, so every actor runs, and a batch's cost is seen more than once).
@@ -322,23 +322,38 @@ def _groups_before_step(scaling_input: Any, upstream_shuffle: bool) -> bool:
 
 
 def shuffles_after_step(scaling_input: Any, output: Any) -> bool:
-    """Whether an operator of ``SHUFFLING_OPS`` follows the scaling step, before the UDF or after it (Daft's plan
-    text does not say which): True when the plan text cannot be read, False when either DataFrame is unknown.
+    """Whether an operator of ``SHUFFLING_OPS`` follows the scaling step and may come before the UDF, so that the
+    UDF is handed the shuffle's pieces rather than the files the footers show. A shuffle that only follows the
+    UDF (a groupby or sort of its results, a join with metadata) leaves the UDF the step's pieces: Daft runs the
+    UDF in the tasks that read, before the shuffle's map side. True when the plan text cannot be read (or names
+    no UDF call), False when either DataFrame is unknown.
 
     >>> import daft
+    >>> @daft.func
+    ... def plus_one(x: int) -> int:
+    ...     return x + 1
     >>> step = daft.from_pydict({"id": [1, 2], "x": [3, 4]})
     >>> shuffles_after_step(step, step.with_column("y", step["x"] + 1))
     False
     >>> shuffles_after_step(step, step.join(daft.from_pydict({"id": [1], "z": [5]}), on="id"))
+    True
+    >>> scored = step.with_column("y", plus_one(step["x"]))
+    >>> shuffles_after_step(step, scored.groupby("id").agg(daft.col("y").sum()))
+    False
+    >>> shuffles_after_step(step, step.sort("x").with_column("y", plus_one(step["x"])))
     True
     """
     if scaling_input is None or output is None:
         return False
     try:
         added = Counter(plan_operators(output)) - Counter(plan_operators(scaling_input))
+        shuffles = sum(count for op, count in added.items() if op in SHUFFLING_OPS)
+        if not shuffles:
+            return False
+        above = operators_above_first_udf(output)
     except Exception:  # a Daft without this private API: the footers cannot be trusted to be what the UDF gets
         return True
-    return bool(set(added) & SHUFFLING_OPS)
+    return above is None or sum(op in SHUFFLING_OPS for op in above) < shuffles
 
 
 def upstream_shuffles(df: Any) -> bool:

@@ -347,6 +347,37 @@ def plan_operators(df: daft.DataFrame) -> list[str]:
     return re.findall(r"\*\s+([A-Za-z]+)", df._builder.pretty_print(simple=True))
 
 
+# Daft's plan text names a UDF call as "<name>-<id>-<n>(" (@daft.cls methods, @daft.func, daftscale's actor UDFs)
+# or "py_udf(" (the legacy @daft.udf).
+_UDF_CALL = re.compile(r"-\d+-\d+\(|\bpy_udf\(")
+
+
+def operators_above_first_udf(df: daft.DataFrame) -> list[str] | None:
+    """The operator names printed before the first UDF call in ``df``'s plan text, outermost first: the operators
+    applied to that call's results, and any join branch printed before it (which does not feed it either). None
+    when the plan calls no UDF Daft's plan text names (or the full text does not line up with the simple one).
+
+    Like :func:`plan_operators`, this reads the private plan text and raises when it cannot.
+
+    >>> import daft
+    >>> @daft.func
+    ... def plus_one(x: int) -> int:
+    ...     return x + 1
+    >>> df = daft.from_pydict({"k": [1, 1, 2], "x": [1, 2, 3]})
+    >>> operators_above_first_udf(df.with_column("y", plus_one(df["x"])).groupby("k").agg(daft.col("y").sum()))
+    ['Aggregate']
+    >>> operators_above_first_udf(df.groupby("k").agg(daft.col("x").sum())) is None
+    True
+    """
+    names = plan_operators(df)
+    # Each operator's block in the full text starts at its "* Name" line, in the simple text's order.
+    blocks = re.split(r"^[\s|]*\*\s+", df._builder.pretty_print(simple=False), flags=re.M)[1:]
+    if len(blocks) != len(names):
+        return None
+    first = next((i for i, block in enumerate(blocks) if _UDF_CALL.search(block)), None)
+    return None if first is None else names[:first]
+
+
 __all__ = [
     "PLAN_FORMAT_VERSION",
     "PLAN_INPUT_KEYS",
@@ -356,4 +387,6 @@ __all__ = [
     "Strategy",
     "UdfResources",
     "describe_step",
+    "operators_above_first_udf",
+    "plan_operators",
 ]
