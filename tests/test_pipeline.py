@@ -58,6 +58,31 @@ def test_the_probe_handle_records_the_step_without_applying_it() -> None:
     assert seen == {"probing": True, "batch_size": 1, "threads": 1, "unchanged": True}
 
 
+class _Double:
+    def __call__(self, xs: list[int]) -> list[int]:
+        return [x * 2 for x in xs]
+
+
+def test_the_probe_counts_the_models_whose_pools_share_the_cluster() -> None:
+    @pipeline
+    def one(plan):
+        df = plan.apply(daft.from_pydict({"x": list(range(20))}))
+        return df.with_column("y", plan.udf(_Double, return_dtype=daft.DataType.int64())(df["x"]))
+
+    @pipeline
+    def two(plan):
+        df = plan.apply(daft.from_pydict({"x": list(range(20))}))
+        model = plan.udf(_Double, return_dtype=daft.DataType.int64())
+        df = df.with_column("y", model(df["x"]))
+        return df.with_column("z", plan.udf(_Double, return_dtype=daft.DataType.int64())(df["y"]))
+
+    assert probe(one).models == 1 and probe(one).planner_options({"batch_size": 8}) == {"batch_size": 8}
+    found = probe(two)
+    assert found.models == 2 and found.planner_options({"batch_size": 8}) == {"models": 2, "batch_size": 8}
+    # Said by the caller (a script counts its own models): theirs stands.
+    assert found.planner_options({"models": 3}) == {"models": 3}
+
+
 def test_plain_build_function_is_a_pipeline(tmp_path) -> None:
     path = _write(tmp_path, "import daft\ndef build(plan):\n    return plan.apply(daft.from_pydict({'x': [1]}))\n")
     assert load_pipeline(path).name == "build"

@@ -341,6 +341,19 @@ def test_a_profiled_batch_never_drops_below_what_dafts_per_call_cost_affords(
     assert p.batch_size >= min(floor, max(1, rows // concurrency))
 
 
+def test_models_running_at_once_share_the_clusters_actors() -> None:
+    cluster = ClusterSpec(nodes=2, cpus_per_node=8)
+    one = plan(profile_numbers(100_000, 100), cluster)
+    two = plan(profile_numbers(100_000, 100), cluster, models=2)
+    assert (one.concurrency, two.concurrency) == (16, 8) and two.inputs["models"] == 2 and "models" not in one.inputs
+    asked = plan(profile_numbers(100_000, 100), cluster, models=2, concurrency=12)
+    assert asked.concurrency == 8 and "CONCURRENCY_EXCEEDS_CLUSTER" in asked.warning_codes()
+    with pytest.raises(PlanError, match="3 models need an actor each"):
+        plan(profile_numbers(1000, 100), ClusterSpec(nodes=1, cpus_per_node=2), models=3)
+    with pytest.raises(ConfigError):
+        plan(profile_numbers(1000, 100), cluster, models=0)
+
+
 def test_one_row_too_big_is_a_plan_error() -> None:
     cluster = ClusterSpec(nodes=1, cpus_per_node=1, memory_per_node=1 << 20)
     with pytest.raises(PlanError, match="one row"):

@@ -207,6 +207,51 @@ df.with_column("on_ray", WhereAmI()(df["x"])).write_parquet(os.environ["SCRIPT_O
 """
 
 
+TWO_MODELS_SCRIPT = """
+import time
+import daft
+
+@daft.cls(max_concurrency=2)
+class Embedder:
+    @daft.method.batch(return_dtype=daft.DataType.int64())
+    def __call__(self, xs):
+        time.sleep(0.002)  # a synthetic stand-in for a model call
+        return [x * 2 for x in xs.to_pylist()]
+
+@daft.cls(max_concurrency=2)
+class Classifier:
+    @daft.method.batch(return_dtype=daft.DataType.int64())
+    def __call__(self, xs):
+        time.sleep(0.01)  # a synthetic stand-in for a model call
+        return [x % 3 for x in xs.to_pylist()]
+
+df = daft.read_parquet({files!r})
+df = df.with_column("e", Embedder()(df["x"]))
+df.with_column("label", Classifier()(df["e"])).write_parquet({out!r})
+"""
+
+
+def test_a_script_with_two_models_shares_the_cluster_between_them(tmp_path) -> None:
+    # Both models' actor pools run at once. Each used to get the plan's whole concurrency (4 actors each on the
+    # 2 × 2 cluster's 4 CPUs): Daft waited 120 s for actors that could not start, then failed.
+    import pyarrow as pa
+
+    files = []
+    for i in range(8):
+        files.append(str(tmp_path / f"part-{i}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i * 50, (i + 1) * 50))}), files[-1])
+    out = tmp_path / "out"
+    path = tmp_path / "two.py"
+    path.write_text(TWO_MODELS_SCRIPT.format(files=files, out=str(out)))
+    started = time.monotonic()
+    report = run(str(path), runner="ray", progress=False)
+    assert time.monotonic() - started < 100, "the actors waited for CPUs the other model held"
+    assert report.status == "ok" and report.rows_out == 400
+    assert report.plan["concurrency"] == 2 and report.plan["inputs"]["models"] == 2
+    assert any("shared by the pipeline's 2 models" in step for step in report.plan["steps"])
+    assert _ids(out, "x") == list(range(400)) and sorted(set(_ids(out, "label"))) == [0, 1, 2]
+
+
 def test_a_script_under_daftscale_on_ray_runs_on_ray(tmp_path) -> None:
     # The script's daft.from_pydict fixes Daft's runner for its process: loaded before Ray started, the job
     # ran on the driver's native runner while the report said Ray. Its UDF now runs in Ray actors.

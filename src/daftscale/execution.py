@@ -305,7 +305,7 @@ def execute_measured(
         chosen = calibrated_plan(
             data,
             cluster,
-            planner_kwargs,
+            scaling.planner_options(planner_kwargs),
             runner=runner,
             calibrate=calibrate,
             run_sample=run_sample,

@@ -207,10 +207,14 @@ class _StepRecorder:
         self.applied: list[daft.DataFrame] = []
         self._reads = reads
         self.reads_before: list[Any] = []
+        self.udfs = 0
 
     def __call__(self, df: daft.DataFrame) -> None:
         self.applied.append(df)
         self.reads_before = list(self._reads)
+
+    def note_udf(self) -> None:
+        self.udfs += 1
 
 
 @dataclass
@@ -225,6 +229,12 @@ class Probe:
     # The paths of every ``daft.read_parquet`` called before ``plan.apply`` (those given as paths), one list per
     # read: their files may be read in merged tasks (daftscale.execution.read_merge).
     parquet_reads: list[list[str]] = field(default_factory=list)
+    # The ``plan.udf(...)`` models the build made: their actor pools run at once and share the cluster.
+    models: int = 1
+
+    def planner_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the models the probe counted, unless they say (a script counts its own)."""
+        return {"models": self.models, **kwargs} if self.models > 1 else kwargs
 
 
 def probe(pipe: Pipeline) -> Probe:
@@ -239,7 +249,7 @@ def probe(pipe: Pipeline) -> Probe:
     provisional = make_plan(profile_numbers(1, 1), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=1)
     reads: list[Any] = []
     recorder = _StepRecorder(reads)
-    handle = PlanHandle(provisional, record=recorder)
+    handle = PlanHandle(provisional, record=recorder, on_udf=recorder.note_udf)
     with _recording_parquet_reads(reads):
         output = check_dataframe(_call_build(pipe, handle), pipe, when="to the probe plan")
     if not recorder.applied:
@@ -252,7 +262,13 @@ def probe(pipe: Pipeline) -> Probe:
     reads = [paths for paths in map(_as_paths, recorder.reads_before) if paths]
     paths = reads[0] if len(recorder.reads_before) == 1 and reads else None
     scaling_input = check_dataframe(recorder.applied[0], pipe, when="to plan.apply")
-    return Probe(scaling_input=scaling_input, output=output, parquet_paths=paths, parquet_reads=reads)
+    return Probe(
+        scaling_input=scaling_input,
+        output=output,
+        parquet_paths=paths,
+        parquet_reads=reads,
+        models=max(1, recorder.udfs),
+    )
 
 
 def _as_paths(given: Any) -> list[str] | None:

@@ -160,6 +160,7 @@ def plan(
     rows_at_udf_per_row: float = 1.0,
     delivered_rows_per_call: float | None = None,
     udf_memory_per_row: float | None = None,
+    models: int = 1,
 ) -> ScalingPlan:
     """Choose the strategy and compute every number for this data on this cluster.
 
@@ -182,6 +183,8 @@ def plan(
             ``into_batches`` before the UDF so that full batches arrive.
         udf_memory_per_row: the peak bytes per row a UDF call needed in the actors, as calibration
             measured it; bounds B by the actor's memory (over the UDF profile's and the decoded size).
+        models: actor UDFs the pipeline runs at once, each with C actors (a script's several ``@daft.cls``
+            models): they share the cluster, so C is at most its capacity divided among them.
 
     Examples:
         Daft's scaling guide's worked example (1M rows, 4 nodes, 16 actors, batch 64):
@@ -212,29 +215,43 @@ def plan(
         )
 
     # Concurrency C, kept within what the cluster can schedule (Daft would otherwise wait 120 s).
+    models = require_positive_int(models, "models")
     capacity = cluster_actor_capacity(cluster, udf.cpus, udf.gpus)
     if udf.gpus > 0 and capacity == 0:
         raise PlanError(
             f"the UDF asks for {udf.gpus:g} GPU per actor but the cluster has {cluster.gpus_per_node:g} GPUs per node: "
             "pass --gpus-per-node (or use --ray to discover them), or drop --udf-gpus"
         )
+    resource = "GPU" if udf.gpus > 0 else "CPU"
+    per = udf.gpus if udf.gpus > 0 else udf.cpus
+    shared = f", shared by the pipeline's {models} models" if models > 1 else ""
+    if capacity is not None and models > 1:
+        # Every model's actors run at once (Daft starts each pool before the query runs).
+        if capacity < models:
+            raise PlanError(
+                f"the pipeline's {models} models need an actor each at once, at {per:g} {resource} per actor, but "
+                f"the cluster can schedule {capacity}: give each less (--udf-cpus/--udf-gpus 0.5) or add nodes"
+            )
+        capacity //= models
     if concurrency is None:
         c = capacity if capacity else nodes
-        resource = "GPU" if udf.gpus > 0 else "CPU"
-        per = udf.gpus if udf.gpus > 0 else udf.cpus
         b.step(
             f"Total concurrency C = {c}"
-            + (f" (the cluster's {resource}s at {per:g} {resource} per actor)" if capacity else " (one actor per node)")
+            + (
+                f" (the cluster's {resource}s at {per:g} {resource} per actor{shared})"
+                if capacity
+                else " (one actor per node)"
+            )
             + "."
         )
     else:
         c = require_positive_int(concurrency, "concurrency")
         b.step(f"Total concurrency C = {c} (requested).")
         if capacity is not None and c > capacity:
-            resource = "GPUs" if udf.gpus > 0 else "CPUs"
             b.warn(
                 "CONCURRENCY_EXCEEDS_CLUSTER",
-                f"{c} actors need more {resource} than the cluster has (room for {capacity}); Daft would wait "
+                f"{c} actors{' per model' if models > 1 else ''} need more {resource}s than the cluster has (room "
+                f"for {capacity}{shared}); Daft would wait "
                 f"120 s for actors that never start: concurrency lowered to {capacity}; "
                 f"add nodes or lower --concurrency",
             )
@@ -458,6 +475,7 @@ def plan(
                 else {}
             ),
             **({"delivered_rows_per_call": delivered_rows_per_call} if delivered_rows_per_call is not None else {}),
+            **({"models": models} if models > 1 else {}),
             "nodes": nodes,
             "total_concurrency": c,
             "batch_size": batch,

@@ -47,6 +47,8 @@ class PlanHandle:
     plan: ScalingPlan
     before_step: Callable[[daft.DataFrame], daft.DataFrame] | None = None
     record: Callable[[daft.DataFrame], None] | None = None
+    # Called on each ``udf(...)``: the probe counts the models, whose pools share the cluster.
+    on_udf: Callable[[], None] | None = None
 
     @property
     def probing(self) -> bool:
@@ -64,6 +66,8 @@ class PlanHandle:
 
     def udf(self, cls: type, **options: Any) -> Any:
         """The model class as an instrumented Daft actor UDF with the plan's settings (:meth:`ScalingPlan.udf`)."""
+        if self.on_udf is not None:
+            self.on_udf()
         return self.plan.udf(cls, **options)
 
     # The plan's numbers a build function may size its own steps by (threads per actor, say).

@@ -214,6 +214,10 @@ class ScriptPipeline(Pipeline):
 
             first = self.udfs[0]
             self.planner_kwargs["udf"] = UdfResources.of(cpus=first.cpus, gpus=first.gpus)
+            if len(self.udfs) > 1:
+                # Each model gets the plan's concurrency, and their pools run at once: the plan divides the
+                # cluster among them (two models of 4 actors each on 4 CPUs waited 120 s for actors, then failed).
+                self.planner_kwargs["models"] = len(self.udfs)
 
     def keep_author_settings(self) -> None:
         """Run each UDF with its author's concurrency and batch size, and plan around the first one's."""

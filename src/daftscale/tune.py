@@ -250,6 +250,7 @@ def _search(
         floor_s=stall_timeout,
         say=stderr_console().print,
     )
+    kwargs = probed.planner_options(kwargs)
     formula = make_plan(data, cluster, **kwargs)
     settings = search_settings(
         kwargs, runner, sample, batch_multiples, partition_multiples, eta, max_candidates, measured_costs
