@@ -83,6 +83,33 @@ def test_the_probe_counts_the_models_whose_pools_share_the_cluster() -> None:
     assert found.planner_options({"models": 3}) == {"models": 3}
 
 
+def test_the_probe_records_a_csv_or_json_read_before_the_step(tmp_path) -> None:
+    # Its files lay out Daft's default (one task per file) where no footers count them.
+    csv = tmp_path / "a.csv"
+    csv.write_text("x\n1\n2\n")
+
+    @pipeline
+    def text(plan):
+        return plan.apply(daft.read_csv(str(csv)))
+
+    @pipeline
+    def joined(plan):
+        df = daft.read_csv(str(csv)).join(daft.from_pydict({"x": [1]}), on="x")
+        return plan.apply(df)
+
+    assert probe(text).text_read_paths == [str(csv)] and probe(text).parquet_paths is None
+    assert probe(joined).text_read_paths == [str(csv)]  # the profile checks the DataFrame is the plain read
+    assert probe(one_model_pipeline()).text_read_paths is None
+
+
+def one_model_pipeline() -> Pipeline:
+    @pipeline
+    def build(plan):
+        return plan.apply(daft.from_pydict({"x": [1, 2]}))
+
+    return build
+
+
 def test_plain_build_function_is_a_pipeline(tmp_path) -> None:
     path = _write(tmp_path, "import daft\ndef build(plan):\n    return plan.apply(daft.from_pydict({'x': [1]}))\n")
     assert load_pipeline(path).name == "build"

@@ -207,6 +207,29 @@ def test_profile_dataframe() -> None:
         profile_dataframe(df.where(df["path"] == "nope"))
 
 
+def test_a_csv_or_json_read_knows_its_files_with_rows_estimated_from_their_bytes(tmp_path: Path) -> None:
+    # No footers count their rows, but Daft runs one task per file: the simulator lays Daft's default out by them.
+    import daft
+
+    rows = [50, 400, 120, 1_000, 30]
+    for i, n in enumerate(rows):
+        lines = "".join(f"{i * 10_000 + j:06d},some words here\n" for j in range(n))
+        (tmp_path / f"part-{i}.csv").write_text("id,text\n" + lines)
+        records = "".join(f'{{"id": "{j:06d}", "text": "some words"}}\n' for j in range(n))
+        (tmp_path / f"part-{i}.jsonl").write_text(records)
+    for glob, read in ((tmp_path / "*.csv", daft.read_csv), (tmp_path / "*.jsonl", daft.read_json)):
+        p = profile_dataframe(read(str(glob)).select("id"), text_paths=[str(glob)])
+        assert p.rows == sum(rows) and p.files == 5 and sum(p.file_rows) == sum(rows)
+        close = [abs(estimated - n) <= 0.05 * n + 2 for estimated, n in zip(p.file_rows, rows, strict=True)]
+        assert all(close), p.file_rows
+        assert (p.min_rows_per_file, p.max_rows_per_file) == (min(p.file_rows), max(p.file_rows))
+    # Anything but a plain read of those keeps no layout it cannot know.
+    csv = [str(tmp_path / "*.csv")]
+    assert profile_dataframe(daft.read_csv(csv).where(daft.col("id") > 5), text_paths=csv).files == 0
+    assert profile_dataframe(daft.read_csv(csv)).files == 0  # the probe saw no read
+    assert profile_dataframe(daft.from_pydict({"x": list(range(10))})).file_rows == ()
+
+
 @pytest.mark.ray
 def test_a_join_of_parquet_reads_is_counted_and_sized_by_the_footers(tmp_path: Path) -> None:
     import daft

@@ -282,6 +282,7 @@ def execute_measured(
                     scaling.scaling_input,
                     parquet_paths=scaling.parquet_paths,
                     read_profiles=[profile for _paths, profile in reads],
+                    text_paths=scaling.text_read_paths,
                 ),
                 "profiling the DataFrame at the scaling step (a row count and a sample)",
             )

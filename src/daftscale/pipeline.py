@@ -203,15 +203,18 @@ class _StepRecorder:
     """The probe handle's ``record`` hook: keeps each DataFrame reaching ``plan.apply``, and the
     ``daft.read_parquet`` paths seen before it."""
 
-    def __init__(self, reads: list[Any]) -> None:
+    def __init__(self, reads: list[Any], text_reads: list[Any]) -> None:
         self.applied: list[daft.DataFrame] = []
         self._reads = reads
+        self._text_reads = text_reads
         self.reads_before: list[Any] = []
+        self.text_reads_before: list[Any] = []
         self.udfs = 0
 
     def __call__(self, df: daft.DataFrame) -> None:
         self.applied.append(df)
         self.reads_before = list(self._reads)
+        self.text_reads_before = list(self._text_reads)
 
     def note_udf(self) -> None:
         self.udfs += 1
@@ -231,6 +234,9 @@ class Probe:
     parquet_reads: list[list[str]] = field(default_factory=list)
     # The ``plan.udf(...)`` models the build made: their actor pools run at once and share the cluster.
     models: int = 1
+    # The paths of the one ``daft.read_csv``/``daft.read_json`` called before ``plan.apply``, when it was the only
+    # read: Daft runs one task per file, which the profile lays out by the files' sizes (no footers to count).
+    text_read_paths: list[str] | None = None
 
     def planner_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with the models the probe counted, unless they say (a script counts its own)."""
@@ -248,9 +254,10 @@ def probe(pipe: Pipeline) -> Probe:
     # scaling step is never applied, the probe handle records the DataFrame reaching apply instead.
     provisional = make_plan(profile_numbers(1, 1), ClusterSpec(nodes=1, cpus_per_node=1), concurrency=1, batch_size=1)
     reads: list[Any] = []
-    recorder = _StepRecorder(reads)
+    text_reads: list[Any] = []
+    recorder = _StepRecorder(reads, text_reads)
     handle = PlanHandle(provisional, record=recorder, on_udf=recorder.note_udf)
-    with _recording_parquet_reads(reads):
+    with _recording_parquet_reads(reads), _recording_text_reads(text_reads):
         output = check_dataframe(_call_build(pipe, handle), pipe, when="to the probe plan")
     if not recorder.applied:
         raise PipelineError(
@@ -261,6 +268,8 @@ def probe(pipe: Pipeline) -> Probe:
         raise PipelineError(f"{pipe.name}() calls plan.apply(df) {len(recorder.applied)} times: call it once")
     reads = [paths for paths in map(_as_paths, recorder.reads_before) if paths]
     paths = reads[0] if len(recorder.reads_before) == 1 and reads else None
+    only_text_read = len(recorder.text_reads_before) == 1 and not recorder.reads_before
+    text_paths = _as_paths(recorder.text_reads_before[0]) if only_text_read else None
     scaling_input = check_dataframe(recorder.applied[0], pipe, when="to plan.apply")
     return Probe(
         scaling_input=scaling_input,
@@ -268,6 +277,7 @@ def probe(pipe: Pipeline) -> Probe:
         parquet_paths=paths,
         parquet_reads=reads,
         models=max(1, recorder.udfs),
+        text_read_paths=text_paths,
     )
 
 
@@ -317,11 +327,44 @@ def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
         _probe_reads = previous
 
 
-def note_parquet_read(path: Any) -> None:
-    """Tell the probe building now of a ``daft.read_parquet(path)`` it did not see called (a plain script's
-    read, made when the script was loaded); no-op outside a probe."""
-    if _probe_reads is not None:
+# The probe's list of ``daft.read_csv``/``daft.read_json`` path arguments while it builds (None otherwise).
+_probe_text_reads: list[Any] | None = None
+TEXT_READS = ("read_csv", "read_json")
+
+
+@contextlib.contextmanager
+def _recording_text_reads(reads: list[Any]) -> Iterator[None]:
+    """Record the path argument of each ``daft.read_csv``/``daft.read_json`` call made inside the block."""
+    import daft
+
+    global _probe_text_reads
+
+    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read(path: Any, *args: Any, **kwargs: Any) -> Any:
+            reads.append(path)
+            return original(path, *args, **kwargs)
+
+        return read
+
+    originals = {name: getattr(daft, name) for name in TEXT_READS}
+    previous, _probe_text_reads = _probe_text_reads, reads
+    try:
+        for name, original in originals.items():
+            setattr(daft, name, recording(original))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(daft, name, original)
+        _probe_text_reads = previous
+
+
+def note_file_read(name: str, path: Any) -> None:
+    """Tell the probe building now of a ``daft.read_parquet/read_csv/read_json(path)`` it did not see called (a
+    plain script's read, made when the script was loaded); no-op outside a probe and for other reads."""
+    if name == "read_parquet" and _probe_reads is not None:
         _probe_reads.append(path)
+    elif name in TEXT_READS and _probe_text_reads is not None:
+        _probe_text_reads.append(path)
 
 
 @contextlib.contextmanager

@@ -468,6 +468,7 @@ def profile_dataframe(
     sample_rows: int = DATAFRAME_SAMPLE_ROWS,
     parquet_paths: Sequence[str] | None = None,
     read_profiles: Sequence[DataProfile] = (),
+    text_paths: Sequence[str] | None = None,
 ) -> DataProfile:
     """Profile a Daft DataFrame: its row count (executes the plan up to here) and a sample's sizes.
 
@@ -479,6 +480,9 @@ def profile_dataframe(
     With ``read_profiles`` (the footers of the Parquet reads before ``df``), a DataFrame that only joins,
     filters and selects their columns is counted by Daft and sized by the footers, with no sample query
     (:func:`profile_from_reads`).
+
+    With ``text_paths`` (what ``daft.read_csv``/``daft.read_json`` was given for ``df``), a plain read of them
+    knows its files, each one's rows estimated from its bytes (:func:`_file_rows_by_size`).
 
     Examples:
         >>> import daft
@@ -523,6 +527,10 @@ def profile_dataframe(
             )
         )
     bytes_per_row = sum(c.uncompressed_bytes for c in columns) / rows
+    notes = [f"bytes per row estimated from a {sample.num_rows}-row sample"]
+    file_rows = _file_rows_by_size(df, rows, text_paths) if text_paths else ()
+    if file_rows:
+        notes.append(f"{len(file_rows)} files, each one's rows estimated from its share of the bytes")
     return DataProfile(
         source="DataFrame",
         rows=rows,
@@ -530,8 +538,44 @@ def profile_dataframe(
         uncompressed_bytes=int(bytes_per_row * rows),
         compressed_bytes=int(bytes_per_row * rows),
         columns=tuple(columns),
-        notes=(f"bytes per row estimated from a {sample.num_rows}-row sample",),
+        notes=tuple(notes),
+        files=len(file_rows),
+        min_rows_per_file=min(file_rows, default=0),
+        max_rows_per_file=max(file_rows, default=0),
+        file_rows=file_rows,
     )
+
+
+def _file_rows_by_size(df: daft.DataFrame, rows: int, paths: Sequence[str]) -> tuple[int, ...]:
+    """The rows of each file of ``df`` when it is a plain read of the CSV or JSON files ``paths`` (no footers
+    to count them), estimated from each file's share of the bytes and adding up to ``rows``; () otherwise.
+
+    Daft runs such a read as one task per file, each file handed to the UDF whole (measured on Daft 0.7.26's
+    Ray runner: 24 CSV files of 200-2,151 rows, 24 calls of the files' rows). Without the files, the simulator
+    took Daft's default for one task of every row, 7.1 s where Daft took 4.5 s, and chose a plan 2× slower.
+    """
+    import daft
+
+    try:
+        operators = plan_operators(df)
+    except Exception:  # a Daft without this private API: the layout stays unknown, as before
+        return ()
+    if operators.count("Source") != 1 or set(operators) - {"Source", "Project"}:
+        return ()
+    try:
+        listed = daft.from_glob_path(list(paths)).to_pydict()
+    except Exception:  # unlistable (another store's credentials): the layout stays unknown
+        return ()
+    sizes = [int(size) for _path, size in sorted(zip(listed["path"], listed["size"], strict=True))]
+    total = sum(sizes)
+    if not sizes or total <= 0 or rows < len(sizes):
+        return ()
+    shares = [rows * size / total for size in sizes]
+    estimated = [math.floor(share) for share in shares]
+    # Largest remainders first, so the files add up to the rows counted.
+    for index in sorted(range(len(sizes)), key=lambda i: estimated[i] - shares[i])[: rows - sum(estimated)]:
+        estimated[index] += 1
+    return tuple(estimated)
 
 
 # Operators between Parquet reads and the scaling step that leave each column as its files hold it.

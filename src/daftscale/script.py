@@ -233,11 +233,10 @@ class ScriptPipeline(Pipeline):
         if plan.probing:
             # The probe's handle only records what reaches the scaling step: the load-time
             # execution already built exactly that, so the script is not executed a third time.
-            from daftscale.pipeline import note_parquet_read
+            from daftscale.pipeline import note_file_read
 
             name, df, _where = self.first.reads[self.step_read]
-            if name == "read_parquet":
-                note_parquet_read(self.first.read_args[self.step_read])  # so the footers can profile it
+            note_file_read(name, self.first.read_args[self.step_read])  # so its files can profile it
             plan.apply(df)
             return self.action.df
         done = self._execute(plan)

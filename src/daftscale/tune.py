@@ -245,7 +245,9 @@ def _search(
     probed = probe(pipe)
     # A query with no UDF progress to watch: bounded as the run's profile is, and never silent.
     data = bounded_prep(
-        lambda: profile_dataframe(probed.scaling_input, parquet_paths=probed.parquet_paths),
+        lambda: profile_dataframe(
+            probed.scaling_input, parquet_paths=probed.parquet_paths, text_paths=probed.text_read_paths
+        ),
         what="profiling the DataFrame at the scaling step (a row count and a sample)",
         floor_s=stall_timeout,
         say=stderr_console().print,
