@@ -312,19 +312,25 @@ def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
     """Record the path argument of each ``daft.read_parquet`` call made inside the block (then reads as usual)."""
     global _probe_reads
 
-    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
-        def read_parquet(path: Any, *args: Any, **kwargs: Any) -> Any:
-            reads.append(path)
-            return original(path, *args, **kwargs)
-
-        return read_parquet
-
     previous, _probe_reads = _probe_reads, reads
     try:
-        with _wrapping_read_parquet(recording):
+        with _wrapping_read_parquet(_recording_into(reads)):
             yield
     finally:
         _probe_reads = previous
+
+
+def _recording_into(reads: list[Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A wrapper for a ``daft.read_*`` that appends its path argument to ``reads``, then reads as usual."""
+
+    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read(path: Any, *args: Any, **kwargs: Any) -> Any:
+            reads.append(path)
+            return original(path, *args, **kwargs)
+
+        return read
+
+    return recording
 
 
 # The probe's list of ``daft.read_csv``/``daft.read_json`` path arguments while it builds (None otherwise).
@@ -339,13 +345,7 @@ def _recording_text_reads(reads: list[Any]) -> Iterator[None]:
 
     global _probe_text_reads
 
-    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
-        def read(path: Any, *args: Any, **kwargs: Any) -> Any:
-            reads.append(path)
-            return original(path, *args, **kwargs)
-
-        return read
-
+    recording = _recording_into(reads)
     originals = {name: getattr(daft, name) for name in TEXT_READS}
     previous, _probe_text_reads = _probe_text_reads, reads
     try:
