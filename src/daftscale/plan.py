@@ -230,7 +230,8 @@ def plan(
         if capacity < models:
             raise PlanError(
                 f"the pipeline's {models} models need an actor each at once, at {per:g} {resource} per actor, but "
-                f"the cluster can schedule {capacity}: give each less (--udf-cpus/--udf-gpus 0.5) or add nodes"
+                f"the cluster can schedule {capacity}: give each less (--udf-cpus/--udf-gpus 0.5), add nodes, or "
+                "(a plain script) run each model with its author's settings (--keep-udf-settings)"
             )
         capacity //= models
     if concurrency is None:

@@ -222,6 +222,8 @@ class ScriptPipeline(Pipeline):
     def keep_author_settings(self) -> None:
         """Run each UDF with its author's concurrency and batch size, and plan around the first one's."""
         self.keep_udf_settings = True
+        # Each model runs with its author's concurrency and resources, not a share the plan divides.
+        self.planner_kwargs.pop("models", None)
         if self.udfs:
             first = self.udfs[0]
             if first.max_concurrency is not None:
