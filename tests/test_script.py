@@ -250,6 +250,9 @@ def test_a_script_with_two_models_shares_the_cluster_between_them(tmp_path) -> N
     assert report.plan["concurrency"] == 2 and report.plan["inputs"]["models"] == 2
     assert any("shared by the pipeline's 2 models" in step for step in report.plan["steps"])
     assert _ids(out, "x") == list(range(400)) and sorted(set(_ids(out, "label"))) == [0, 1, 2]
+    # Each model with its author's settings: nothing is divided, and the authors' 2 + 2 actors fit.
+    kept = run(str(path), runner="ray", progress=False, keep_udf_settings=True, overwrite=True)
+    assert kept.status == "ok" and kept.plan["concurrency"] == 2 and "models" not in kept.plan["inputs"]
 
 
 def test_a_script_under_daftscale_on_ray_runs_on_ray(tmp_path) -> None:
