@@ -604,6 +604,40 @@ POWER_LAW_ROWS = (7532, 3059, 1806, 1242, 930, 733, 600, 505, 433, 378, 334, 298
 POWER_LAW_ROWS += (268, 244, 223, 205, 189, 176, 164, 153, 144, 135, 128, 121)
 
 
+def test_an_in_memory_table_of_one_partition_is_spread_without_a_sample_run() -> None:
+    # Daft's default runs a table built in memory as one task per partition: with one partition, whatever the model
+    # costs, most actors idle. into_batches spreads it, each task handed to the UDF whole: nothing to sample for.
+    import daft
+
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("an in-memory table to spread must not run a sample")
+
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 4}
+    table = daft.from_pydict({"x": list(range(20_000))})
+    data = profile_numbers(20_000, 100)
+    spread = calibrated_plan(
+        data, cluster, options, runner="ray", calibrate="auto", run_sample=never, scaling_input=table, output=table
+    )
+    assert spread.strategy == "streaming" and spread.into_batches == 1_250 and spread.udf_batch_size is None
+    assert spread.decision["basis"].startswith("an in-memory table") and "1 task" in spread.decision["why"]
+    assert spread.calibration["skipped"].startswith("the input is an in-memory table of 1 partition")
+    declared = calibrated_plan(
+        data, cluster, {**options, "batch_size": 100}, runner="ray", calibrate="auto", run_sample=never,
+        scaling_input=table, output=table,
+    )  # fmt: skip
+    assert declared.into_batches == 1_250 and declared.udf_batch_size == 100
+    # Measured instead: enough partitions for every actor, a filter on the table, heavy rows, a budget.
+    import pyarrow as pa
+
+    many = daft.from_arrow([pa.table({"x": list(range(i * 2_500, (i + 1) * 2_500))}) for i in range(8)])
+    assert _probed(cluster, options, data, calibrate="auto", scaling_input=many, output=many)
+    filtered = table.where(daft.col("x") > 5)
+    assert _probed(cluster, options, data, calibrate="auto", scaling_input=filtered, output=filtered)
+    heavy = profile_numbers(20_000, 1 << 20, heavy=True)
+    assert _probed(cluster, options, heavy, calibrate="auto", scaling_input=table, output=table)
+    assert _probed(cluster, options, data, calibrate=60.0, scaling_input=table, output=table)
+
+
 def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:
     # No Daft here. One file holds 38 % of the rows: Daft's default leaves one actor 1.51x an even share. The
     # split into_batches(1,250) makes about 20 calls (no more than the 24 files) with the UDF on
