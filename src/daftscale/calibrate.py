@@ -83,14 +83,14 @@ from daftscale.calibrate_record import (
     unmeasured_default,
     with_small_downstream_aggregations,
 )
-from daftscale.calibrate_split import EvenSplit, default_imbalance, even_split, even_split_plan
+from daftscale.calibrate_split import EvenSplit, default_imbalance, even_split, even_split_plan, own_batch_split
 from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, RunError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
 from daftscale.plan_handle import SampledPlan
-from daftscale.profile import DataProfile
+from daftscale.profile import DataProfile, in_memory_partitions
 from daftscale.report import RunReport, fit_udf_cost
-from daftscale.scaling_plan import in_memory_partitions, operators_above_first_udf, plan_operators
+from daftscale.scaling_plan import operators_above_first_udf, plan_operators
 
 # Share of the rows at the scaling step the calibration sample takes, and its floor in full batches per
 # actor (two each, so every actor runs, and a batch's cost is seen more than once).
@@ -261,12 +261,17 @@ def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | No
     )
 
 
+def _layout_asked(kwargs: dict[str, Any]) -> bool:
+    """Whether the pipeline names a strategy or keys: then its own scaling step is made, not a plan in its place."""
+    return kwargs.get("strategy", "auto") != "auto" or bool(kwargs.get("keys"))
+
+
 def _uneven_split(data: DataProfile, formula: ScalingPlan, kwargs: dict[str, Any]) -> EvenSplit | None:
     """The into_batches split that evens out uneven input files whatever the model costs (files the footers
     lay out, no strategy or keys asked for), or None: then a sample run decides. Its caller has already
     ruled out declared costs (a UDF profile)."""
     sizes = _footer_file_rows(data, formula)
-    if sizes is None or kwargs.get("strategy", "auto") != "auto" or kwargs.get("keys"):
+    if sizes is None or _layout_asked(kwargs):
         return None
     if data.row_groups > data.files:
         # Files of several row groups: Daft's default may call the UDF per row group, in calls smaller and more
@@ -289,10 +294,8 @@ def _split_without_sample(
         "than Daft's default and none larger, no slower whatever the model costs, so no sample run is paid for "
         "(run with --calibrate SECONDS to measure anyway)"
     )
-    note = Calibration(sample_rows=0, rows=data.rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
-    note.elapsed_s = round(time.monotonic() - started, 3)
     chosen = even_split_plan(formula, data, split, kwargs.get("batch_size"))
-    return replace(chosen, calibration=note.to_dict())
+    return replace(chosen, calibration=_skipped_note(data.rows, runner, reason, started).to_dict())
 
 
 def _in_memory_spread(
@@ -302,9 +305,7 @@ def _in_memory_spread(
     ``MIN_DEFAULT_TASKS_PER_ACTOR`` per actor, light rows and nothing asked of the strategy: Daft's default runs
     it as that many tasks and leaves actors idle whatever the model costs. ``into_batches(rows_per_task)`` then
     makes ``SPREAD_TASKS_PER_ACTOR`` tasks per actor, each handed to the UDF whole (Daft's own batch); else None."""
-    if scaling_input is None or formula.strategy != "shuffle" or kwargs.get("strategy", "auto") != "auto":
-        return None
-    if kwargs.get("keys"):
+    if scaling_input is None or formula.strategy != "shuffle" or _layout_asked(kwargs):
         return None
     partitions = in_memory_partitions(scaling_input)
     actors = formula.concurrency
@@ -325,14 +326,12 @@ def _spread_without_sample(
     partitions, rows_per_task = spread
     actors, declared = formula.concurrency, kwargs.get("batch_size")
     tasks = math.ceil(data.rows / rows_per_task)
+    table = f"an in-memory table of {partitions} partition{'s' if partitions != 1 else ''}"
     runs_as = f"{partitions} task{'s' if partitions != 1 else ''} (one per partition)"
     reason = (
-        f"the input is an in-memory table of {partitions} partition{'s' if partitions != 1 else ''}, which Daft's "
-        f"default runs as {runs_as} for {actors} actors, leaving actors idle whatever the model costs: no sample run "
-        "is paid for (run with --calibrate SECONDS to measure anyway)"
+        f"the input is {table}, which Daft's default runs as {runs_as} for {actors} actors, leaving actors idle "
+        "whatever the model costs: no sample run is paid for (run with --calibrate SECONDS to measure anyway)"
     )
-    note = Calibration(sample_rows=0, rows=data.rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
-    note.elapsed_s = round(time.monotonic() - started, 3)
     calls = f"{declared}-row batches as the pipeline sets" if declared else "Daft's own batch (each task whole)"
     why = (
         f"nothing was measured, but Daft's default would run the in-memory table as {runs_as} and leave actors "
@@ -340,34 +339,29 @@ def _spread_without_sample(
         f"{calls}, so the rows are spread and no call is larger than Daft's default makes it"
     )
     step = (
-        f"The input is an in-memory table of {partitions} partition{'s' if partitions != 1 else ''}: apply "
-        f"df.into_batches({rows_per_task:,}), {SPREAD_TASKS_PER_ACTOR} tasks per actor, each handed to the UDF whole."
+        f"The input is {table}: apply df.into_batches({rows_per_task:,}), {SPREAD_TASKS_PER_ACTOR} tasks per actor, "
+        "each handed to the UDF whole."
     )
-    return replace(
+    chosen = own_batch_split(
         formula,
-        strategy="streaming",
-        reason=f"an in-memory table of {partitions} partition{'s' if partitions != 1 else ''} for {actors} actors",
-        partitions=None,
-        partition_op=None,
-        partition_keys=(),
-        into_batches=rows_per_task,
-        batch_size=declared or rows_per_task,
-        coalesce=False,
+        rows_per_task,
+        declared,
+        reason=f"{table} for {actors} actors",
         steps=(*formula.steps, step),
-        levers={
-            **formula.levers,
-            "partitions": "left as the table has them",
-            "into_batches": f"df.into_batches({rows_per_task:,}) spreads the table's rows over every actor",
-            "udf_batch_size": calls,
-        },
-        decision={
-            "scaling_step": True,
-            "why": why,
-            "basis": "an in-memory table of fewer partitions than actors (nothing measured)",
-            "udf_batch_size": declared,
-        },
-        calibration=note.to_dict(),
+        partitions="left as the table has them",
+        into_batches=f"df.into_batches({rows_per_task:,}) spreads the table's rows over every actor",
+        why=why,
+        basis="an in-memory table of fewer partitions than actors (nothing measured)",
     )
+    return replace(chosen, calibration=_skipped_note(data.rows, runner, reason, started).to_dict())
+
+
+def _skipped_note(rows: int, runner: str, reason: str, started: float | None = None) -> Calibration:
+    """The calibration record of a plan made with no sample run, for ``reason`` (and the time it took to decide)."""
+    note = Calibration(sample_rows=0, rows=rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
+    if started is not None:
+        note.elapsed_s = round(time.monotonic() - started, 3)
+    return note
 
 
 def _spread_decision(data: DataProfile, formula: ScalingPlan, reason: str) -> dict[str, Any]:
@@ -496,7 +490,7 @@ def calibrated_plan(
     if reason is not None:
         if calibrate == "off":
             return formula
-        note = Calibration(sample_rows=0, rows=rows, runner=runner, skipped=reason, lines=[f"skipped: {reason}"])
+        note = _skipped_note(rows, runner, reason)
         if kwargs.get("udf_profile") is not None or kwargs.get("strategy", "auto") != "auto":
             # Declared costs are a measurement (the user's), and a strategy named by the user asks for its
             # scaling step: the formula plan stands on them.

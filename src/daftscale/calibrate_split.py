@@ -171,35 +171,58 @@ def even_split_plan(
         f"({split.split_imbalance:.2f}×), no more than the {split.files:,} files, each call no larger than Daft's "
         "default makes it."
     )
+    return own_batch_split(
+        formula,
+        split.rows_per_task,
+        declared_batch,
+        reason=(
+            f"uneven input files: the busiest actor {split.default_imbalance:.2f}× an even share under Daft's default"
+        ),
+        steps=(*steps, step),
+        partitions="left to the scan, as under Daft's default",
+        into_batches=f"df.into_batches({split.rows_per_task:,}) evens the files' rows out over the tasks",
+        why=split.why(actors, declared_batch),
+        basis="uneven input files, from the footers (nothing measured)",
+    )
+
+
+def own_batch_split(
+    formula: ScalingPlan,
+    rows_per_task: int,
+    declared_batch: int | None,
+    *,
+    reason: str,
+    steps: tuple[str, ...],
+    partitions: str,
+    into_batches: str,
+    why: str,
+    basis: str,
+) -> ScalingPlan:
+    """``formula`` as ``into_batches(rows_per_task)`` before the UDF and no partition step, the UDF's batch as
+    Daft's default has it (the pipeline's declared batch, else Daft's own: each task's rows whole). ``partitions``
+    and ``into_batches`` say what those levers do here; ``why`` and ``basis`` make the decision."""
     levers = {
         **formula.levers,
-        "partitions": "left to the scan, as under Daft's default",
-        "into_batches": f"df.into_batches({split.rows_per_task:,}) evens the files' rows out over the tasks",
+        "partitions": partitions,
+        "into_batches": into_batches,
         "udf_batch_size": (
             f"@daft.method.batch(batch_size={declared_batch}) as the pipeline sets it"
             if declared_batch
             else "Daft's own batch (each task's rows whole), as its default"
         ),
     }
-    decision: dict[str, Any] = {
-        "scaling_step": True,
-        "why": split.why(actors, declared_batch),
-        "basis": "uneven input files, from the footers (nothing measured)",
-        "udf_batch_size": declared_batch,
-    }
+    decision: dict[str, Any] = {"scaling_step": True, "why": why, "basis": basis, "udf_batch_size": declared_batch}
     return replace(
         formula,
         strategy="streaming",
-        reason=(
-            f"uneven input files: the busiest actor {split.default_imbalance:.2f}× an even share under Daft's default"
-        ),
+        reason=reason,
         partitions=None,
         partition_op=None,
         partition_keys=(),
-        into_batches=split.rows_per_task,
-        batch_size=declared_batch or split.rows_per_task,
+        into_batches=rows_per_task,
+        batch_size=declared_batch or rows_per_task,
         coalesce=False,
-        steps=(*steps, step),
+        steps=steps,
         levers=levers,
         decision=decision,
     )
@@ -213,4 +236,5 @@ __all__ = [
     "even_split_plan",
     "into_batches_calls",
     "into_batches_tasks",
+    "own_batch_split",
 ]

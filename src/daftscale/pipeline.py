@@ -257,7 +257,7 @@ def probe(pipe: Pipeline) -> Probe:
     text_reads: list[Any] = []
     recorder = _StepRecorder(reads, text_reads)
     handle = PlanHandle(provisional, record=recorder, on_udf=recorder.note_udf)
-    with _recording_parquet_reads(reads), _recording_text_reads(text_reads):
+    with _recording_reads(reads), _recording_reads(text_reads, TEXT_READS):
         output = check_dataframe(_call_build(pipe, handle), pipe, when="to the probe plan")
     if not recorder.applied:
         raise PipelineError(
@@ -290,38 +290,33 @@ def _as_paths(given: Any) -> list[str] | None:
     return None
 
 
-# The probe's list of ``daft.read_parquet`` path arguments while it builds (None otherwise).
-_probe_reads: list[Any] | None = None
+# The probe's lists of path arguments while it builds, by the ``daft`` read they were given to (empty otherwise):
+# each list is shared by the reads of one kind (Parquet; CSV and JSON).
+_probe_reads: dict[str, list[Any]] = {}
+TEXT_READS = ("read_csv", "read_json")
 
 
 @contextlib.contextmanager
-def _wrapping_read_parquet(wrap: Callable[[Any], Callable[..., Any]]) -> Iterator[None]:
-    """``daft.read_parquet`` replaced by ``wrap(the original)`` inside the block; always restored."""
+def _wrapping_reads(
+    wrap: Callable[[Any], Callable[..., Any]], names: Sequence[str] = ("read_parquet",)
+) -> Iterator[None]:
+    """Each ``daft.<name>`` of ``names`` replaced by ``wrap(the original)`` inside the block; always restored."""
     import daft
 
-    original = daft.read_parquet
-    daft.read_parquet = wrap(original)
+    originals = {name: getattr(daft, name) for name in names}
     try:
+        for name, original in originals.items():
+            setattr(daft, name, wrap(original))
         yield
     finally:
-        daft.read_parquet = original
+        for name, original in originals.items():
+            setattr(daft, name, original)
 
 
 @contextlib.contextmanager
-def _recording_parquet_reads(reads: list[Any]) -> Iterator[None]:
-    """Record the path argument of each ``daft.read_parquet`` call made inside the block (then reads as usual)."""
-    global _probe_reads
-
-    previous, _probe_reads = _probe_reads, reads
-    try:
-        with _wrapping_read_parquet(_recording_into(reads)):
-            yield
-    finally:
-        _probe_reads = previous
-
-
-def _recording_into(reads: list[Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A wrapper for a ``daft.read_*`` that appends its path argument to ``reads``, then reads as usual."""
+def _recording_reads(reads: list[Any], names: Sequence[str] = ("read_parquet",)) -> Iterator[None]:
+    """Record into ``reads`` the path argument of each call of a ``daft.<name>`` of ``names`` made inside the block
+    (then read as usual), and of each read a plain script reports (:func:`note_file_read`)."""
 
     def recording(original: Callable[..., Any]) -> Callable[..., Any]:
         def read(path: Any, *args: Any, **kwargs: Any) -> Any:
@@ -330,41 +325,25 @@ def _recording_into(reads: list[Any]) -> Callable[[Callable[..., Any]], Callable
 
         return read
 
-    return recording
-
-
-# The probe's list of ``daft.read_csv``/``daft.read_json`` path arguments while it builds (None otherwise).
-_probe_text_reads: list[Any] | None = None
-TEXT_READS = ("read_csv", "read_json")
-
-
-@contextlib.contextmanager
-def _recording_text_reads(reads: list[Any]) -> Iterator[None]:
-    """Record the path argument of each ``daft.read_csv``/``daft.read_json`` call made inside the block."""
-    import daft
-
-    global _probe_text_reads
-
-    recording = _recording_into(reads)
-    originals = {name: getattr(daft, name) for name in TEXT_READS}
-    previous, _probe_text_reads = _probe_text_reads, reads
+    previous = {name: _probe_reads.get(name) for name in names}
+    _probe_reads.update(dict.fromkeys(names, reads))
     try:
-        for name, original in originals.items():
-            setattr(daft, name, recording(original))
-        yield
+        with _wrapping_reads(recording, names):
+            yield
     finally:
-        for name, original in originals.items():
-            setattr(daft, name, original)
-        _probe_text_reads = previous
+        for name, earlier in previous.items():
+            if earlier is None:
+                _probe_reads.pop(name, None)
+            else:
+                _probe_reads[name] = earlier
 
 
 def note_file_read(name: str, path: Any) -> None:
     """Tell the probe building now of a ``daft.read_parquet/read_csv/read_json(path)`` it did not see called (a
     plain script's read, made when the script was loaded); no-op outside a probe and for other reads."""
-    if name == "read_parquet" and _probe_reads is not None:
-        _probe_reads.append(path)
-    elif name in TEXT_READS and _probe_text_reads is not None:
-        _probe_text_reads.append(path)
+    reads = _probe_reads.get(name)
+    if reads is not None:
+        reads.append(path)
 
 
 @contextlib.contextmanager
@@ -387,7 +366,7 @@ def reading_files(read_paths: Sequence[str] | None, files: Sequence[str]) -> Ite
 
         return read_parquet
 
-    with _wrapping_read_parquet(swapping):
+    with _wrapping_reads(swapping):
         yield done
 
 

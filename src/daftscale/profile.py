@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -556,11 +557,7 @@ def _file_rows_by_size(df: daft.DataFrame, rows: int, paths: Sequence[str]) -> t
     """
     import daft
 
-    try:
-        operators = plan_operators(df)
-    except Exception:  # a Daft without this private API: the layout stays unknown, as before
-        return ()
-    if operators.count("Source") != 1 or set(operators) - {"Source", "Project"}:
+    if not is_plain_read(df):
         return ()
     try:
         listed = daft.from_glob_path(list(paths)).to_pydict()
@@ -694,6 +691,26 @@ def is_plain_read(df: daft.DataFrame) -> bool:
     except Exception:
         return False
     return bool(ops) and set(ops) <= ROW_PRESERVING_OPS and ops.count("Source") == 1
+
+
+def in_memory_partitions(df: daft.DataFrame) -> int | None:
+    """The partitions of ``df`` when it is an in-memory table (``daft.from_pydict``, ``from_arrow``, ``from_pandas``)
+    with nothing but projections on it (:func:`is_plain_read`), else None. Daft's default runs one task per
+    partition, and one call per morsel of it; a table built in memory is usually one partition.
+
+    >>> import daft
+    >>> in_memory_partitions(daft.from_pydict({"x": [1, 2]}).with_column("y", daft.col("x") + 1))
+    1
+    >>> in_memory_partitions(daft.from_pydict({"x": [1, 2]}).where(daft.col("x") > 1)) is None
+    True
+    """
+    if not is_plain_read(df):
+        return None
+    try:
+        found = re.search(r"Number of partitions = (\d+)", df._builder.pretty_print(simple=False))
+    except Exception:  # a Daft without this private API: unknown
+        return None
+    return int(found.group(1)) if found else None
 
 
 def profile_numbers(rows: int, bytes_per_row: float | None = None, *, heavy: bool | None = None) -> DataProfile:

@@ -471,10 +471,7 @@ def run(
                 if not (exc.out_of_memory and exc.plan_unmeasured and calibrate == "auto"):
                     raise
                 failed_s = time.monotonic() - first_started
-                report = _measured_after_out_of_memory(session, pipe, exc, options)
-                # What the user waited for includes the attempt that failed.
-                report.failed_attempt_s = round(failed_s, 4)
-                report.total_s = round(report.total_s + failed_s, 4)
+                report = _measured_after_out_of_memory(session, pipe, exc, failed_s, options)
         except RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
     if stopped is not None:
@@ -488,7 +485,7 @@ def run(
 
 
 def _measured_after_out_of_memory(
-    session: Session, pipe: Pipeline, error: RunError, options: dict[str, Any]
+    session: Session, pipe: Pipeline, error: RunError, failed_s: float, options: dict[str, Any]
 ) -> RunReport:
     """The run once more, calibrated on a sample, after its plan, made with no sample run, ran out of memory.
 
@@ -497,7 +494,8 @@ def _measured_after_out_of_memory(
     a batch of Daft's (a whole row group, thousands of rows) may not fit; the first call that tries fails the
     query before anything is written (the output is written whole or not at all). This run measures instead,
     under the largest budget (the cost probe runs a call that runs out of memory again in halves) and says
-    why in the calibration's lines. An out-of-memory failure of this run is the user's to fix.
+    why in the calibration's lines, and its ``total_s`` counts the ``failed_s`` of the attempt that failed (what
+    the user waited for). An out-of-memory failure of this run is the user's to fix.
     """
     from daftscale.calibrate import MAX_BUDGET_S
 
@@ -513,6 +511,8 @@ def _measured_after_out_of_memory(
     calibration = report.plan.get("calibration")
     if isinstance(calibration, dict):
         calibration["lines"] = [why, *calibration.get("lines", [])]
+    report.failed_attempt_s = round(failed_s, 4)
+    report.total_s = round(report.total_s + failed_s, 4)
     return report
 
 

@@ -378,26 +378,6 @@ def operators_above_first_udf(df: daft.DataFrame) -> list[str] | None:
     return None if first is None else names[:first]
 
 
-def in_memory_partitions(df: daft.DataFrame) -> int | None:
-    """The partitions of ``df`` when it is an in-memory table (``daft.from_pydict``, ``from_arrow``, ``from_pandas``)
-    with nothing but projections on it, else None. Daft's default runs one task per partition, and one call per
-    morsel of it; a table built in memory is usually one partition.
-
-    >>> import daft
-    >>> in_memory_partitions(daft.from_pydict({"x": [1, 2]}).with_column("y", daft.col("x") + 1))
-    1
-    >>> in_memory_partitions(daft.from_pydict({"x": [1, 2]}).where(daft.col("x") > 1)) is None
-    True
-    """
-    try:
-        if set(plan_operators(df)) - {"Source", "Project"}:
-            return None
-        found = re.search(r"Number of partitions = (\d+)", df._builder.pretty_print(simple=False))
-    except Exception:  # a Daft without this private API: unknown
-        return None
-    return int(found.group(1)) if found else None
-
-
 __all__ = [
     "PLAN_FORMAT_VERSION",
     "PLAN_INPUT_KEYS",
@@ -407,7 +387,6 @@ __all__ = [
     "Strategy",
     "UdfResources",
     "describe_step",
-    "in_memory_partitions",
     "operators_above_first_udf",
     "plan_operators",
 ]
