@@ -34,7 +34,7 @@ from daftscale.pipeline import load_pipeline, probe
 from daftscale.plan import ScalingPlan, UdfResources
 from daftscale.plan import plan as make_plan
 from daftscale.plan_handle import SampledPlan
-from daftscale.profile import profile_dataframe, profile_numbers
+from daftscale.profile import profile_dataframe, profile_numbers, profile_parquet
 from daftscale.report import RunReport
 from daftscale.run import run
 
@@ -559,12 +559,18 @@ def test_an_input_balanced_over_the_actors_keeps_daft_default_without_a_sample_r
     kept = calibrated_plan(varied, cluster, options, runner="ray", calibrate="auto", run_sample=never)
     assert not kept.scaling_step and "40 input files of 500-2,4" in kept.calibration["skipped"], kept.calibration
 
+    # Files of several row groups: Daft's default may call the UDF per row group, so a plan may win more than the
+    # imbalance (fewer calls): above 1.1 they are measured.
+    one_large = replace(even, file_rows=(1_500,) * 15 + (3_000,), rows=25_500, row_groups=32)
+    assert _probed(cluster, options, one_large, calibrate="auto")  # one file 1.9×: the busiest actor 1.18×
     assert _probed(
-        cluster, options, replace(even, file_rows=(1_500,) * 15 + (3_000,), rows=25_500), calibrate="auto"
-    )  # one file 1.9×
-    assert _probed(
-        cluster, options, replace(even, files=18, file_rows=(1_500,) * 18, rows=27_000), calibrate="auto"
-    )  # 4.5 per actor
+        cluster, options, replace(even, files=18, file_rows=(1_500,) * 18, rows=27_000, row_groups=36), calibrate="auto"
+    )  # 4.5 per actor: 1.11×
+    # Each file one morsel (one call under Daft's default): a plan could win only the imbalance, under the 20 % the
+    # probe's verdict asks for, so it would be paid for nothing.
+    one_morsel_each = replace(one_large, row_groups=16)
+    kept = calibrated_plan(one_morsel_each, cluster, options, runner="ray", calibrate="auto", run_sample=never)
+    assert not kept.scaling_step and "the busiest actor 1.18×" in kept.calibration["skipped"], kept.calibration
     heavy = replace(profile_numbers(24_000, 1 << 20, heavy=True), files=16, file_rows=(1_500,) * 16)
     assert _probed(cluster, options, heavy, calibrate="auto")
     assert _probed(cluster, options, even, calibrate="auto", upstream_shuffle=True)
@@ -636,6 +642,37 @@ def test_an_in_memory_table_of_one_partition_is_spread_without_a_sample_run() ->
     heavy = profile_numbers(20_000, 1 << 20, heavy=True)
     assert _probed(cluster, options, heavy, calibrate="auto", scaling_input=table, output=table)
     assert _probed(cluster, options, data, calibrate=60.0, scaling_input=table, output=table)
+
+
+def test_a_parquet_file_fewer_than_two_per_actor_is_spread_without_a_sample_run(tmp_path: Path) -> None:
+    # One Parquet file of 16 row groups: Daft's default runs it as one task, whose rows go to one node's actors,
+    # whatever the model costs. into_batches spreads it over every actor: nothing to sample for.
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("a file to spread must not run a sample")
+
+    path = str(tmp_path / "one.parquet")
+    pq.write_table(pa.table({"x": list(range(40_000))}), path, row_group_size=2_500)
+    data = profile_parquet([path])
+    assert (data.files, data.row_groups, data.file_rows) == (1, 16, (40_000,))
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 4}
+    read = daft.read_parquet(path)
+    step = read.with_column("z", read["x"] + 1)
+    spread = calibrated_plan(
+        data, cluster, options, runner="ray", calibrate="auto", run_sample=never, scaling_input=step, output=step
+    )
+    assert spread.strategy == "streaming" and spread.into_batches == 2_500 and spread.udf_batch_size is None
+    assert spread.decision["basis"].startswith("1 input file, fewer tasks than 2 per actor"), spread.decision
+    assert "1 task (one per file)" in spread.decision["why"] and spread.partitions is None
+    assert spread.calibration["skipped"].startswith("the input is 1 input file, which Daft's default runs as 1 task")
+    # Measured instead: a filter on the read (its rows are not the footers'), files enough for every actor, a
+    # strategy named, a budget.
+    filtered = read.where(read["x"] > 5)
+    assert _probed(cluster, options, data, calibrate="auto", scaling_input=filtered, output=filtered)
+    eight = replace(data, rows=40_000, files=8, file_rows=(5_000,) * 8, row_groups=16)
+    assert not _probed(cluster, options, eight, calibrate="auto", scaling_input=step, output=step)  # balanced
+    named = {**options, "strategy": "streaming"}
+    assert _probed(cluster, named, data, calibrate="auto", scaling_input=step, output=step)
+    assert _probed(cluster, options, data, calibrate=60.0, scaling_input=step, output=step)
 
 
 def test_uneven_files_are_split_evenly_without_a_sample_run() -> None:

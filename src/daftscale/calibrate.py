@@ -54,12 +54,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from daftscale.calibrate_memory import after_halved_calls, after_out_of_memory
 from daftscale.calibrate_predict import (
     COST_PROBE_ACTORS,
+    SIMULATED_DECISION_MARGIN,
     SimulatedChoice,
     batch_words,
     cost_probe_plan,
@@ -88,7 +89,7 @@ from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, RunError
 from daftscale.plan import FRAGMENTED_SHARE, ScalingPlan, describe_step
 from daftscale.plan_handle import SampledPlan
-from daftscale.profile import DataProfile, in_memory_partitions
+from daftscale.profile import DataProfile, in_memory_partitions, is_plain_read
 from daftscale.report import RunReport, fit_udf_cost
 from daftscale.scaling_plan import operators_above_first_udf, plan_operators
 
@@ -107,7 +108,7 @@ MAX_AUTO_SAMPLE_SHARE = 0.1
 # used) and one to each in another (17.5 s).
 MIN_DEFAULT_TASKS_PER_ACTOR = 2
 
-# Tasks per actor when an in-memory table is spread without a sample run (_in_memory_spread): the last task's
+# Tasks per actor when an input of too few tasks is spread without a sample run (few_tasks_spread): the last task's
 # tail is then about a quarter of an actor's share. Measured on a 20,000-row table, 4 actors on a 2 × 2 local
 # cluster, a 5 ms + 0.2 ms per row stand-in: plain Daft 5.8-6.0 s (one task), into_batches(1,250) 3.0-3.1 s.
 SPREAD_TASKS_PER_ACTOR = 4
@@ -120,6 +121,14 @@ SPREAD_TASKS_PER_ACTOR = 4
 # (a query's start, then a 2-actor pool's). Measured there (16 files of 1,500 rows, a 60 ms + 0.1 ms per row
 # stand-in, 4 actors): plain Daft 3.3-4.9 s; daftscale kept Daft's default after a 3.0 s cost probe, 6.1-6.8 s in all.
 BALANCED_MAX_IMBALANCE = 1.1
+
+# The same for files of one morsel each (a CSV or JSON file, a Parquet file of one row group): Daft's default
+# then calls the UDF once per file, the fewest and largest calls there are, so a plan can win only by evening
+# the rows out, by at most the busiest actor's imbalance. The cost probe chooses a plan only when the simulator
+# predicts it SIMULATED_DECISION_MARGIN faster, which such an input cannot give: a probe there is paid for
+# nothing. Measured on 24 power-law CSV files (imbalance 1.105, a 10 ms + 0.4 ms per row stand-in, 2 × 2 local
+# cluster): daftscale kept Daft's default after a 3.2 s probe, 1.47-2.04× plain Daft's time.
+BALANCED_ONE_MORSEL_MAX_IMBALANCE = 1 + SIMULATED_DECISION_MARGIN
 
 # The default budget for the runs after the first: this share of the job's predicted time (from the first
 # run), at most the ceiling. No floor: each further sample run costs about the query's fixed start (seconds
@@ -232,16 +241,20 @@ def _footer_file_rows(data: DataProfile, formula: ScalingPlan) -> tuple[int, ...
 
 def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | None:
     """Why Daft's default needs no sample run (its input, read from the footers, is balanced over the actors
-    whatever the model costs: ``BALANCED_MAX_IMBALANCE``), or None.
+    whatever the model costs: ``BALANCED_MAX_IMBALANCE``, or ``BALANCED_ONE_MORSEL_MAX_IMBALANCE`` for files
+    Daft hands the UDF whole), or None.
 
-    >>> from dataclasses import replace
+    >>> from dataclasses import dataclass, replace
     >>> from daftscale import ClusterSpec, plan, profile_numbers
     >>> even = replace(profile_numbers(24_000, 60), files=16, file_rows=(1_500,) * 16)
     >>> formula = plan(even, ClusterSpec(nodes=2, cpus_per_node=2), concurrency=4)
     >>> balanced_default_reason(even, formula)[:60]
     "Daft's default is balanced: 16 input files of 1,500 rows, 4 "
-    >>> one_large = replace(even, rows=25_500, file_rows=(1_500,) * 15 + (3_000,))
+    >>> one_large = replace(even, rows=25_500, file_rows=(1_500,) * 15 + (3_000,), row_groups=32)
     >>> balanced_default_reason(one_large, plan(one_large, ClusterSpec(nodes=2, cpus_per_node=2), concurrency=4))
+    >>> one_morsel_each = replace(one_large, row_groups=16)  # each file one call: a plan could win 1.18× at most
+    >>> "the busiest actor 1.18×" in balanced_default_reason(one_morsel_each, formula)
+    True
     >>> balanced_default_reason(replace(even, file_rows=(1_500,) * 15 + (600,)), formula) is None  # rows differ
     True
     """
@@ -250,7 +263,8 @@ def balanced_default_reason(data: DataProfile, formula: ScalingPlan) -> str | No
         return None
     files = len(sizes)
     imbalance = default_imbalance(sizes, actors)
-    if imbalance > BALANCED_MAX_IMBALANCE:
+    one_morsel_each = data.row_groups <= files
+    if imbalance > (BALANCED_ONE_MORSEL_MAX_IMBALANCE if one_morsel_each else BALANCED_MAX_IMBALANCE):
         return None
     span = f"{min(sizes):,}" if min(sizes) == max(sizes) else f"{min(sizes):,}-{max(sizes):,}"
     return (
@@ -298,60 +312,89 @@ def _split_without_sample(
     return replace(chosen, calibration=_skipped_note(data.rows, runner, reason, started).to_dict())
 
 
-def _in_memory_spread(
+@dataclass(frozen=True)
+class Spread:
+    """An input that Daft's default runs as fewer tasks than ``MIN_DEFAULT_TASKS_PER_ACTOR`` per actor, and the
+    ``into_batches`` that spreads its rows over every actor (:func:`few_tasks_spread`)."""
+
+    source: str  # what the input is, e.g. "an in-memory table of 1 partition" or "1 input file"
+    runs_as: str  # how Daft's default runs it, e.g. "1 task (one per partition)"
+    rows_per_task: int
+
+
+def few_tasks_spread(
     data: DataProfile, formula: ScalingPlan, kwargs: dict[str, Any], scaling_input: Any
-) -> tuple[int, int] | None:
-    """``(partitions, rows_per_task)`` when the step's input is an in-memory table of fewer partitions than
-    ``MIN_DEFAULT_TASKS_PER_ACTOR`` per actor, light rows and nothing asked of the strategy: Daft's default runs
-    it as that many tasks and leaves actors idle whatever the model costs. ``into_batches(rows_per_task)`` then
-    makes ``SPREAD_TASKS_PER_ACTOR`` tasks per actor, each handed to the UDF whole (Daft's own batch); else None."""
+) -> Spread | None:
+    """The spread of an input Daft's default runs as too few tasks to keep every actor busy, whatever the model
+    costs, or None. Two inputs are known to run so: an in-memory table (``daft.from_pydict`` and the like, with
+    projections only: one task per partition) and a plain read of files the footers or sizes lay out (about one
+    task per file; Daft splits only a file larger than its scan task's maximum size, hundreds of MB). With light
+    rows and nothing asked of the strategy, ``into_batches(R / (SPREAD_TASKS_PER_ACTOR × C))`` makes that many
+    tasks per actor, each handed to the UDF whole (Daft's own batch) or in the pipeline's declared batches.
+
+    Measured on a 2 × 2 local cluster, 4 actors: a 20,000-row in-memory table (a 5 ms + 0.2 ms per row
+    stand-in) 5.8-6.0 s under Daft's default against 3.0-3.1 s spread; one Parquet file of 40,000 rows in 16
+    row groups (20 ms + 0.1 ms per row) 5.2-5.4 s under Daft's default, which ran it on the 2 actors of one
+    node, against 4.1-4.2 s spread over all 4.
+    """
     if scaling_input is None or formula.strategy != "shuffle" or _layout_asked(kwargs):
         return None
-    partitions = in_memory_partitions(scaling_input)
     actors = formula.concurrency
-    if partitions is None or partitions >= MIN_DEFAULT_TASKS_PER_ACTOR * actors:
+    partitions = in_memory_partitions(scaling_input)
+    if partitions is not None:
+        tasks, source = partitions, f"an in-memory table of {_count(partitions, 'partition')}"
+        runs_as = f"{_count(partitions, 'task')} (one per partition)"
+    elif data.file_rows and sum(data.file_rows) == data.rows and is_plain_read(scaling_input):
+        tasks, source = len(data.file_rows), _count(len(data.file_rows), "input file")
+        runs_as = f"{_count(tasks, 'task')} (one per file)"
+    else:
         return None
-    return partitions, max(1, math.ceil(data.rows / (SPREAD_TASKS_PER_ACTOR * actors)))
+    if tasks >= MIN_DEFAULT_TASKS_PER_ACTOR * actors:
+        return None
+    return Spread(source, runs_as, max(1, math.ceil(data.rows / (SPREAD_TASKS_PER_ACTOR * actors))))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'s' if number != 1 else ''}"
 
 
 def _spread_without_sample(
     data: DataProfile,
     formula: ScalingPlan,
     kwargs: dict[str, Any],
-    spread: tuple[int, int],
+    spread: Spread,
     runner: str,
     started: float,
 ) -> ScalingPlan:
-    """An in-memory table spread over every actor by ``into_batches``, with no sample run (``_in_memory_spread``)."""
-    partitions, rows_per_task = spread
+    """The input spread over every actor by ``into_batches``, with no sample run (:func:`few_tasks_spread`)."""
+    rows_per_task = spread.rows_per_task
     actors, declared = formula.concurrency, kwargs.get("batch_size")
     tasks = math.ceil(data.rows / rows_per_task)
-    table = f"an in-memory table of {partitions} partition{'s' if partitions != 1 else ''}"
-    runs_as = f"{partitions} task{'s' if partitions != 1 else ''} (one per partition)"
     reason = (
-        f"the input is {table}, which Daft's default runs as {runs_as} for {actors} actors, leaving actors idle "
-        "whatever the model costs: no sample run is paid for (run with --calibrate SECONDS to measure anyway)"
+        f"the input is {spread.source}, which Daft's default runs as {spread.runs_as} for {actors} actors, leaving "
+        "actors idle whatever the model costs: no sample run is paid for (run with --calibrate SECONDS to measure "
+        "anyway)"
     )
     calls = f"{declared}-row batches as the pipeline sets" if declared else "Daft's own batch (each task whole)"
     why = (
-        f"nothing was measured, but Daft's default would run the in-memory table as {runs_as} and leave actors "
+        f"nothing was measured, but Daft's default would run {spread.source} as {spread.runs_as} and leave actors "
         f"idle; into_batches({rows_per_task:,}) makes about {tasks:,} tasks for {actors} actors with the UDF on "
-        f"{calls}, so the rows are spread and no call is larger than Daft's default makes it"
+        f"{calls}, so the rows are spread over every actor"
     )
     step = (
-        f"The input is {table}: apply df.into_batches({rows_per_task:,}), {SPREAD_TASKS_PER_ACTOR} tasks per actor, "
-        "each handed to the UDF whole."
+        f"The input is {spread.source}: apply df.into_batches({rows_per_task:,}), {SPREAD_TASKS_PER_ACTOR} tasks "
+        "per actor, each handed to the UDF whole."
     )
     chosen = own_batch_split(
         formula,
         rows_per_task,
         declared,
-        reason=f"{table} for {actors} actors",
+        reason=f"{spread.source} for {actors} actors",
         steps=(*formula.steps, step),
-        partitions="left as the table has them",
-        into_batches=f"df.into_batches({rows_per_task:,}) spreads the table's rows over every actor",
+        partitions="left as the input has them",
+        into_batches=f"df.into_batches({rows_per_task:,}) spreads the input's rows over every actor",
         why=why,
-        basis="an in-memory table of fewer partitions than actors (nothing measured)",
+        basis=f"{spread.source}, fewer tasks than {MIN_DEFAULT_TASKS_PER_ACTOR} per actor (nothing measured)",
     )
     return replace(chosen, calibration=_skipped_note(data.rows, runner, reason, started).to_dict())
 
@@ -483,7 +526,7 @@ def calibrated_plan(
         if split is not None:
             return _split_without_sample(data, formula, kwargs, split, runner, started)
         if reason is None:
-            spread = _in_memory_spread(data, formula, kwargs, scaling_input)
+            spread = few_tasks_spread(data, formula, kwargs, scaling_input)
             if spread is not None:
                 return _spread_without_sample(data, formula, kwargs, spread, runner, started)
             reason = balanced_default_reason(data, formula)
