@@ -269,3 +269,51 @@ def test_daft_logical_types_written_to_parquet_are_heavy(tmp_path: Path) -> None
     p = profile_parquet(str(tmp_path / "out"))
     assert p.rows == 10
     assert set(p.heavy_columns) == {"t", "e"}
+
+
+@pytest.mark.ray
+def test_an_in_memory_table_is_profiled_from_its_partitions_with_no_query(ray_cluster) -> None:
+    # On Ray each profile query pays a start of its own (seconds); a table built in memory answers from its
+    # partitions, which must agree with what the queries return.
+    import daft
+
+    from daftscale.profile import _count_and_head, _materialized_count_and_head
+
+    table = daft.from_arrow([pa.table({"x": list(range(i * 700, (i + 1) * 700)), "s": ["v"] * 700}) for i in range(3)])
+    answered = _materialized_count_and_head(table, 500)
+    assert answered is not None
+    rows, head = answered
+    queried_rows, queried_head = _count_and_head(table, 500)
+    assert rows == queried_rows == 2_100 and head.equals(queried_head)
+    assert profile_dataframe(table).rows == 2_100
+    # Anything computed on the table is not in memory yet: it is counted by Daft.
+    assert _materialized_count_and_head(table.with_column("y", daft.col("x") + 1), 500) is None
+    assert _materialized_count_and_head(table.where(daft.col("x") > 5), 500) is None
+
+
+@pytest.mark.ray
+def test_local_csv_files_are_counted_on_ray_and_their_head_read_here(ray_cluster, tmp_path: Path) -> None:
+    # A limit on Ray starts Daft's counter actor (about 1 s); a plain read of local files has its head read by
+    # Daft's native engine in this process while Ray counts.
+    import daft
+
+    from daftscale.profile import _count_and_local_head
+
+    for i in range(3):
+        (tmp_path / f"part-{i}.csv").write_text("x,s\n" + "".join(f"{i * 400 + j},row {j}\n" for j in range(400)))
+    paths = [str(tmp_path / "*.csv")]
+    df = daft.read_csv(paths[0])
+    answered = _count_and_local_head(df, 100, paths)
+    assert answered is not None
+    rows, head = answered
+    assert rows == 1_200 and head.num_rows == 100 and head.column_names == ["x", "s"]
+    profile = profile_dataframe(df, text_paths=paths)
+    assert profile.rows == 1_200 and profile.files == 3 and sum(profile.file_rows) == 1_200  # rows by bytes
+
+    @daft.func
+    def shout(s: str) -> str:
+        return s.upper()
+
+    # Nothing of the user's runs in this process, and files elsewhere are read by the cluster.
+    assert _count_and_local_head(df.with_column("t", shout(df["s"])), 100, paths) is None
+    assert _count_and_local_head(df, 100, ["s3://bucket/part-*.csv"]) is None

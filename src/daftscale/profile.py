@@ -30,7 +30,7 @@ from daftscale.config import (
     require_positive_number,
 )
 from daftscale.errors import ProfileError
-from daftscale.scaling_plan import plan_operators
+from daftscale.scaling_plan import calls_udf, plan_operators
 
 if TYPE_CHECKING:
     import daft
@@ -503,7 +503,11 @@ def profile_dataframe(
             rows = int(df.count_rows())
             if rows:
                 return profile_from_reads(rows, from_reads, len(read_profiles))
-        rows, sample = _count_and_head(df, sample_rows)
+        rows, sample = (
+            _materialized_count_and_head(df, sample_rows)
+            or _count_and_local_head(df, sample_rows, text_paths)
+            or _count_and_head(df, sample_rows)
+        )
     except Exception as exc:  # any Daft execution error while reading the source
         raise ProfileError(f"could not read the DataFrame to profile it: {exc}: check its source") from exc
     if rows == 0:
@@ -627,6 +631,67 @@ def profile_from_reads(rows: int, columns: Sequence[tuple[ColumnProfile, int]], 
         columns=scaled,
         notes=(f"bytes per row from the footers of the {reads} Parquet read(s) before the scaling step",),
     )
+
+
+def _materialized_count_and_head(df: daft.DataFrame, sample_rows: int) -> tuple[int, pa.Table] | None:
+    """The row count and first rows of a DataFrame whose partitions are already in memory (``daft.from_pydict``,
+    ``from_arrow``, a collected DataFrame), read from them with no query; None for any other DataFrame.
+
+    On Ray each profile query pays a start of its own: measured on a 20,000-row ``from_pydict`` table (2 × 2
+    local cluster), the count and the head took 3.7 s of a run's 3.9 s preparation, where the table's own
+    partitions answer in milliseconds (they are in the driver's object store, put there when it was built).
+    Daft's private API (its partition cache entry): anything unexpected gives None, and the queries run.
+    """
+    try:
+        entry = df._result_cache
+        if entry is None:
+            return None
+        rows = int(entry.num_rows())
+        partitions = sorted(entry.value.items(), key=lambda item: item[0])
+        if not partitions:
+            return None
+        # A Ray object the driver put, so fetching it reads this machine's object store.
+        head = partitions[0][1].micropartition().head(sample_rows).to_arrow()
+    except Exception:
+        return None
+    return rows, head
+
+
+def _count_and_local_head(
+    df: daft.DataFrame, sample_rows: int, text_paths: Sequence[str] | None
+) -> tuple[int, pa.Table] | None:
+    """On Ray, the row count of a plain read of local CSV or JSON files, and its first rows read in this process by
+    Daft's native engine while the count runs; None for anything else (or a head that fails: the queries run).
+
+    A ``limit`` on Ray starts Daft's counter actor: measured on 24 CSV files (2 × 2 local cluster), the count and
+    the head took 1.2-1.4 s on Ray, the count alone 0.5 s, a native head of 1,000 rows 0.14-0.25 s. Only local
+    files with no UDF on the way are read here: this process reads what the cluster would, and runs nothing of the
+    user's. Daft's native runner is a private API (``daft.runners.native_runner``).
+    """
+    from daft.runners import _get_runner
+
+    if getattr(_get_runner(), "name", None) != "ray" or not text_paths:
+        return None
+    if any("://" in path and not path.startswith("file://") for path in text_paths):
+        return None
+    if not is_plain_read(df) or calls_udf(df):
+        return None
+
+    def native_head() -> pa.Table:
+        import pyarrow as pa
+        from daft.runners.native_runner import NativeRunner
+
+        parts = NativeRunner().run_iter_tables(df.limit(sample_rows)._builder, results_buffer_size=1)
+        return pa.concat_tables([part.to_arrow() for part in parts])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daftscale-profile") as pool:
+        head = pool.submit(native_head)
+        rows = int(df.count_rows())
+        try:
+            sample = head.result()
+        except Exception:  # the native engine could not read it as the cluster does: let the cluster read the head
+            return None
+    return (rows, sample) if sample.num_rows or not rows else None
 
 
 def _count_and_head(df: daft.DataFrame, sample_rows: int) -> tuple[int, pa.Table]:

@@ -352,6 +352,24 @@ def plan_operators(df: daft.DataFrame) -> list[str]:
 _UDF_CALL = re.compile(r"-\d+-\d+\(|\bpy_udf\(")
 
 
+def calls_udf(df: daft.DataFrame) -> bool:
+    """Whether ``df``'s plan calls a UDF (reads the private plan text; True when it cannot be read).
+
+    >>> import daft
+    >>> @daft.func
+    ... def plus_one(x: int) -> int:
+    ...     return x + 1
+    >>> df = daft.from_pydict({"x": [1, 2]})
+    >>> calls_udf(df.with_column("y", df["x"] + 1)), calls_udf(df.with_column("y", plus_one(df["x"])))
+    (False, True)
+    """
+    try:
+        text = df._builder.pretty_print(simple=False)
+    except Exception:
+        return True
+    return bool(_UDF_CALL.search(text)) or "udf" in text.lower()
+
+
 def operators_above_first_udf(df: daft.DataFrame) -> list[str] | None:
     """The operator names printed before the first UDF call in ``df``'s plan text, outermost first: the operators
     applied to that call's results, and any join branch printed before it (which does not feed it either). None
@@ -386,6 +404,7 @@ __all__ = [
     "ScalingPlan",
     "Strategy",
     "UdfResources",
+    "calls_udf",
     "describe_step",
     "operators_above_first_udf",
     "plan_operators",
