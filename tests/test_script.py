@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -324,3 +325,5 @@ def test_run_killed_mid_write_leaves_no_output(tmp_path, sig: signal.Signals) ->
     assert rerun.returncode == 0, rerun.stderr
     assert pq.read_table(str(out)).num_rows == 1200
     assert not _staging(tmp_path)
+    # Nor does the killed run's spool of UDF records outlive the next run.
+    assert not list(Path(tempfile.gettempdir()).glob(f"daftscale-udf-{proc.pid}-*"))

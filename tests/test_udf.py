@@ -177,3 +177,25 @@ def test_outside_a_cost_probe_a_call_that_runs_out_of_memory_fails() -> None:
         assert [c["rows"] for c in collector.halved] == [2]
     finally:
         collector.close()
+
+
+def test_a_spool_directory_left_by_a_killed_driver_is_removed_by_the_next_one(tmp_path) -> None:
+    # SIGKILL runs no cleanup: its spool directory, named for its pid, is removed by the next collector made.
+    import os
+    import subprocess
+    import tempfile
+
+    from daftscale.udf import SPOOL_PREFIX, SpoolCollector
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{dead.pid}-")
+    live = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
+    collector = SpoolCollector()
+    try:
+        assert not os.path.exists(stale) and os.path.isdir(live)
+        assert os.path.basename(collector.dir).startswith(f"{SPOOL_PREFIX}{os.getpid()}-")
+    finally:
+        collector.close()
+        os.rmdir(live)
+    assert not os.path.exists(collector.dir)

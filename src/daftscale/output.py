@@ -170,14 +170,15 @@ def remove_stale_staging(target_path: str) -> list[str]:
     with contextlib.suppress(OSError):
         for entry in os.scandir(parent):
             match = _STAGING_RE.match(entry.name)
-            if not match or match.group("name") != name or _alive(int(match.group("pid"))):
+            if not match or match.group("name") != name or pid_alive(int(match.group("pid"))):
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (this one always is)."""
     if pid == os.getpid():
         return True
     try:

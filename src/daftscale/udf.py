@@ -23,6 +23,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -477,6 +478,23 @@ def _process_start(fallback: float) -> float:
         return fallback
 
 
+# A spool directory is named for the driver that made it, so one a killed driver left (SIGKILL runs no cleanup)
+# is known as stale and removed by the next run on this machine.
+SPOOL_PREFIX = "daftscale-udf-"
+_SPOOL_RE = re.compile(re.escape(SPOOL_PREFIX) + r"(?P<pid>\d+)-")
+
+
+def _remove_stale_spools() -> None:
+    """Remove the spool directories of drivers that are no longer running."""
+    from daftscale.output import pid_alive
+
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tempfile.gettempdir()):
+            match = _SPOOL_RE.match(entry.name)
+            if match and entry.is_dir(follow_symlinks=False) and not pid_alive(int(match.group("pid"))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
 class SpoolCollector:
     """Records from UDF actors on this machine, through JSON-lines files in a temporary directory.
 
@@ -484,7 +502,8 @@ class SpoolCollector:
     """
 
     def __init__(self, *, ray: bool = False) -> None:
-        self.dir = tempfile.mkdtemp(prefix="daftscale-udf-")
+        _remove_stale_spools()
+        self.dir = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
         self.faults = faults.active()
         self.sink: dict[str, Any] = {"kind": "spool", "dir": self.dir, "faults": sorted(self.faults), "ray": ray}
         self.failed: list[dict[str, Any]] = []
