@@ -482,12 +482,15 @@ def test_calibrate_off_gives_the_plan_of_before(tmp_path: Path) -> None:
     assert report.plan == expected.to_dict() and report.calibration_s == 0
     assert not {"calibration", "decision", "coalesce"} & set(report.plan)
     # A tiny job under "auto": calibration skipped and the report says why. Nothing was measured, but the
-    # in-memory table is one task under Daft's default, which would leave one of the two actors idle: the
-    # formula plan spreads the rows (test_a_job_too_small_to_sample_... covers the other branch).
+    # in-memory table is one task under Daft's default, which would leave one of the two actors idle, whatever
+    # the model costs: into_batches spreads it, 4 tasks per actor, the UDF on the pipeline's own batch of 64
+    # (test_a_job_too_small_to_sample_... covers the formula plan's spread when the layout is unknown).
     tiny = run(_write(tmp_path, EXPLODE, rows=300), runner="ray", progress=False)
-    assert "tiny" in tiny.plan["calibration"]["skipped"] and tiny.plan["batch_size"] == 64
+    skipped = tiny.plan["calibration"]["skipped"]
+    assert skipped.startswith("the input is an in-memory table of 1 partition"), skipped
+    assert tiny.plan["into_batches"] == 38 and ScalingPlan.from_dict(tiny.plan).udf_batch_size == 64
     decision = tiny.plan["decision"]
-    assert decision["scaling_step"] is True and "leave 1 of the 2 actors idle" in decision["why"], decision
+    assert decision["scaling_step"] is True and "leave actors idle" in decision["why"], decision
     assert tiny.rows_out == 5 and max(c["rows"] for c in tiny.udf_calls) <= 64
     assert sum(c["rows"] for c in tiny.udf_calls) == 1_200
 

@@ -46,6 +46,12 @@ per actor (Daft's default would leave actors idle, whatever the model costs: the
 rows), and skips a further run when it would take calibration past ``BUDGET_SHARE`` of the predicted job
 (at most ``MAX_BUDGET_S``); ``SECONDS`` sets the budget and calibrates whatever the size.
 Declared UDF costs (a UDF profile) or a given plan skip it.
+
+Some inputs need no sample run whatever the model costs, because their layout alone decides (light rows, nothing
+shuffled before or after the step, no strategy asked): files the footers show balanced over the actors keep
+Daft's default (:func:`balanced_default_reason`); uneven files are split evenly (:mod:`daftscale.calibrate_split`);
+an in-memory table or a plain read of fewer tasks than ``MIN_DEFAULT_TASKS_PER_ACTOR`` per actor is spread over
+every actor (:func:`few_tasks_spread`).
 """
 
 from __future__ import annotations
@@ -521,14 +527,17 @@ def calibrated_plan(
     # A join or shuffle before the step, or after it, may hand the UDF pieces of its own, not the files the
     # footers show.
     if auto and not upstream_shuffle and not shuffles_after_step(scaling_input, output):
-        # Uneven files are evened out whatever the model costs, a tiny job's too: nothing to sample for.
+        # Uneven files are evened out, and too few tasks spread, whatever the model costs, a tiny job's too: nothing
+        # to sample for. (A job is tiny by its rows at the step, which an explode after it may multiply: the bench's
+        # W6, 1,200 documents exploded to 18,392 chunks, ran the formula plan's 64-row calls where a spread task's
+        # chunks go to the UDF whole.)
         split = _uneven_split(data, formula, kwargs)
         if split is not None:
             return _split_without_sample(data, formula, kwargs, split, runner, started)
+        spread = few_tasks_spread(data, formula, kwargs, scaling_input)
+        if spread is not None:
+            return _spread_without_sample(data, formula, kwargs, spread, runner, started)
         if reason is None:
-            spread = few_tasks_spread(data, formula, kwargs, scaling_input)
-            if spread is not None:
-                return _spread_without_sample(data, formula, kwargs, spread, runner, started)
             reason = balanced_default_reason(data, formula)
     if reason is not None:
         if calibrate == "off":
@@ -740,10 +749,12 @@ __all__ = [
     "Calibration",
     "SampleRun",
     "SimulatedChoice",
+    "Spread",
     "balanced_default_reason",
     "calibrated_plan",
     "cost_probe_plan",
     "daft_default_as_plan",
+    "few_tasks_spread",
     "no_scaling_step",
     "parse_calibrate",
     "sample_rows_for",
