@@ -504,3 +504,24 @@ def test_shuffle_task_lever_keeps_formula_partitions() -> None:
     assert "into_batches(726)" in p.to_code()
     seed = plan(profile_numbers(1_000_000, 40), cluster, concurrency=16, batch_size=64)
     assert seed.partitions == 977 and seed.into_batches is None
+
+
+def test_a_udf_call_is_found_in_plan_text_that_daft_wraps_inside_its_name() -> None:
+    # Daft wraps a long plan line onto the next, after "|" and spaces, even inside a UDF call's name
+    # ("...Embed.__call__-314621-" then "|     0(col(text))"): found all the same, so the layout decisions that
+    # read where the UDF runs are not left to a sample run, and no user UDF is mistaken for a plain read.
+    import daft
+
+    from daftscale.scaling_plan import calls_udf, operators_above_first_udf
+
+    @daft.cls(max_concurrency=1)
+    class AModelWhoseQualifiedNameIsLongEnoughToBeWrappedByDaft:
+        @daft.method.batch(return_dtype=daft.DataType.int64())
+        def __call__(self, texts):
+            return [len(t) for t in texts.to_pylist()]
+
+    df = daft.from_pydict({"id": [1, 2], "text": ["a", "bb"]})
+    scored = df.with_column("n", AModelWhoseQualifiedNameIsLongEnoughToBeWrappedByDaft()(df["text"]))
+    assert "\n|" in scored._builder.pretty_print(simple=False).split("AModelWhose")[1].split("(col(text))")[0]
+    assert calls_udf(scored) and not calls_udf(df)
+    assert operators_above_first_udf(scored.where(daft.col("n") > 1)) == ["Filter"]

@@ -351,6 +351,15 @@ def plan_operators(df: daft.DataFrame) -> list[str]:
 # or "py_udf(" (the legacy @daft.udf).
 _UDF_CALL = re.compile(r"-\d+-\d+\(|\bpy_udf\(")
 
+# Daft wraps a long line of its plan text onto the next, after a "|" and spaces, even inside a UDF's name:
+# "__main__.Embed.__call__-314621-" then "|     0(col(text)) as n".
+_WRAPPED = re.compile(r"\n[|\s]*")
+
+
+def _names_udf_call(text: str) -> bool:
+    """Whether this plan text calls a UDF, wrapped lines joined."""
+    return bool(_UDF_CALL.search(_WRAPPED.sub("", text)))
+
 
 def calls_udf(df: daft.DataFrame) -> bool:
     """Whether ``df``'s plan calls a UDF (reads the private plan text; True when it cannot be read).
@@ -367,7 +376,7 @@ def calls_udf(df: daft.DataFrame) -> bool:
         text = df._builder.pretty_print(simple=False)
     except Exception:
         return True
-    return bool(_UDF_CALL.search(text)) or "udf" in text.lower()
+    return _names_udf_call(text) or "udf" in text.lower()
 
 
 def operators_above_first_udf(df: daft.DataFrame) -> list[str] | None:
@@ -392,7 +401,7 @@ def operators_above_first_udf(df: daft.DataFrame) -> list[str] | None:
     blocks = re.split(r"^[\s|]*\*\s+", df._builder.pretty_print(simple=False), flags=re.M)[1:]
     if len(blocks) != len(names):
         return None
-    first = next((i for i, block in enumerate(blocks) if _UDF_CALL.search(block)), None)
+    first = next((i for i, block in enumerate(blocks) if _names_udf_call(block)), None)
     return None if first is None else names[:first]
 
 
