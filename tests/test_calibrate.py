@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -885,3 +886,33 @@ def test_a_plan_kept_without_a_sample_run_that_runs_out_of_memory_is_measured_an
     assert report.total_s >= report.failed_attempt_s + report.plan_s + report.wall_s - 0.01
     # Nothing of the model's memory is seen in the actors: B is the largest call that fitted in the probe.
     assert "the largest call that fitted" in report.plan["decision"]["why"], report.plan["decision"]
+
+
+def test_a_pipeline_that_lays_out_its_own_rows_before_the_udf_keeps_them_without_a_sample_run() -> None:
+    # The author's repartition(8) after the step lays the rows out again whatever a plan does there: a sample
+    # run could only tune the batch, at the cost of a query's start. A join is no layout of the author's: measured.
+    @daft.func
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("a pipeline's own layout must not run a sample")
+
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 4, "batch_size": 64}
+    step = daft.from_pydict({"id": list(range(8)), "x": list(range(8))})
+    data = replace(profile_numbers(200_000, 60), files=40)
+    with warnings.catch_warnings():  # "not supported on the NativeRunner": only their plans are read here
+        warnings.simplefilter("ignore")
+        layouts = (step.repartition(8), step.into_partitions(8), step.into_batches(500))
+    for laid_out in layouts:
+        output = laid_out.with_column("y", plus_one(laid_out["x"]))
+        kept = calibrated_plan(
+            data, cluster, options, runner="ray", calibrate="auto", run_sample=never, scaling_input=step, output=output
+        )
+        assert not kept.scaling_step and kept.udf_batch_size == 64, kept.decision
+        assert "lays its rows out itself with" in kept.calibration["skipped"], kept.calibration
+    joined = step.join(daft.from_pydict({"id": [1], "z": [5]}), on="id")
+    output = joined.with_column("y", plus_one(joined["x"]))
+    assert _probed(cluster, options, data, calibrate="auto", scaling_input=step, output=output)
+    output = layouts[0].with_column("y", plus_one(layouts[0]["x"]))
+    assert _probed(cluster, options, data, calibrate=60.0, scaling_input=step, output=output)
