@@ -327,3 +327,34 @@ def test_run_killed_mid_write_leaves_no_output(tmp_path, sig: signal.Signals) ->
     assert not _staging(tmp_path)
     # Nor does the killed run's spool of UDF records outlive the next run.
     assert not list(Path(tempfile.gettempdir()).glob(f"daftscale-udf-{proc.pid}-*"))
+
+
+COLLECT_THEN_USE = """
+import time
+import daft
+
+@daft.cls(max_concurrency=2)
+class Model:
+    @daft.method.batch(return_dtype=daft.DataType.int64())
+    def __call__(self, xs):
+        time.sleep(0.01)  # synthetic stand-in for a model call
+        return [x * 2 for x in xs.to_pylist()]
+
+df = daft.from_pydict({"x": list(range(500))})
+df = df.with_column("y", Model()(df["x"]))
+out = df.collect()
+out.show()
+print("rows", len(out), out.to_pandas()["y"].sum())
+"""
+
+
+def test_a_script_that_uses_the_rows_it_collected_runs_its_job(tmp_path) -> None:
+    # Under python the script prints its rows after collect(); daftscale runs the collect as the job and stops
+    # the script where it would use the rows (len(), to_pandas(); the show() is left out), not with an error.
+    path = tmp_path / "collect_then_use.py"
+    path.write_text(COLLECT_THEN_USE)
+    plain = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and "rows 500 249500" in plain.stdout, plain.stderr
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok" and report.rows_in == report.rows_out == 500, report.status
+    assert sum(c["rows"] for c in report.udf_calls) == 500

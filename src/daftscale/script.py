@@ -21,7 +21,8 @@ Nothing executes twice: the script is executed once when loaded (to find its rea
 with reads left as they are) and once more with the real plan; both only build lazy DataFrames.
 Module-level code that is not Daft (prints, making input data) does run twice. A script that ends in
 an action returning data (``to_pandas()``, ``count_rows()``...) stops there, as daftscale cannot hand
-it the data without running the job for it.
+it the data without running the job for it; so does one that uses the rows it collected (``len(df)``,
+``df.to_pandas()`` after ``df.collect()``; a ``show()`` of them is left out).
 """
 
 from __future__ import annotations
@@ -450,6 +451,7 @@ def _intercepting(
         for name in (*STAGED_WRITES, *OTHER_WRITES, *KEEPING_ACTIONS, *DATA_ACTIONS):
             if name in daft.DataFrame.__dict__:
                 patch(daft.DataFrame, name, _action(name, record, path, written))
+        patch(daft.DataFrame, "__len__", _length(daft.DataFrame.__dict__["__len__"], record))
         patch(Func, "__call__", _udf_call(Func.__dict__["__call__"], record, plan, path, keep=keep))
         yield
     finally:
@@ -485,8 +487,19 @@ def _runner_call(name: str, record: ScriptPass, path: str) -> Any:
     return skipped
 
 
+def _collected(record: ScriptPass) -> bool:
+    return any(action.name == "collect" for action in record.actions)
+
+
 def _action(name: str, record: ScriptPass, path: str, written: Any) -> Any:
     def act(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _collected(record) and (name in DATA_ACTIONS or name == "show"):
+            # The rows of the DataFrame the script collected (to_pandas(), a show() of it...): the job is its
+            # collect, whose rows daftscale does not hand back, so the script stops where it would use them (a
+            # show() is left out).
+            if name == "show":
+                return None
+            raise _ScriptStopped()
         record.actions.append(Action(name, self, args, kwargs, _where(path) or os.path.basename(path)))
         if name in DATA_ACTIONS:
             raise _ScriptStopped()
@@ -495,6 +508,15 @@ def _action(name: str, record: ScriptPass, path: str, written: Any) -> Any:
         return written if name.startswith("write_") else None
 
     return act
+
+
+def _length(original: Any, record: ScriptPass) -> Any:
+    def length(self: Any) -> int:
+        if _collected(record):
+            raise _ScriptStopped()  # len() of the collected rows, which daftscale does not hand back
+        return original(self)
+
+    return length
 
 
 def _is_actor_method(func: Any) -> bool:
