@@ -502,11 +502,12 @@ def own_layout_before_udf(scaling_input: Any, output: Any) -> str | None:
         return None
     try:
         added = Counter(plan_operators(output)) - Counter(plan_operators(scaling_input))
-        above = Counter(operators_above_first_udf(output) or ())
+        above_udf = operators_above_first_udf(output)
     except Exception:  # the plan text cannot be read: nothing is known of the pipeline's layout
         return None
-    if operators_above_first_udf(output) is None:
+    if above_udf is None:
         return None
+    above = Counter(above_udf)
     return next((op for op in sorted(LAYOUT_OPS) if added[op] > above[op]), None)
 
 
