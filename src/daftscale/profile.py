@@ -30,6 +30,7 @@ from daftscale.config import (
     require_positive_number,
 )
 from daftscale.errors import ProfileError
+from daftscale.profile_text import listed_files, read_local_text
 from daftscale.scaling_plan import calls_udf, plan_operators
 
 if TYPE_CHECKING:
@@ -503,7 +504,7 @@ def profile_dataframe(
             rows = int(df.count_rows())
             if rows:
                 return profile_from_reads(rows, from_reads, len(read_profiles))
-        local = read_local_csv(df, text_paths, sample_rows) if text_paths else None
+        local = read_local_text(df, text_paths, sample_rows) if text_paths and is_plain_read(df) else None
         counted = local.file_rows if local is not None else ()
         known_rows = sum(counted) if local is not None else None
         read_here = (known_rows, local.head) if local is not None and local.head is not None else None
@@ -540,7 +541,7 @@ def profile_dataframe(
     notes = [f"bytes per row estimated from a {sample.num_rows}-row sample"]
     if counted:
         file_rows = counted
-        notes.append(f"{len(file_rows)} local CSV files, each one's rows counted here")
+        notes.append(f"{len(file_rows)} local files, each one's rows counted here")
     else:
         file_rows = _file_rows_by_size(df, rows, text_paths) if text_paths else ()
         if file_rows:
@@ -570,7 +571,7 @@ def _file_rows_by_size(df: daft.DataFrame, rows: int, paths: Sequence[str]) -> t
     """
     if not is_plain_read(df):
         return ()
-    sizes = [size for _path, size in _listed_files(paths)]
+    sizes = [size for _path, size in listed_files(paths)]
     total = sum(sizes)
     if not sizes or total <= 0 or rows < len(sizes):
         return ()
@@ -580,132 +581,6 @@ def _file_rows_by_size(df: daft.DataFrame, rows: int, paths: Sequence[str]) -> t
     for index in sorted(range(len(sizes)), key=lambda i: estimated[i] - shares[i])[: rows - sum(estimated)]:
         estimated[index] += 1
     return tuple(estimated)
-
-
-def _listed_files(paths: Sequence[str]) -> list[tuple[str, int]]:
-    """Each file ``paths`` name (globs expanded as Daft expands them) with its size in bytes, sorted by path;
-    [] when they cannot be listed (another store's credentials): the layout stays unknown."""
-    import daft
-
-    try:
-        listed = daft.from_glob_path(list(paths)).to_pydict()
-    except Exception:
-        return []
-    return sorted((str(path), int(size)) for path, size in zip(listed["path"], listed["size"], strict=True))
-
-
-# Local CSV files up to this many bytes in all are counted in this process by pyarrow (about 20 ms for 1 MB,
-# some 0.2 s for 64 MB on one core); beyond it the count is a query, whose start is then a small share of the
-# job. Measured on 24 CSV files (776 KB, 2 x 2 local cluster): a count on Ray took 0.5-0.6 s, Daft's native
-# count 0.26-0.32 s, pyarrow 0.015-0.04 s, on a job of 4-5 s.
-LOCAL_CSV_COUNT_MAX_BYTES = 64 * 1024 * 1024
-
-# The lines of Daft's plan text for a CSV scan that leave its rows as pyarrow's default CSV parser counts them;
-# any other line (another delimiter, quote, escape or comment character, ragged rows allowed, an option a newer
-# Daft adds) means Daft parses the files differently, and Daft counts them.
-_CSV_SCAN_LINES = {
-    "Glob paths": None,
-    "Has headers": "true",
-    "Double quote": "true",
-    "Allow_variable_columns": "false",
-    "Delimiter": ",",
-    "IO config": None,
-    "Use multithreading": None,
-    "File schema": None,
-    "Partitioning keys": None,
-    "Output schema": None,
-}
-_PLAN_LINE = re.compile(r"^\|\s+([A-Za-z_ ]+?) = (.*)$")
-_COMPRESSED_SUFFIXES = (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".lz4", ".xz", ".zip", ".br", ".deflate", ".zlib")
-
-
-def _default_csv_scan(df: daft.DataFrame) -> bool:
-    """Whether ``df``'s one source is a CSV scan with Daft's default parsing options (read from its plan text)."""
-    try:
-        text = df._builder.pretty_print(simple=False)
-    except Exception:  # a Daft without this private API: let Daft count
-        return False
-    scan = text[text.find("* GlobScanOperator") :] if "* GlobScanOperator" in text else ""
-    keys = set()
-    for line in scan.splitlines()[1:]:
-        if line.startswith("*"):
-            break
-        found = _PLAN_LINE.match(line)
-        if found is None:
-            continue  # a wrapped schema or path list, or the blank "|" before the next operator
-        key, value = found.group(1), found.group(2).strip()
-        if key not in _CSV_SCAN_LINES or _CSV_SCAN_LINES[key] not in (None, value):
-            return False
-        keys.add(key)
-    return "Has headers" in keys
-
-
-@dataclass(frozen=True)
-class LocalCsv:
-    """What :func:`read_local_csv` read here: each file's rows (sorted by path) and the first rows, with
-    Daft's column types (None when pyarrow could not give them as Daft reads them)."""
-
-    file_rows: tuple[int, ...]
-    head: pa.Table | None
-
-
-def read_local_csv(df: daft.DataFrame, paths: Sequence[str], sample_rows: int) -> LocalCsv | None:
-    """The rows of each file of ``df`` and its first ``sample_rows`` rows, when ``df`` is a plain read
-    (:func:`is_plain_read`) of local, uncompressed CSV files ``paths`` with Daft's default parsing, at most
-    ``LOCAL_CSV_COUNT_MAX_BYTES`` in all; None otherwise, or when pyarrow cannot parse one (Daft then reads them).
-
-    Read here with pyarrow's CSV parser, quoted line breaks, blank lines and a last line with no line break
-    counted as Daft counts them (checked against Daft 0.7.26). On Ray the count is otherwise a query (0.5 s on
-    a 2 x 2 local cluster) and the head a read by Daft's native engine in this process (0.3 s of CPU on 2 cores
-    the cluster needs), for what pyarrow parses in milliseconds. Each file's rows, which Daft hands to the UDF
-    whole, are then exact rather than shares of the bytes.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if any("://" in path and not path.startswith("file://") for path in paths):
-        return None
-    if not is_plain_read(df) or not _default_csv_scan(df):
-        return None
-    files = _listed_files(paths)
-    if not files or sum(size for _path, size in files) > LOCAL_CSV_COUNT_MAX_BYTES:
-        return None
-    if any(path.lower().endswith(_COMPRESSED_SUFFIXES) for path, _size in files):
-        return None
-    local_paths = [path.removeprefix("file://") for path, _size in files]
-    rows = []
-    for path in local_paths:
-        try:
-            first = pacsv.open_csv(path).schema.names[0]  # the header, as pyarrow and Daft both find it
-            # Only the first column is converted, and as text, so no type pyarrow would infer differently from
-            # Daft can fail the count.
-            only_first = pacsv.ConvertOptions(include_columns=[first], column_types={first: pa.string()})
-            rows.append(pacsv.read_csv(path, convert_options=only_first).num_rows)
-        except (pa.ArrowException, OSError, IndexError):
-            return None
-    return LocalCsv(file_rows=tuple(rows), head=_csv_head(df, local_paths, sample_rows))
-
-
-def _csv_head(df: daft.DataFrame, paths: Sequence[str], sample_rows: int) -> pa.Table | None:
-    """The first ``sample_rows`` rows of the CSV files ``paths``, in ``df``'s columns and Daft's types; None when
-    a column is not a file's (one the read computes) or a value does not cast to Daft's type."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    try:
-        schema = pa.schema([(field.name, field.dtype.to_arrow_dtype()) for field in df.schema()])
-        columns = pacsv.ConvertOptions(
-            include_columns=schema.names, column_types=dict(zip(schema.names, schema.types, strict=True))
-        )
-        batches: list[pa.RecordBatch] = []
-        for path in paths:
-            for batch in pacsv.open_csv(path, convert_options=columns):
-                batches.append(batch.select(schema.names).cast(schema))
-                if sum(b.num_rows for b in batches) >= sample_rows:
-                    return pa.Table.from_batches(batches, schema).slice(0, sample_rows)
-        return pa.Table.from_batches(batches, schema)
-    except Exception:  # a computed column, a type pyarrow reads otherwise: Daft reads the head
-        return None
 
 
 # Operators between Parquet reads and the scaling step that leave each column as its files hold it.
@@ -796,7 +671,7 @@ def _count_and_local_head(
     the head took 1.2-1.4 s on Ray, the count alone 0.5 s, a native head of 1,000 rows 0.14-0.25 s. Only local
     files with no UDF on the way are read here: this process reads what the cluster would, and runs nothing of the
     user's. Daft's native runner is a private API (``daft.runners.native_runner``). With ``rows`` (counted
-    already: :func:`read_local_csv`) only the head is read.
+    already: :func:`daftscale.profile_text.read_local_text`) only the head is read.
     """
     from daft.runners import _get_runner
 
