@@ -43,6 +43,13 @@ COST_PROBE_ACTORS = 2
 # row) the probe ran 5.4 s, 2.6 s of it the pool's start.
 COST_PROBE_CHUNKS_PER_ACTOR = 6
 
+# ... and fewer, down to COST_PROBE_MIN_CHUNKS_PER_ACTOR (six calls in two sizes), when six would make the probe's
+# work on each of its actors more than this share of what each actor does in the whole job: the probe's cost is
+# bounded by the job's size, not only by the fit's needs. On the bench's W4 (12,000 rows on 8 actors, 4.6 ms per
+# row) six chunks of 80 rows were 960 rows on 2 actors, a third of each actor's job; the probe took 4.5 s.
+COST_PROBE_SHARE_OF_ACTOR_ROWS = 0.1
+COST_PROBE_MIN_CHUNKS_PER_ACTOR = 3
+
 
 @dataclass
 class SimulatedChoice:
@@ -90,16 +97,25 @@ def cost_probe_plan(formula: ScalingPlan, batch_size: int) -> ScalingPlan:
 
 def cost_probe_rows(sample_rows: int, formula: ScalingPlan) -> int:
     """Rows the cost probe takes: the calibration sample, cut to ``COST_PROBE_CHUNKS_PER_ACTOR`` chunks per probe
-    actor.
+    actor, or fewer (not under ``COST_PROBE_MIN_CHUNKS_PER_ACTOR``) so that each probe actor's rows are at most
+    ``COST_PROBE_SHARE_OF_ACTOR_ROWS`` of each actor's rows in the job.
 
     >>> from daftscale import ClusterSpec, plan
     >>> from daftscale.profile import profile_numbers
     >>> formula = plan(profile_numbers(38_400, 47), ClusterSpec(nodes=4), concurrency=8)
     >>> cost_probe_rows(1_920, formula), cost_probe_rows(300, formula)
     (960, 300)
+    >>> cost_probe_rows(1_024, plan(profile_numbers(12_000, 47), ClusterSpec(nodes=4), concurrency=8))
+    480
     """
     probe = cost_probe_plan(formula, formula.batch_size)
-    return min(sample_rows, COST_PROBE_CHUNKS_PER_ACTOR * probe.concurrency * int(probe.into_batches or 1))
+    chunk = int(probe.into_batches or 1)
+    chunks = COST_PROBE_CHUNKS_PER_ACTOR
+    rows = formula.inputs.get("rows")
+    if rows:
+        share = math.ceil(COST_PROBE_SHARE_OF_ACTOR_ROWS * float(rows) / formula.concurrency / chunk)
+        chunks = max(COST_PROBE_MIN_CHUNKS_PER_ACTOR, min(chunks, share))
+    return min(sample_rows, chunks * probe.concurrency * chunk)
 
 
 def batch_words(declared_batch: int | None) -> str:
@@ -263,6 +279,8 @@ __all__ = [
     "COST_PROBE_ACTORS",
     "COST_PROBE_CHUNK",
     "COST_PROBE_CHUNKS_PER_ACTOR",
+    "COST_PROBE_MIN_CHUNKS_PER_ACTOR",
+    "COST_PROBE_SHARE_OF_ACTOR_ROWS",
     "SIMULATED_DECISION_MARGIN",
     "SIMULATOR_AGREEMENT",
     "SimulatedChoice",
