@@ -510,6 +510,7 @@ def profile_dataframe(
         read_here = (known_rows, local.head) if local is not None and local.head is not None else None
         rows, sample = (
             _materialized_count_and_head(df, sample_rows)
+            or _local_listing(df, sample_rows)
             or read_here
             or _count_and_local_head(df, sample_rows, text_paths, rows=known_rows)
             or _count_and_head(df, sample_rows, rows=known_rows)
@@ -659,6 +660,47 @@ def _materialized_count_and_head(df: daft.DataFrame, sample_rows: int) -> tuple[
     except Exception:
         return None
     return rows, head
+
+
+# The columns of ``daft.from_glob_path``: a listing of files, not their contents.
+LISTING_COLUMNS = frozenset({"path", "size", "num_rows"})
+# A projection that only selects columns, as Daft's plan text prints it: "col(path), col(size)".
+_PLAIN_COLUMNS = re.compile(r"col\(\w+\)(, col\(\w+\))*")
+
+
+def _local_listing(df: daft.DataFrame, sample_rows: int) -> tuple[int, pa.Table] | None:
+    """The row count and first rows of ``daft.from_glob_path`` over local paths with nothing computed on it (a
+    listing of files), listed here by Daft's native engine; None for anything else.
+
+    On Ray the head is a ``limit``, which starts Daft's counter actor: measured on 1,500 local files (2 x 2 local
+    cluster), the profile took 1.2 s of a 4.6-5.1 s run where plain Daft took 2.8-3.5 s; the listing takes 0.03 s
+    here. Only the listing's own columns are read here: anything computed from the paths (a download) is the
+    cluster's to run. Daft's native runner is a private API (``daft.runners.native_runner``).
+    """
+    import pyarrow as pa
+
+    try:
+        text = df._builder.pretty_print(simple=False)
+    except Exception:  # a Daft without this private API: the queries run
+        return None
+    globs = re.findall(r"^\|\s+Glob path: (.*)$", text, flags=re.MULTILINE)
+    if "* GlobScan:" not in text or not globs or not is_plain_read(df):
+        return None
+    projections = re.findall(r"^\* Project: (.*)$", text, flags=re.MULTILINE)
+    if not all(_PLAIN_COLUMNS.fullmatch(projection.strip()) for projection in projections):
+        return None  # a column computed from the listing (a download): the cluster's to run
+    if any("://" in glob and not glob.startswith("file://") for glob in globs):
+        return None
+    if not set(df.column_names) <= LISTING_COLUMNS:
+        return None
+    try:
+        from daft.runners.native_runner import NativeRunner
+
+        parts = NativeRunner().run_iter_tables(df._builder, results_buffer_size=None)
+        listing = pa.concat_tables([part.to_arrow() for part in parts])
+    except Exception:  # the native engine could not list them as the cluster does: the queries run
+        return None
+    return listing.num_rows, listing.slice(0, sample_rows)
 
 
 def _count_and_local_head(
