@@ -358,3 +358,32 @@ def test_a_script_that_uses_the_rows_it_collected_runs_its_job(tmp_path) -> None
     report = run(str(path), runner="ray", progress=False)
     assert report.status == "ok" and report.rows_in == report.rows_out == 500, report.status
     assert sum(c["rows"] for c in report.udf_calls) == 500
+
+
+STATELESS_FUNCTION = """
+import time
+import daft
+
+@daft.func.batch(return_dtype=daft.DataType.int64())
+def score(xs):
+    time.sleep(0.01)  # synthetic stand-in for a model call, run inside Daft's tasks (no actor pool)
+    return [x * 2 for x in xs.to_pylist()]
+
+df = daft.from_pydict({"x": list(range(300))})
+df = df.with_column("y", score(df["x"]))
+df.collect()
+"""
+
+
+def test_a_script_whose_udf_reports_no_calls_says_its_actor_figures_are_unknown(tmp_path) -> None:
+    # A stateless @daft.func runs inside Daft's tasks: there is no actor pool, and daftscale does not time it.
+    # Its report said "actors used 0 of 4", "0% busy"; unmeasured figures are unknown, never 0.
+    path = tmp_path / "stateless.py"
+    path.write_text(STATELESS_FUNCTION)
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok" and report.rows_in == report.rows_out == 300
+    assert report.udf_calls == [] and report.batches is None and report.actor_utilization is None
+    assert report.actors_used is None and report.udf_profile is None
+    assert any("no UDF of this job reports its calls" in line for line in report.measurement_incomplete)
+    summary = dict(report.summary())
+    assert summary["actor utilisation"] == "unknown" and summary["actors used"].startswith("unknown")

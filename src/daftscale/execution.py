@@ -413,6 +413,7 @@ def execute_measured(
             rows_check_note=rows_note,
             memory_unmeasured=memory_unmeasured,
             memory_missed=memory_missed,
+            udfs_timed=len(instrumented),
         )
     except BaseException:
         if execution is not None:

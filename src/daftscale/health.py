@@ -28,6 +28,8 @@ class MeasurementHealth:
         rows_check_note: why the default check could not decide (None: it could, or it was set by hand).
         memory_unmeasured: node: why its peak is unknown.
         memory_missed: node: samples missed.
+        udfs_timed: the UDFs built to report their calls (a ``@daft.cls`` method, a pipeline file's actor UDF);
+            none (0) means the job's UDFs, if any, ran untimed (a stateless ``@daft.func``, a legacy ``@daft.udf``).
     """
 
     records_error: str | None
@@ -38,6 +40,7 @@ class MeasurementHealth:
     rows_check_note: str | None = None
     memory_unmeasured: dict[str, str] = field(default_factory=dict)
     memory_missed: dict[str, int] = field(default_factory=dict)
+    udfs_timed: int | None = None
 
     def records_dropped(self) -> int | None:
         """At least how many call records never arrived; None when the records could not be read."""
@@ -69,7 +72,13 @@ class MeasurementHealth:
         """One line per gap, each naming what is missing and what it affects."""
         out: list[str] = []
         dropped = self.records_dropped()
-        if self.records_error is not None:
+        if self.udfs_timed == 0:
+            out.append(
+                "no UDF of this job reports its calls (daftscale times @daft.cls methods and pipeline files' actor "
+                "UDFs, not a stateless @daft.func or a legacy @daft.udf): batches, actor utilisation and the UDF "
+                "cost fit are unknown"
+            )
+        elif self.records_error is not None:
             out.append(
                 f"the UDF call records could not be read ({self.records_error}): batches, utilisation, "
                 "failed rows and the UDF cost fit are unknown"
@@ -96,12 +105,15 @@ class MeasurementHealth:
         report.rows_checked = self.rows_checked
         report.records_dropped = self.records_dropped()
         report.memory_samples_missed = dict(sorted(self.memory_missed.items()))
-        if self.records_error is not None:
+        if self.records_error is not None or self.udfs_timed == 0:
             report.batches = None
             report.actor_utilization = None
             report.actor_work_utilization = None
-            report.rows_failed = None
             report.udf_profile = None
+        if self.records_error is not None:
+            report.rows_failed = None
+        if self.udfs_timed == 0:
+            report.actors_used = None
         if self.memory_unmeasured:
             nodes = dict(report.node_peak_memory_bytes)
             nodes.update(dict.fromkeys(self.memory_unmeasured))

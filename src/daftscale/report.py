@@ -85,7 +85,7 @@ class RunReport:
     throughput: list[dict[str, float]] = field(default_factory=list)
     stage_span_s: float = 0.0
     cluster: dict[str, Any] = field(default_factory=dict)
-    actors_used: int = 0
+    actors_used: int | None = 0
     plan_s: float = 0.0
     rows_per_s: float = 0.0
     pipeline: str = ""
@@ -319,7 +319,7 @@ class RunReport:
             ("throughput", f"{self.rows_per_s:,.0f} rows/s"),
             ("partitions out", f"{self.partitions:,}"),
             ("UDF batches", "unknown" if self.batches is None else f"{self.batches:,} over {self.stage_span_s:.2f} s"),
-            ("actors used", f"{self.actors_used} of {self.actors}"),
+            ("actors used", f"{'unknown' if self.actors_used is None else self.actors_used} of {self.actors}"),
             ("actor start-up", self._actor_start_text()),
             ("actor utilisation", self._utilization_text()),
             ("peak memory (node)", format_optional_bytes(self.peak_memory_bytes)),
