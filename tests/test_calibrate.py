@@ -916,3 +916,26 @@ def test_a_pipeline_that_lays_out_its_own_rows_before_the_udf_keeps_them_without
     assert _probed(cluster, options, data, calibrate="auto", scaling_input=step, output=output)
     output = layouts[0].with_column("y", plus_one(layouts[0]["x"]))
     assert _probed(cluster, options, data, calibrate=60.0, scaling_input=step, output=output)
+
+
+def test_a_job_whose_udfs_report_no_calls_runs_no_sample() -> None:
+    # No Daft here. A script's stateless @daft.func (or legacy @daft.udf) reports no calls: a cost probe would
+    # pay a query's start to measure nothing. The same job with a timed UDF pays its probe.
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("a job whose UDFs report no calls must not run a sample")
+
+    many_files = replace(profile_numbers(800_000, 100), files=64)
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 2}
+    kept = calibrated_plan(
+        many_files, cluster, options, runner="ray", calibrate="auto", run_sample=never, udfs_timed=False
+    )
+    assert not kept.scaling_step and kept.udf_batch_size is None, kept.decision  # Daft's default, its own batch
+    assert "no UDF of this job reports its calls" in kept.calibration["skipped"]
+    probed: list[object] = []
+
+    def run_sample(sampled: SampledPlan) -> RunReport:
+        probed.append(sampled)
+        return _report(sampled.plan, 8.0, [64, 16] * 400)
+
+    calibrated_plan(many_files, cluster, options, runner="ray", calibrate="auto", run_sample=run_sample)
+    assert len(probed) == 1

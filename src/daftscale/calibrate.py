@@ -532,6 +532,7 @@ def calibrated_plan(
     upstream_shuffle: bool | None = None,
     output: Any = None,
     say: Callable[[str], None] = lambda _text: None,
+    udfs_timed: bool = True,
 ) -> ScalingPlan:
     """The plan to run: the formula plan made from measurements, or Daft's default, whichever is predicted faster.
 
@@ -544,7 +545,9 @@ def calibrated_plan(
     ``run_sample(plan)`` runs the pipeline with a sampled plan (:func:`sampled`) on the runtime at hand
     and returns its report; ``scaling_input`` (the DataFrame at the scaling step) chooses how to sample
     (:func:`upstream_shuffles`). With calibration skipped, the formula plan as ``daftscale plan`` makes it
-    (its JSON unchanged when ``calibrate`` is ``"off"``).
+    (its JSON unchanged when ``calibrate`` is ``"off"``). ``udfs_timed`` False (a script whose UDFs are a
+    stateless ``@daft.func`` or a legacy ``@daft.udf``, which report no calls) skips the sample runs: they
+    would measure nothing, and Daft's default is kept unless it leaves actors idle whatever the model costs.
     """
     from daftscale.plan import plan as make_plan
 
@@ -585,6 +588,11 @@ def calibrated_plan(
             return _spread_without_sample(data, formula, kwargs, spread, runner, started)
         if reason is None:
             reason = balanced_default_reason(data, formula)
+    if reason is None and not udfs_timed:
+        reason = (
+            "no UDF of this job reports its calls (daftscale times @daft.cls methods, not a stateless @daft.func "
+            "or a legacy @daft.udf), so a sample run would measure nothing"
+        )
     if reason is not None:
         if calibrate == "off":
             return formula

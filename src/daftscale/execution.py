@@ -313,6 +313,8 @@ def execute_measured(
             scaling_input=scaling.scaling_input,
             output=scaling.output,
             say=say,
+            # A plain script knows its actor UDFs (the ones it times); a pipeline file's are made as it builds.
+            udfs_timed=getattr(pipe, "udfs", None) != [],
         )
         if joined is not None:
             chosen = with_read_merge(chosen, joined, cluster)
