@@ -296,6 +296,22 @@ def test_gpu_batch_bound_uses_gpu_memory() -> None:
     assert "BATCH_LOWERED_FOR_MEMORY" in p.warning_codes()
 
 
+def test_a_batch_lowered_for_memory_keeps_the_tasks_rows() -> None:
+    # Memory bounds a call's decoded rows, not a task's rows as read: the bench's W4 (1 MiB decoded per row in a
+    # 48 MiB actor, B lowered 64 -> 24) ran 48-row tasks with its actors 74-78 % busy; B × A of the B the costs
+    # chose (here 128 rows, floored to whole batches of 24) kept them 92 % busy.
+    costs = UdfProfile(seconds_per_row=0.00456, seconds_per_batch=0.0062)
+    cluster = ClusterSpec(nodes=4, cpus_per_node=4)
+    data = profile_numbers(12_000, 2048, heavy=True)
+    free = plan(data, cluster, concurrency=8, udf_profile=costs)
+    tight = plan(data, cluster, concurrency=8, udf_profile=costs, udf=UdfResources(memory=48 << 20),
+                 udf_memory_per_row=1 << 20)  # fmt: skip
+    assert free.batch_size == 64 and free.into_batches == 128
+    assert tight.batch_size == 24 and "BATCH_LOWERED_FOR_MEMORY" in tight.warning_codes()
+    assert tight.into_batches == 120 and tight.into_batches % tight.batch_size == 0
+    assert "memory bounds a call's decoded rows, not a task's" in tight.explain()
+
+
 def test_udf_profile_chooses_batch_from_fixed_vs_per_row_cost() -> None:
     udf_profile = UdfProfile(seconds_per_row=0.0005, seconds_per_batch=0.020)
     # 62,500 rows per actor: the balance rule's sqrt(2 × 62,500 × 20 ms / 0.5 ms) beats the overhead target's 360.
