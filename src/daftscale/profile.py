@@ -30,7 +30,7 @@ from daftscale.config import (
     require_positive_number,
 )
 from daftscale.errors import ProfileError
-from daftscale.profile_text import listed_files, read_local_text
+from daftscale.profile_text import is_local_path, listed_files, read_local_text
 from daftscale.scaling_plan import calls_udf, plan_operators
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def _is_heavy_daft_type(dtype: Any) -> bool:
 def _resolve_filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     import pyarrow.fs as pafs
 
-    if "://" in path and not path.startswith("file://"):
+    if not is_local_path(path):
         try:
             return pafs.FileSystem.from_uri(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / ArrowNotImplementedError / OSError
@@ -677,7 +677,6 @@ def _local_listing(df: daft.DataFrame, sample_rows: int) -> tuple[int, pa.Table]
     here. Only the listing's own columns are read here: anything computed from the paths (a download) is the
     cluster's to run. Daft's native runner is a private API (``daft.runners.native_runner``).
     """
-    import pyarrow as pa
 
     try:
         text = df._builder.pretty_print(simple=False)
@@ -689,18 +688,25 @@ def _local_listing(df: daft.DataFrame, sample_rows: int) -> tuple[int, pa.Table]
     projections = re.findall(r"^\* Project: (.*)$", text, flags=re.MULTILINE)
     if not all(_PLAIN_COLUMNS.fullmatch(projection.strip()) for projection in projections):
         return None  # a column computed from the listing (a download): the cluster's to run
-    if any("://" in glob and not glob.startswith("file://") for glob in globs):
+    if not all(map(is_local_path, globs)):
         return None
     if not set(df.column_names) <= LISTING_COLUMNS:
         return None
     try:
-        from daft.runners.native_runner import NativeRunner
-
-        parts = NativeRunner().run_iter_tables(df._builder, results_buffer_size=None)
-        listing = pa.concat_tables([part.to_arrow() for part in parts])
+        listing = _read_natively(df)
     except Exception:  # the native engine could not list them as the cluster does: the queries run
         return None
     return listing.num_rows, listing.slice(0, sample_rows)
+
+
+def _read_natively(df: daft.DataFrame) -> pa.Table:
+    """All of ``df``, read in this process by Daft's native engine (a private API: ``daft.runners.native_runner``)
+    whatever the session's runner; only for small reads of local files with nothing of the user's to run."""
+    import pyarrow as pa
+    from daft.runners.native_runner import NativeRunner
+
+    parts = NativeRunner().run_iter_tables(df._builder, results_buffer_size=None)
+    return pa.concat_tables([part.to_arrow() for part in parts])
 
 
 def _count_and_local_head(
@@ -719,20 +725,13 @@ def _count_and_local_head(
 
     if getattr(_get_runner(), "name", None) != "ray" or not text_paths:
         return None
-    if any("://" in path and not path.startswith("file://") for path in text_paths):
+    if not all(map(is_local_path, text_paths)):
         return None
     if not is_plain_read(df) or calls_udf(df):
         return None
 
-    def native_head() -> pa.Table:
-        import pyarrow as pa
-        from daft.runners.native_runner import NativeRunner
-
-        parts = NativeRunner().run_iter_tables(df.limit(sample_rows)._builder, results_buffer_size=1)
-        return pa.concat_tables([part.to_arrow() for part in parts])
-
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daftscale-profile") as pool:
-        head = pool.submit(native_head)
+        head = pool.submit(_read_natively, df.limit(sample_rows))
         if rows is None:
             rows = int(df.count_rows())
         try:

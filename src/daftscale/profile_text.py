@@ -55,6 +55,15 @@ class LocalFiles:
     head: pa.Table | None
 
 
+def is_local_path(path: str) -> bool:
+    """Whether ``path`` names this machine's filesystem (no scheme, or ``file://``).
+
+    >>> is_local_path("data/*.csv"), is_local_path("file:///data/a.csv"), is_local_path("s3://bucket/a.csv")
+    (True, True, False)
+    """
+    return "://" not in path or path.startswith("file://")
+
+
 def listed_files(paths: Sequence[str]) -> list[tuple[str, int]]:
     """Each file ``paths`` name (globs expanded as Daft expands them) with its size in bytes, sorted by path;
     [] when they cannot be listed (another store's credentials): the layout stays unknown."""
@@ -103,7 +112,7 @@ def read_local_text(df: daft.DataFrame, paths: Sequence[str], sample_rows: int) 
     """
     import pyarrow as pa
 
-    if any("://" in path and not path.startswith("file://") for path in paths):
+    if not all(map(is_local_path, paths)):
         return None
     kind = scan_format(df)
     if kind is None:
