@@ -198,7 +198,7 @@ def write_output(df: Any, target: OutputTarget) -> WriteResult:
     """
     import daft
 
-    _check_writer(target.format)
+    _check_writer(df, target.format)
     writer = getattr(daft.DataFrame, f"write_{target.format}")
     if target.remote:
         mode = "overwrite" if target.mode == "overwrite" else "append"
@@ -247,19 +247,43 @@ def output_summary(target: OutputTarget | None, written: WriteResult) -> dict[st
     }
 
 
-def _check_writer(fmt: str) -> None:
-    """Refuse a write Daft cannot finish here, before the query runs rather than at its last step."""
-    import importlib.util
+def _check_writer(df: Any, fmt: str) -> None:
+    """Refuse, before the query runs, a column Daft cannot write as ``fmt``: it fails only at the write, the
+    last step, after every UDF has run (on the native runner and on Ray alike)."""
+    if fmt == "parquet":
+        return
+    for column in df.schema():
+        try:
+            arrow_type = column.dtype.to_arrow_dtype()
+        except Exception:  # a type with no Arrow form here is left for Daft's writer to judge
+            continue
+        if not _writable(arrow_type, fmt):
+            if fmt == "csv":
+                why = "CSV holds only flat columns, not lists, structs, maps, tensors, embeddings, images or objects"
+            else:
+                why = "Daft's JSON writer takes no binary, duration, tensor, embedding, image or object values"
+            raise OutputError(
+                f"cannot write column {column.name!r} ({column.dtype}) as {fmt.upper()}: {why}: write Parquet "
+                "(--output-format parquet), or select or cast the columns before the write"
+            )
 
-    from daft.runners import get_or_infer_runner_type
 
-    # Daft 0.7's CSV and JSON writers on Ray load daft/io/writer.py, which imports pyiceberg; without it
-    # every write task fails after the whole query has run. Parquet is written natively and needs nothing.
-    if fmt != "parquet" and get_or_infer_runner_type() == "ray" and importlib.util.find_spec("pyiceberg") is None:
-        raise OutputError(
-            f"Daft writes {fmt.upper()} on Ray only with pyiceberg installed (its writer imports it): "
-            "pip install pyiceberg, or write Parquet (--output-format parquet)"
-        )
+def _writable(arrow_type: Any, fmt: str) -> bool:
+    """Whether Daft 0.7's native writer takes ``arrow_type`` in ``fmt`` (the rules of its
+    ``native_csv_writer_supported``/``native_json_writer_supported``). A CSV column it does not take falls
+    back to a pyarrow writer that fails on import without pyiceberg and on the type with it; JSON has no
+    fallback. Everything else, tried on both runners, is written."""
+    import pyarrow as pa
+
+    if isinstance(arrow_type, pa.BaseExtensionType):
+        return False
+    if fmt == "csv":
+        return not pa.types.is_nested(arrow_type)
+    if pa.types.is_duration(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return False
+    if pa.types.is_fixed_size_binary(arrow_type):
+        return False
+    return all(_writable(arrow_type.field(i).type, fmt) for i in range(arrow_type.num_fields))
 
 
 def _written_paths(written: Any) -> list[str]:
