@@ -352,3 +352,91 @@ def test_a_profile_daft_never_finishes_ends_in_one_line(tmp_path, command: list[
     while _processes_with(marker) and time.time() < deadline:
         time.sleep(0.5)
     assert not _processes_with(marker), f"processes of the {command[0]}'s Ray cluster outlived it"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Row-wise and async methods: watched through windows of progress, not timed call by call
+
+
+class _Events:
+    """A recorder that keeps what it is told, as the collector would receive it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def window(self, key, start, end, rows) -> None:
+        self.events.append({"event": "end", "key": key, "start": start, "end": end, "rows": rows, "window": True})
+
+    def started(self, key, start, rows) -> None:
+        self.events.append({"event": "start", "key": key, "start": start, "rows": rows})
+
+    def finished(self, key, start, end, rows) -> None:
+        self.events.append({"event": "end", "key": key, "start": start, "end": end, "rows": rows})
+
+    def failed(self, key, start, end, rows, error) -> None:
+        self.events.append({"event": "failed", "key": key, "start": start, "end": end, "rows": rows})
+
+
+def test_call_window_reports_rows_as_progress_and_a_long_call_as_running() -> None:
+    from daftscale.udf import CallWindow, split_calls
+
+    events = _Events()
+    window = CallWindow(events, period_s=0.05)
+    for _ in range(5):
+        window.end(window.begin(1))
+    window.report()
+    [progress] = events.events
+    assert progress["window"] and progress["rows"] == 5
+    assert split_calls(events.events) == ([], [])  # progress for the watchdog, no call for the report
+
+    stuck = window.begin(1)
+    window.report()  # not running long enough yet: nothing to say
+    assert len(events.events) == 1
+    time.sleep(0.06)
+    window.report()
+    running = [e for e in events.events if e["event"] == "start"]
+    assert [e["key"] for e in running] == [stuck]  # the stall watchdog sees one call running since its start
+    window.end(stuck)  # ...and its end, under its own key, so it is not left running
+    finished, still_running = split_calls(events.events)
+    assert [c["key"] for c in finished] == [stuck] and still_running == []
+
+
+ROW_WISE_HANG = """
+import asyncio, time
+import daft
+
+@daft.cls(max_concurrency=1)
+class Model:
+    @daft.method(return_dtype=daft.DataType.int64())
+    def __call__(self, i: int):
+        if i == 37:
+            time.sleep(3600)  # a model call that never returns
+        return i * 2
+
+@daft.cls(max_concurrency=1)
+class Client:
+    @daft.method.batch(return_dtype=daft.DataType.int64(), batch_size=10)
+    async def __call__(self, ids: daft.Series):
+        values = ids.to_pylist()
+        if 37 in values:
+            await asyncio.sleep(3600)  # a remote service that never answers
+        return [v * 2 for v in values]
+
+df = daft.from_pydict(dict(id=list(range(100))))
+df = df.with_column("out", MODEL()(df["id"]))
+df.write_parquet(OUT)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["Model", "Client"], ids=["row-wise", "async-batch"])
+def test_a_script_whose_row_wise_or_async_method_hangs_is_stopped(tmp_path, model: str) -> None:
+    # Such methods are not timed call by call; their progress windows still let the watchdog see the hang.
+    path = tmp_path / "script.py"
+    path.write_text(ROW_WISE_HANG.replace("MODEL", model).replace("OUT", repr(str(tmp_path / "out"))))
+    began = time.time()
+    done = _run_cli(["run", str(path), "--stall-timeout", "1", "--calibrate", "off", "--no-progress"], uuid.uuid4().hex)
+    assert done.returncode == 2, done.stderr
+    assert "the run stalled" in done.stderr and "running for over" in done.stderr, done.stderr
+    assert time.time() - began < 100  # a watchdog that never fired would hit the subprocess timeout
+    assert not (tmp_path / "out").exists()

@@ -590,8 +590,8 @@ def calibrated_plan(
             reason = balanced_default_reason(data, formula)
     if reason is None and not udfs_timed:
         reason = (
-            "no UDF of this job reports its calls (daftscale times @daft.cls methods, not a stateless @daft.func "
-            "or a legacy @daft.udf), so a sample run would measure nothing"
+            "no UDF of this job reports its calls (daftscale times @daft.cls batch methods, not row-wise or async "
+            "methods, a stateless @daft.func or a legacy @daft.udf), so a sample run would measure nothing"
         )
     if reason is not None:
         if calibrate == "off":

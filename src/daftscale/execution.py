@@ -32,7 +32,7 @@ from daftscale.plan import ScalingPlan, read_merge, with_read_merge, with_sized_
 from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
-from daftscale.udf import RayCollector, SpoolCollector, make_collector, recording
+from daftscale.udf import Instrumented, RayCollector, SpoolCollector, make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine, stop_stalled_query
 
 # What counting the input is called in the notices and errors of bounded_prep.
@@ -313,8 +313,7 @@ def execute_measured(
             scaling_input=scaling.scaling_input,
             output=scaling.output,
             say=say,
-            # A plain script knows its actor UDFs (the ones it times); a pipeline file's are made as it builds.
-            udfs_timed=getattr(pipe, "udfs", None) != [],
+            udfs_timed=timed_udfs(pipe),
         )
         if joined is not None:
             chosen = with_read_merge(chosen, joined, cluster)
@@ -555,11 +554,19 @@ class MemoryWatch:
         )
 
 
+def timed_udfs(pipe: Pipeline) -> bool:
+    """Whether the pipeline's UDFs report their calls: a plain script knows its actor UDFs (only a sync batch
+    method is timed); a pipeline file's are made as it builds (its actor UDFs are)."""
+    udfs = getattr(pipe, "udfs", None)
+    return udfs is None or any(udf.timed for udf in udfs)
+
+
 def stall_watch(
-    collector: Any, floor_s: float | None, instrumented: list[str], plan: ScalingPlan, execution: Execution
+    collector: Any, floor_s: float | None, instrumented: Instrumented, plan: ScalingPlan, execution: Execution
 ) -> StallWatch | None:
-    """The stall watchdog for this run, when it is on and some UDF reports its calls (only they show progress)."""
-    if floor_s is None or not instrumented:
+    """The stall watchdog for this run, when it is on and some UDF reports its calls or its progress (only they
+    show progress)."""
+    if floor_s is None or not instrumented.watched:
         return None
     return StallWatch(
         collector,

@@ -74,9 +74,9 @@ class MeasurementHealth:
         dropped = self.records_dropped()
         if self.udfs_timed == 0:
             out.append(
-                "no UDF of this job reports its calls (daftscale times @daft.cls methods and pipeline files' actor "
-                "UDFs, not a stateless @daft.func or a legacy @daft.udf): batches, actor utilisation and the UDF "
-                "cost fit are unknown"
+                "no UDF of this job reports its calls (daftscale times @daft.cls batch methods and pipeline files' "
+                "actor UDFs, not row-wise or async methods, a stateless @daft.func or a legacy @daft.udf): batches, "
+                "actor utilisation and the UDF cost fit are unknown"
             )
         elif self.records_error is not None:
             out.append(

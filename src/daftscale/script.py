@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import inspect
 import os
 import runpy
 import sys
@@ -138,6 +139,13 @@ class UdfUse:
     gpus: float
     is_batch: bool
     where: str
+    is_async: bool = False
+    is_generator: bool = False
+
+    @property
+    def timed(self) -> bool:
+        """Whether daftscale times its calls one by one (a sync batch method; see :func:`configure`)."""
+        return self.is_batch and not self.is_async and not self.is_generator
 
 
 @dataclass
@@ -540,6 +548,8 @@ def _udf_call(original: Any, record: ScriptPass, plan: PlanHandle | None, path: 
                 gpus=func.gpus,
                 is_batch=func.is_batch,
                 where=_where(path) or os.path.basename(path),
+                is_async=bool(func.is_async),
+                is_generator=bool(func.is_generator),
             )
         )
         if plan is None:
@@ -566,11 +576,16 @@ def configure(func: Any, plan: PlanHandle, *, keep: bool) -> Any:
         # As actor_udf does: --on-error fills in a UDF that sets none, and one failed call is one null batch.
         changes["on_error"] = sink["on_error"]
         changes["max_retries"] = 0
+    label = func.name_override or func.__qualname__
     if func.is_batch and not func.is_async and not func.is_generator:
-        # Row-wise methods are left untimed: one record per row would cost more than the row.
-        label = func.name_override or func.__qualname__
         changes["_cls"] = TimedInstance(func._cls, sink, label)
         note_instrumented(label)  # its calls are recorded, so the stall watchdog can watch them
+    elif not func.is_generator:
+        # A row-wise method (a record per row would cost more than the row) or an async one (its calls overlap)
+        # is not timed call by call, but its progress is reported, so a call that never returns is a stall the
+        # watchdog stops rather than a silent hang.
+        changes["_cls"] = WatchedInstance(func._cls, sink, label)
+        note_instrumented(label, watched_only=True)
     return replace(func, **changes)
 
 
@@ -632,4 +647,56 @@ class TimedInstance(_base()):  # type: ignore[misc]
         return bound
 
 
-__all__ = ["ScriptPipeline", "TimedInstance", "configure", "is_plain_script", "prepare_job"]
+class WatchedInstance(TimedInstance):
+    """A :class:`TimedInstance` for a row-wise or async ``@daft.cls`` method: its model load is recorded as
+    any, and its calls report progress through a :class:`~daftscale.udf.CallWindow` rather than one record
+    per call (the stall watchdog's view, not the report's)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._window: Any = None
+
+    def _calls(self) -> Any:
+        if getattr(self, "_window", None) is None:
+            from daftscale.udf import CallWindow, batch_rows
+
+            self._batch_rows = batch_rows
+            self._window = CallWindow(self._recorder)
+        return self._window
+
+    def _daft_bind_method(self, method: Any) -> Any:
+        instance = self._daft_get_instance()
+        window = self._calls()
+        rows_of = self._batch_rows
+        if inspect.iscoroutinefunction(method):  # an async row-wise method: Daft gathers its coroutines
+
+            async def bound_async(*args: Any, **kwargs: Any) -> Any:
+                key = window.begin(rows_of(args, kwargs))
+                try:
+                    result = await method(instance, *args, **kwargs)
+                except Exception as exc:
+                    window.end(key, exc)
+                    raise
+                window.end(key)
+                return result
+
+            return bound_async
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            key = window.begin(rows_of(args, kwargs))
+            try:
+                result = method(instance, *args, **kwargs)
+            except Exception as exc:
+                window.end(key, exc)
+                raise
+            window.end(key)
+            return result
+
+        return bound
+
+    def _daft_bind_coroutine_method(self, method: Any) -> Any:
+        # An async batch method; Daft awaits what this returns.
+        return self._daft_bind_method(method)
+
+
+__all__ = ["ScriptPipeline", "TimedInstance", "WatchedInstance", "configure", "is_plain_script", "prepare_job"]

@@ -57,7 +57,26 @@ RECORD_ACK_TIMEOUT_S = 10.0
 _sink: dict[str, Any] | None = None
 # Names of the instrumented UDFs built inside the current ``recording`` block (driver side only): the
 # run arms its stall watchdog only when some UDF will report calls.
-_built: list[str] | None = None
+_built: Instrumented | None = None
+
+# How often a watched (row-wise or async) UDF's actor reports the rows it finished, and after how long a call
+# still running is reported as running (CallWindow): often enough for the stall watchdog, whose floor is
+# seconds, and seldom enough that a row-wise model's calls cost next to nothing to watch.
+WINDOW_S = 1.0
+
+
+class Instrumented(list[str]):
+    """The timed UDFs built inside a :func:`recording` block (one label each), and in :attr:`watched_only` the
+    UDFs that report only progress for the stall watchdog (row-wise and async methods, :class:`CallWindow`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched_only: list[str] = []
+
+    @property
+    def watched(self) -> bool:
+        """Whether any UDF built in the block reports progress (timed or watched only)."""
+        return bool(self) or bool(self.watched_only)
 
 
 def current_sink() -> dict[str, Any] | None:
@@ -66,13 +85,13 @@ def current_sink() -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def recording(sink: dict[str, Any] | None) -> Iterator[list[str]]:
+def recording(sink: dict[str, Any] | None) -> Iterator[Instrumented]:
     """Make UDFs built inside the block record to ``sink`` (a collector's :attr:`sink` spec).
 
-    Yields the list of the instrumented UDFs' names built inside the block.
+    Yields the list of the instrumented UDFs' names built inside the block (:class:`Instrumented`).
     """
     global _sink, _built
-    built: list[str] = []
+    built = Instrumented()
     previous, _sink = _sink, sink
     previous_built, _built = _built, built
     try:
@@ -82,11 +101,12 @@ def recording(sink: dict[str, Any] | None) -> Iterator[list[str]]:
         _built = previous_built
 
 
-def note_instrumented(label: str) -> None:
+def note_instrumented(label: str, *, watched_only: bool = False) -> None:
     """Tell the enclosing :func:`recording` block that a UDF reporting its calls was built (it arms the
-    run's stall watchdog); outside a run with a sink, nothing."""
+    run's stall watchdog); ``watched_only``: it reports progress, not its calls (:class:`CallWindow`).
+    Outside a run with a sink, nothing."""
     if _built is not None and _sink is not None:
-        _built.append(label)
+        (_built.watched_only if watched_only else _built).append(label)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,6 +180,11 @@ class _Recorder:
 
     def finished(self, key: str, start: float, end: float, rows: int) -> None:
         self._emit(self._memory(key, self._call_event("end", key, start, end, rows)), wait=True)
+
+    def window(self, key: str, start: float, end: float, rows: int) -> None:
+        """Rows a watched UDF finished between ``start`` and ``end`` (:class:`CallWindow`): progress for the
+        stall watchdog, not a call (``window`` is true, so the report leaves it out)."""
+        self._emit({**self._call_event("end", key, start, end, rows), "window": True}, wait=True)
 
     def ready(self, start: float, end: float) -> None:
         """The actor built the user's class (its model load). Daft does this on the actor's first batch, so
@@ -241,6 +266,78 @@ def recorded_call(recorder: Any, call: Callable[..., Any], args: tuple[Any, ...]
     half = rows // 2
     parts = [recorded_call(recorder, call, *_rows_of(args, kwargs, lo, hi)) for lo, hi in ((0, half), (half, rows))]
     return _joined(parts)
+
+
+class CallWindow:
+    """Progress of a UDF daftscale does not time call by call, for the stall watchdog: a row-wise method (one
+    call per row, where a record per call would cost more than the row) or an async one (calls overlap).
+
+    Calls only touch counters here. A daemon thread reports, every ``WINDOW_S``, the rows finished since its
+    last report as one window (:meth:`_Recorder.window`), and a call running longer than that as a running
+    call with its real start, whose end is then reported when it comes. So a call that never returns shows
+    as one running call, and a model making progress as windows of rows: what the watchdog needs, at a few
+    records a second per actor. Windows are not calls: the report leaves them out.
+    """
+
+    def __init__(self, recorder: Any, period_s: float = WINDOW_S) -> None:
+        self._recorder = recorder
+        self._period_s = period_s
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[float, int]] = {}  # key -> (start, rows)
+        self._announced: set[str] = set()
+        self._rows = 0
+        self._first: float | None = None
+        self._last = 0.0
+        self._thread: threading.Thread | None = None
+
+    def begin(self, rows: int) -> str:
+        key = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._running[key] = (time.time(), rows)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._report_forever, name="daftscale-window", daemon=True)
+                self._thread.start()
+        return key
+
+    def end(self, key: str, error: BaseException | None = None) -> None:
+        now = time.time()
+        with self._lock:
+            start, rows = self._running.pop(key)
+            announced = key in self._announced
+            self._announced.discard(key)
+            if error is None and not announced:
+                self._rows += rows
+                self._first = start if self._first is None else min(self._first, start)
+                self._last = now
+                return
+        # A call reported as running, or one that raised (its error names the run's failure): its own record.
+        if error is not None:
+            self._recorder.failed(key, start, now, rows, error)
+        else:
+            self._recorder.finished(key, start, now, rows)
+
+    def report(self) -> None:
+        """Report the rows finished since the last report, and calls running longer than ``WINDOW_S``."""
+        now = time.time()
+        with self._lock:
+            rows, first, last = self._rows, self._first, self._last
+            self._rows, self._first = 0, None
+            overdue = [
+                (key, start, rows_in_call)
+                for key, (start, rows_in_call) in self._running.items()
+                if key not in self._announced and now - start >= self._period_s
+            ]
+            self._announced.update(key for key, _start, _rows in overdue)
+        if rows and first is not None:
+            self._recorder.window(uuid.uuid4().hex[:12], first, last, rows)
+        for key, start, rows_in_call in overdue:
+            self._recorder.started(key, start, rows_in_call)
+
+    def _report_forever(self) -> None:
+        while True:
+            time.sleep(self._period_s)
+            with contextlib.suppress(Exception):  # watching must never fail the user's model
+                self.report()
 
 
 def batch_rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
@@ -434,8 +531,10 @@ def _merge(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
 
 
 def split_calls(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(finished calls, running calls)`` of a list of records (see the collectors' ``snapshot``)."""
-    return _merge(events)
+    """``(finished calls, running calls)`` of a list of records (see the collectors' ``snapshot``), without a
+    watched UDF's windows of rows (:class:`CallWindow`), which are progress, not calls."""
+    calls, running = _merge(events)
+    return [c for c in calls if not c.get("window")], running
 
 
 def records_dropped(events: list[dict[str, Any]], *, query_finished: bool) -> int:

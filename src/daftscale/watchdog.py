@@ -306,7 +306,8 @@ def kill_ray_actors(classes: tuple[str, ...] = ("UDFActor",), what: str = "Daft 
         from ray._private.state import actors as actor_table
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        table = actor_table(job_id=ray.get_runtime_context().job_id, actor_state_name="ALIVE")
+        job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())  # (the .job_id property is deprecated)
+        table = actor_table(job_id=job, actor_state_name="ALIVE")
         targets = [
             (info["Address"]["NodeID"], int(info["Pid"]))
             for info in table.values()
