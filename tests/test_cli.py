@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,66 @@ def test_run_bad_stall_timeout_is_one_line_exit_2(
 def test_run_help_lists_the_stall_timeout(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "run", "--help")
     assert code == 0 and "--stall-timeout SECONDS" in out and "0 turns the watchdog off" in " ".join(out.split())
+
+
+GPU_SCRIPT = """
+import daft
+from daft import col
+
+@daft.cls(gpus=1, max_concurrency=2)
+class GpuModel:
+    @daft.method.batch(return_dtype=daft.DataType.int64(), batch_size=16)
+    def __call__(self, ids: daft.Series):
+        return [i + 1 for i in ids.to_pylist()]
+
+df = daft.read_parquet({source!r})
+df.with_column("y", GpuModel()(col("id"))).write_parquet({out!r})
+"""
+
+
+def _named_options(message: str) -> set[str]:
+    return set(re.findall(r"--[a-z][a-z-]+", message))
+
+
+def _gpu_script(tmp_path: Path) -> tuple[Path, Path]:
+    pq.write_table(pa.table({"id": list(range(120))}), tmp_path / "in.parquet")
+    script = tmp_path / "gpu_job.py"
+    script.write_text(GPU_SCRIPT.format(source=str(tmp_path / "in.parquet"), out=str(tmp_path / "out")))
+    return script, tmp_path / "out"
+
+
+@pytest.mark.ray
+def test_run_of_a_gpu_script_on_a_cpu_cluster_names_the_scripts_request_and_run_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script, out = _gpu_script(tmp_path)
+    code, _, err = run_cli(capsys, "run", str(script), "--runner", "ray", "--no-progress", "--calibrate", "off")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "the script's @daft.cls(gpus=1) in gpu_job.py asks for 1 GPU per actor" in err
+    assert "--udf-gpus 0 to run the model on CPU" in err
+    # Every option the message names is one `daftscale run` has (no --gpus-per-node or --ray there).
+    _, run_help, _ = run_cli(capsys, "run", "--help")
+    assert _named_options(err) and _named_options(err) <= _named_options(run_help), err
+    assert not out.exists()
+    # `daftscale plan` keeps its own wording: there the request is --udf-gpus and the fix --gpus-per-node.
+    code, _, err = run_cli(capsys, "plan", "--rows", "10", "--udf-gpus", "1")
+    assert code == 2 and "--gpus-per-node" in err
+    _, plan_help, _ = run_cli(capsys, "plan", "--help")
+    assert _named_options(err) <= _named_options(plan_help), err
+
+
+@pytest.mark.ray
+def test_an_explicit_udf_gpus_0_overrides_the_scripts_gpu_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 0 is --udf-gpus's default value: given on the command line it must still reach the planner.
+    script, out = _gpu_script(tmp_path)
+    argv = ["run", str(script), "--runner", "ray", "--no-progress", "--calibrate", "off", "--udf-gpus", "0"]
+    code, _, err = run_cli(capsys, *argv, "--report", str(tmp_path / "rep"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["plan"]["udf_gpus"] == 0 and report["rows_out"] == 120
+    assert sorted(pq.read_table(str(out)).column("y").to_pylist()) == list(range(1, 121))
+    # Given with a plan file it is a planner option like any other, named as the user wrote it.
+    code, _, err = run_cli(capsys, "run", str(script), "--plan", str(tmp_path / "p.json"), "--udf-gpus", "0")
+    assert code == 2 and "planner options (--udf-gpus)" in err

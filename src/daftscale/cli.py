@@ -8,9 +8,10 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -312,40 +313,107 @@ def run_command(
         from daftscale.errors import ConfigError
 
         # A plan file fixes every number; silently ignoring --batch-size etc. would run something else.
-        given = ", ".join("--" + k.replace("_", "-") for k in kwargs)
+        context = click.get_current_context()
+        given = ", ".join(
+            "--" + name.replace("_", "-") for k in kwargs for name in _PLANNER_OPTIONS[k] if _given(context, name)
+        )
         raise ConfigError(
             f"--plan {plan_source} cannot be combined with planner options ({given}): "
             "drop them, or use --plan auto to plan with them"
         )
-    report = run(
-        handed if handed is not None else pipeline_path,
-        runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
-        ray_address=ray_address,
-        local_cluster=local_cluster,
-        plan=plan_source,
-        report_dir=report_dir,
-        overwrite=overwrite,
-        progress=not no_progress,
-        on_error=on_error,
-        check_rows=check_rows,
-        force_plan=force_plan,
-        max_memory=max_memory,
-        stall_timeout=stall_timeout,
-        output=output,
-        output_format=output_format,
-        append=append,
-        keep_udf_settings=keep_udf_settings,
-        calibrate=calibrate,
-        **kwargs,
-    )
+    with _gpu_request_worded(pipeline_path, handed):
+        report = run(
+            handed if handed is not None else pipeline_path,
+            runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
+            ray_address=ray_address,
+            local_cluster=local_cluster,
+            plan=plan_source,
+            report_dir=report_dir,
+            overwrite=overwrite,
+            progress=not no_progress,
+            on_error=on_error,
+            check_rows=check_rows,
+            force_plan=force_plan,
+            max_memory=max_memory,
+            stall_timeout=stall_timeout,
+            output=output,
+            output_format=output_format,
+            append=append,
+            keep_udf_settings=keep_udf_settings,
+            calibrate=calibrate,
+            **kwargs,
+        )
     render_run(report, report_dir)
 
 
+# The CLI options behind each planner keyword argument.
+_PLANNER_OPTIONS = {
+    "concurrency": ("concurrency",),
+    "batch_size": ("batch_size",),
+    "batches_per_task": ("batches_per_task",),
+    "udf": ("udf_cpus", "udf_gpus", "udf_memory"),
+    "strategy": ("strategy",),
+    "keys": ("keys",),
+    "inflation": ("inflation",),
+}
+
+
 def _explicit_planner_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    """Planner options the user actually gave, so the pipeline's own @pipeline(...) options stay in force."""
+    """Planner options the user actually gave, so the pipeline's own @pipeline(...) options stay in force.
+
+    An option given with its default value counts as given: ``--udf-gpus 0`` must override a script's
+    ``@daft.cls(gpus=1)``, so what the command line said is asked of click, not guessed from the values.
+    """
     given = planner_kwargs(params)
-    defaults = planner_kwargs({})
-    return {k: v for k, v in given.items() if v != defaults[k]}
+    context = click.get_current_context(silent=True)
+    if context is None:  # called outside a command: only values other than the defaults can tell
+        defaults = planner_kwargs({})
+        return {k: v for k, v in given.items() if v != defaults[k]}
+    return {k: v for k, v in given.items() if any(_given(context, name) for name in _PLANNER_OPTIONS[k])}
+
+
+def _given(context: click.Context, name: str) -> bool:
+    """Whether option ``name`` came from the command line (or the environment), not its default."""
+    source = context.get_parameter_source(name)
+    return source is not None and source not in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )
+
+
+def _gpu_request_error(exc: Any, pipeline_path: str, script: bool) -> Any:
+    """``exc`` (the plan's GPU refusal, worded for ``daftscale plan``) worded for ``run``/``tune``: the
+    request's real source (``--udf-gpus``, the script's ``@daft.cls(gpus=...)``, the pipeline's options)
+    and fixes these commands have (they discover the cluster, so there is no --gpus-per-node to pass)."""
+    from daftscale.errors import GpuRequestError
+
+    gpus, have = f"{exc.gpus:g}", f"{exc.gpus_per_node:g}"
+    if _given(click.get_current_context(), "udf_gpus"):
+        source = f"--udf-gpus {gpus}"
+    elif script:
+        source = f"the script's @daft.cls(gpus={gpus}) in {os.path.basename(pipeline_path)}"
+    else:
+        source = f"the pipeline's @daftscale.pipeline(udf=UdfResources(gpus={gpus}))"
+    return GpuRequestError(
+        f"{source} asks for {gpus} GPU per actor but the cluster has {have} GPUs per node: run on a cluster "
+        "with GPUs (--ray-address ADDRESS), or pass --udf-gpus 0 to run the model on CPU",
+        gpus=exc.gpus,
+        gpus_per_node=exc.gpus_per_node,
+    )
+
+
+@contextlib.contextmanager
+def _gpu_request_worded(pipeline_path: str, handed: Any) -> Iterator[None]:
+    """Reword the plan's GPU refusal for the ``run``/``tune`` command running ``pipeline_path``."""
+    from daftscale.errors import GpuRequestError
+
+    try:
+        yield
+    except GpuRequestError as exc:
+        from daftscale.script import is_plain_script
+
+        script = handed is None and is_plain_script(pipeline_path)
+        raise _gpu_request_error(exc, pipeline_path, script) from exc
 
 
 def render_run(report: Any, report_dir: str | None) -> None:
@@ -509,24 +577,25 @@ def tune_command(
 
     from daftscale.tune import DEFAULT_MULTIPLES, parse_multiples, tune
 
-    result = tune(
-        pipeline_path,
-        runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
-        ray_address=ray_address,
-        local_cluster=local_cluster,
-        sample=sample,
-        budget_s=budget,
-        out=out,
-        overwrite=overwrite,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        progress=not no_progress,
-        batch_multiples=parse_multiples(batch_multiples, "--batch-multiples") or DEFAULT_MULTIPLES,
-        partition_multiples=parse_multiples(partition_multiples, "--partition-multiples") or DEFAULT_MULTIPLES,
-        measured_costs=not no_measured_costs,
-        stall_timeout=stall_timeout,
-        **_explicit_planner_kwargs(params),
-    )
+    with _gpu_request_worded(pipeline_path, None):
+        result = tune(
+            pipeline_path,
+            runner=runner or "native",  # run()/tune() switch to Ray for an address or local cluster
+            ray_address=ray_address,
+            local_cluster=local_cluster,
+            sample=sample,
+            budget_s=budget,
+            out=out,
+            overwrite=overwrite,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            progress=not no_progress,
+            batch_multiples=parse_multiples(batch_multiples, "--batch-multiples") or DEFAULT_MULTIPLES,
+            partition_multiples=parse_multiples(partition_multiples, "--partition-multiples") or DEFAULT_MULTIPLES,
+            measured_costs=not no_measured_costs,
+            stall_timeout=stall_timeout,
+            **_explicit_planner_kwargs(params),
+        )
     console = Console(width=max(Console().width, 120))
     console.print(result.table())
     console.print(result.summary(), highlight=False)

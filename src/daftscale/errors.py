@@ -7,6 +7,7 @@ The tree::
     ├── ProfileError                the data cannot be profiled (missing, empty, not Parquet, corrupt)
     ├── ClusterError                the cluster cannot be described or reached
     ├── PlanError                   no sound plan exists for these inputs
+    │   └── GpuRequestError         the UDF asks for GPUs the cluster does not have
     ├── PipelineError               a pipeline file that does not import or build a DataFrame
     └── RunError                    a run that failed or lost rows
 
@@ -39,6 +40,19 @@ class ClusterError(DaftscaleError):
 
 class PlanError(DaftscaleError):
     """No sound plan exists for the given profile and cluster."""
+
+
+class GpuRequestError(PlanError):
+    """The UDF asks for more GPUs per actor than a node of the cluster has.
+
+    ``gpus`` (per actor) and ``gpus_per_node`` let a caller that knows where the request came from (the
+    CLI: ``--udf-gpus``, or a script's ``@daft.cls(gpus=...)``) name it and the options of its own command.
+    """
+
+    def __init__(self, message: str, *, gpus: float, gpus_per_node: float) -> None:
+        super().__init__(message)
+        self.gpus = gpus
+        self.gpus_per_node = gpus_per_node
 
 
 class PipelineError(DaftscaleError):

@@ -43,7 +43,7 @@ from daftscale.config import (
     require_positive_int,
     require_positive_number,
 )
-from daftscale.errors import ConfigError, PlanError
+from daftscale.errors import ConfigError, GpuRequestError, PlanError
 from daftscale.plan_formulas import (
     AGGREGATION_SETTING,
     DAFT_AGGREGATION_PARTITIONS,
@@ -218,9 +218,12 @@ def plan(
     models = require_positive_int(models, "models")
     capacity = cluster_actor_capacity(cluster, udf.cpus, udf.gpus)
     if udf.gpus > 0 and capacity == 0:
-        raise PlanError(
+        # The message names `daftscale plan`'s options; `run` and `tune` name their own (cli.py).
+        raise GpuRequestError(
             f"the UDF asks for {udf.gpus:g} GPU per actor but the cluster has {cluster.gpus_per_node:g} GPUs per node: "
-            "pass --gpus-per-node (or use --ray to discover them), or drop --udf-gpus"
+            "pass --gpus-per-node (or use --ray to discover them), or drop --udf-gpus",
+            gpus=udf.gpus,
+            gpus_per_node=cluster.gpus_per_node,
         )
     resource = "GPU" if udf.gpus > 0 else "CPU"
     per = udf.gpus if udf.gpus > 0 else udf.cpus
