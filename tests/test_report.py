@@ -131,3 +131,31 @@ def test_summary_renders_without_calls(tmp_path) -> None:
     assert report.udf_profile is None and report.actor_utilization == 0.0
     report.write(tmp_path / "empty")
     assert "recorded no UDF calls" in open(tmp_path / "empty" / "report.html").read()
+
+
+def _two_model_calls() -> list[dict]:
+    # Two models, two actors each, over a 1 s UDF stage: Embed's actors busy all of it, Rank's half of it.
+    def call(actor: str, udf: str, start: float) -> dict:
+        return {"actor": actor, "node": "aaaa", "udf": udf, "start": start, "end": 101.0, "rows": 50}
+
+    return [call(a, "Embed", 100.0) for a in ("e1", "e2")] + [call(a, "Rank", 100.5) for a in ("r1", "r2")]
+
+
+@pytest.mark.parametrize("planned_models", [2, 1])
+def test_two_models_utilisation_is_over_both_pools(planned_models: int) -> None:
+    # Each model has a pool of the plan's 2 actors: busy time 3 s over 4 actors × 1 s is 75%. Over one pool
+    # it read "4 of 2" actors used, 100% busy. Models kept at their authors' settings are not in the plan
+    # (planned_models 1): the calls' two UDFs say there were two pools.
+    cluster = ClusterSpec(nodes=2, cpus_per_node=2)
+    p = plan(profile_numbers(1000, 100), cluster, concurrency=2, batch_size=50, models=planned_models)
+    report = RunReport.from_run(
+        runner="ray", cluster=cluster, plan=p, pipeline="two.py", started_at=99.0, run_start=100.0, end=102.0,
+        rows_in=200, rows_out=200, partitions=4, calls=_two_model_calls(), node_memory={},
+    )  # fmt: skip
+    assert report.actors == 4 and report.actors_used == 4
+    assert report.actor_utilization == pytest.approx(0.75)
+    summary = dict(report.summary())
+    assert summary["actors used"] == "4 of 4" and summary["actor utilisation"].startswith("75% busy")
+    assert summary["plan"].endswith("4 actors (2 for each of 2 models)")
+    assert {c["udf"] for c in report.udf_calls} == {"Embed", "Rank"}
+    assert RunReport.from_json(report.to_json()) == report

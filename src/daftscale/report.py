@@ -21,6 +21,7 @@ from typing import Any
 from daftscale.errors import RunError
 from daftscale.plan_formulas import AGGREGATION_SETTING
 from daftscale.report_figures import (
+    actor_pools,
     actor_starts,
     actor_utilization,
     fit_udf_cost,
@@ -63,8 +64,9 @@ class RunReport:
     ``__init__`` (``start``, ``end``), relative to run start like ``udf_calls``; ``actor_startup_s`` is
     the last ``__init__``'s end. Daft builds the class on an actor's first batch, so an actor that never
     gets one has no entry, and a late ``__init__`` can mean a late first batch as well as a slow load.
-    ``actors`` is the pool size the plan asked Daft for and ``actors_used`` the actors that got at least
-    one call; utilisation divides by ``actors``, so idle actors count.
+    ``actors`` is the pool size the plan asked Daft for (the plan's concurrency for each of the pipeline's
+    models) and ``actors_used`` the actors that got at least one call; utilisation divides by ``actors``,
+    so idle actors count.
     """
 
     runner: str
@@ -157,6 +159,8 @@ class RunReport:
                     "start": round(c["start"] - run_start, 6),
                     "end": round(c["end"] - run_start, 6),
                     "rows": int(c["rows"]),
+                    # Which model made the call, where there are several: each has its own pool of actors.
+                    **({"udf": str(c["udf"])} if c.get("udf") else {}),
                     # The call's peak resident memory above the actor's before it (udf.reset_peak_rss), if measured.
                     **({"memory_bytes": int(c["memory_bytes"])} if c.get("memory_bytes") is not None else {}),
                 }
@@ -164,7 +168,10 @@ class RunReport:
             ),
             key=lambda c: (c["start"], c["actor"]),
         )
-        utilization, span = actor_utilization(relative, plan.concurrency)
+        # Each model has a pool of plan.concurrency actors, all running at once: measured against one pool, two
+        # models' calls read as a full pool ("4 of 2" actors used, 100% busy where they were 66%).
+        pool = plan.concurrency * actor_pools(plan.inputs, calls)
+        utilization, span = actor_utilization(relative, pool)
         wall = max(end - run_start, 0.0)
         failed = sorted(failed_calls or [], key=lambda f: f["start"])
         starts = actor_starts(ready or [], run_start)
@@ -178,7 +185,7 @@ class RunReport:
             rows_out=rows_out,
             partitions=partitions,
             batches=len(relative),
-            actors=plan.concurrency,
+            actors=pool,
             actor_utilization=round(utilization, 4),
             peak_memory_bytes=max(node_memory.values(), default=0),
             plan=plan.to_dict(),
@@ -199,7 +206,7 @@ class RunReport:
             actor_startup_s=max((a["end"] for a in starts), default=0.0),
             actor_starts=starts,
             actor_work_utilization=round(
-                work_utilization(relative, plan.concurrency, fit["seconds_per_batch"]) if fit else utilization, 4
+                work_utilization(relative, pool, fit["seconds_per_batch"]) if fit else utilization, 4
             ),
             calibration_s=round(float(calibration.get("elapsed_s") or 0.0), 3),
             total_s=round(max(end - started_at, 0.0), 4),
@@ -313,7 +320,7 @@ class RunReport:
             how += f"; groupby shuffle {grouped} partitions"
         rows = [
             ("runner", f"{self.runner} ({self.nodes} node{'s' if self.nodes != 1 else ''})"),
-            ("plan", f"{how}, {batch_text}, {self.actors} actors"),
+            ("plan", f"{how}, {batch_text}, {self.actors} actors{self._per_model_text()}"),
             ("wall time", self._wall_text()),
             ("rows in → out", f"{self.rows_in:,} → {self.rows_out:,}"),
             ("throughput", f"{self.rows_per_s:,.0f} rows/s"),
@@ -375,6 +382,11 @@ class RunReport:
         if self.failed_attempt_s:
             text += f", {self.failed_attempt_s:.2f} s of it in a first attempt that failed"
         return text + ")"
+
+    def _per_model_text(self) -> str:
+        """`` (2 for each of 2 models)`` where the pool is several models' pools, else nothing."""
+        pools = actor_pools(self.plan.get("inputs") or {}, self.udf_calls)
+        return f" ({self.actors // pools} for each of {pools} models)" if pools > 1 else ""
 
     def _utilization_text(self) -> str:
         if self.actor_utilization is None:
@@ -578,6 +590,7 @@ __all__ = [
     "THROUGHPUT_PNG",
     "TIMELINE_PNG",
     "RunReport",
+    "actor_pools",
     "actor_starts",
     "actor_utilization",
     "atomic_write",

@@ -54,6 +54,19 @@ def actor_utilization(calls: list[dict[str, Any]], actors: int) -> tuple[float, 
     return min(1.0, busy / (max(actors, 1) * span)), span
 
 
+def actor_pools(plan_inputs: dict[str, Any], calls: list[dict[str, Any]]) -> int:
+    """The actor pools a run had, one per model: the plan's ``models`` (a pipeline's several actor UDFs, each
+    given the plan's concurrency), else the UDFs whose calls were timed (models kept at their authors'
+    settings are not divided by the plan, so it records none), and at least one.
+
+    >>> calls = [{"udf": "Embed", "actor": "a"}, {"udf": "Rank", "actor": "b"}]
+    >>> actor_pools({"models": 2}, []), actor_pools({}, calls), actor_pools({}, [])
+    (2, 2, 1)
+    """
+    planned = int(plan_inputs.get("models") or 0)
+    return max(1, planned or len({c["udf"] for c in calls if c.get("udf")}))
+
+
 def fit_udf_cost(calls: list[dict[str, Any]]) -> dict[str, float] | None:
     """Least-squares fit of ``seconds = seconds_per_batch + seconds_per_row * rows`` over the calls.
 
@@ -149,6 +162,7 @@ def throughput_curve(calls: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 __all__ = [
+    "actor_pools",
     "actor_starts",
     "actor_utilization",
     "fit_udf_cost",

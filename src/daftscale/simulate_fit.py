@@ -21,6 +21,7 @@ from daftscale.cluster import ClusterSpec
 from daftscale.errors import ConfigError, PlanError
 from daftscale.fit import fit_line
 from daftscale.plan import ScalingPlan
+from daftscale.report_figures import actor_pools
 from daftscale.simulate_model import simulate_plan
 from daftscale.simulate_types import Costs
 
@@ -314,7 +315,10 @@ def _report_plan(data: dict[str, Any], mean_rows: float) -> ScalingPlan | None:
     ):
         changes["partitions"] = data["partitions"]
         changes["partition_op"] = plan.partition_op or "into_partitions"
-    if isinstance(data.get("actors"), int) and data["actors"] > 0:
+    # With several models the report's actors are all their pools together (older reports: one model's), and the
+    # plan's concurrency is each model's: kept as it is.
+    one_pool = actor_pools(plan.inputs, data.get("udf_calls") or []) == 1
+    if one_pool and isinstance(data.get("actors"), int) and data["actors"] > 0:
         changes["concurrency"] = data["actors"]
     inputs = dict(plan.inputs)
     if isinstance(data.get("rows_in"), int) and data["rows_in"] > 0:
