@@ -153,7 +153,6 @@ def test_a_script_joining_several_reads_runs_with_the_step_after_its_parquet_rea
     ("body", "words"),
     [
         ("df = daft.from_pydict({'x': [1]})\n", "no terminal action"),
-        ("df = daft.from_pydict({'x': [1]})\ndf.show()\ndf.write_parquet(OUT)\n", "2 terminal actions"),
         ("df = daft.from_pydict({'x': [1]})\ndf.write_lance(OUT)\n", "write_lance"),
     ],
 )
@@ -348,16 +347,86 @@ print("rows", len(out), out.to_pandas()["y"].sum())
 """
 
 
-def test_a_script_that_uses_the_rows_it_collected_runs_its_job(tmp_path) -> None:
-    # Under python the script prints its rows after collect(); daftscale runs the collect as the job and stops
-    # the script where it would use the rows (len(), to_pandas(); the show() is left out), not with an error.
+def test_a_script_that_uses_the_rows_it_collected_goes_on_with_them(tmp_path, capfd) -> None:
+    # Under python the script shows and prints its rows after collect(); daftscale runs the collect as the job,
+    # then the lines after it run with the collected rows, as under python (they used to be skipped, silently).
     path = tmp_path / "collect_then_use.py"
     path.write_text(COLLECT_THEN_USE)
     plain = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and "rows 500 249500" in plain.stdout, plain.stderr
+    capfd.readouterr()
     report = run(str(path), runner="ray", progress=False)
     assert report.status == "ok" and report.rows_in == report.rows_out == 500, report.status
     assert sum(c["rows"] for c in report.udf_calls) == 500
+    printed = capfd.readouterr().out
+    assert "rows 500 249500" in printed and "(Showing first 8 rows)" in printed, printed
+
+
+AFTER_THE_ACTION = """
+import json, time
+import daft
+
+@daft.cls(max_concurrency=2)
+class Model:
+    @daft.method.batch(return_dtype=daft.DataType.int64())
+    def __call__(self, xs):
+        time.sleep(0.01)  # synthetic stand-in for a model call
+        return [x * 2 for x in xs.to_pylist()]
+
+df = daft.from_pydict({"x": list(range(300))})
+df = df.with_column("y", Model()(df["x"]))
+ACTION
+"""
+
+TO_PYLIST = """rows = df.to_pylist()
+with open(RESULT, "w") as handle:
+    json.dump(sum(row["y"] for row in rows), handle)
+"""
+
+WRITE_THEN_READ_BACK = """written = df.write_parquet(OUT)
+back = daft.read_parquet(OUT)
+with open(RESULT, "w") as handle:
+    json.dump([len(written.to_pydict()["path"]), back.count_rows(), back.sum("y").to_pydict()["y"][0]], handle)
+"""
+
+SHOW_THEN_WRITE = """df.show()
+df.write_parquet(OUT)
+with open(RESULT, "w") as handle:
+    json.dump(daft.read_parquet(OUT).count_rows(), handle)
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [(TO_PYLIST, 89700), (WRITE_THEN_READ_BACK, [None, 300, 89700]), (SHOW_THEN_WRITE, 300)],
+    ids=["to_pylist-then-python", "write-then-read-back", "show-then-write"],
+)
+def test_the_lines_after_a_scripts_action_run_with_its_result(tmp_path, action: str, expected) -> None:
+    # The job is the script's first action; what comes after runs once the job has, as under python: the rows a
+    # to_pylist() returns, the paths a write returns and its output read back, a write after a debugging show().
+    out, result = tmp_path / "out", tmp_path / "result.json"
+    body = action.replace("OUT", repr(str(out))).replace("RESULT", repr(str(result)))
+    path = tmp_path / "script.py"
+    path.write_text(AFTER_THE_ACTION.replace("ACTION", body))
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok" and sum(c["rows"] for c in report.udf_calls) == 300
+    got = json.loads(result.read_text())
+    if isinstance(expected, list):
+        files = report.output["files"]  # the write handed back the paths daftscale wrote
+        assert got == [files, *expected[1:]]
+    else:
+        assert got == expected
+
+
+def test_a_script_failing_after_its_job_says_so_and_keeps_the_output_and_report(tmp_path) -> None:
+    out, report_dir = tmp_path / "out", tmp_path / "report"
+    body = f"df.write_parquet({str(out)!r})\nraise ValueError('a bad line after the job')\n"
+    path = tmp_path / "script.py"
+    path.write_text(AFTER_THE_ACTION.replace("ACTION", body))
+    with pytest.raises(PipelineError, match=r"ValueError: a bad line after the job .*after daftscale ran its job"):
+        run(str(path), runner="ray", progress=False, report_dir=report_dir)
+    assert pq.read_table(str(out)).num_rows == 300  # the job's output is whole
+    assert json.loads((report_dir / "report.json").read_text())["status"] == "ok"
 
 
 STATELESS_FUNCTION = """

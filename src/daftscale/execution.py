@@ -148,11 +148,15 @@ class Execution(threading.Thread):
     (:mod:`daftscale.output`). Either way no partition's data is moved to the driver to be counted.
     """
 
-    def __init__(self, df: Any, execution_config: dict[str, Any], output: OutputTarget | None = None) -> None:
+    def __init__(
+        self, df: Any, execution_config: dict[str, Any], output: OutputTarget | None = None, *, keep: bool = False
+    ) -> None:
         super().__init__(name="daftscale-run", daemon=True)
         self.df = df
         self.execution_config = execution_config
         self.output = output
+        # Collect the rows where they are (in place, as df.collect() does) for a script that goes on to use them.
+        self.keep = keep
         self.written: WriteResult | None = None
         self.rows = 0
         self.partitions = 0
@@ -172,7 +176,12 @@ class Execution(threading.Thread):
 
         try:
             with daft.execution_config_ctx(**self.execution_config):
-                if self.output is None:
+                if self.output is None and self.keep:
+                    # The rows stay on the workers (Ray's object store) until the script reads them; a collect
+                    # cannot stop between partitions, so a stop waits for it, as a write's does.
+                    self.df.collect()
+                    self.rows, self.partitions = len(self.df), self.df.num_partitions() or 0
+                elif self.output is None:
                     count_partitions(self.df, self.stop_requested, self._count)
                 else:
                     self.written = write_output(self.df, self.output)
@@ -349,6 +358,11 @@ def execute_measured(
         read_paths, read_files = (
             (given_plan.read_paths, given_plan.read_files) if isinstance(given_plan, SampledPlan) else (None, ())
         )
+        # The run itself (not a calibration sample) of a plain script run() goes on with: the build pauses the
+        # script at its action, to go on from there once the job's result is in (ScriptPipeline).
+        pausing = not isinstance(given_plan, SampledPlan) and getattr(pipe, "continue_after_job", False)
+        if pausing:
+            pipe.pause_next_build()  # type: ignore[attr-defined]
         with recording(sink) as instrumented, reading_files(read_paths, read_files) as substituted:
             df = build_with(pipe, handle)
         if read_paths is not None and not substituted:
@@ -368,7 +382,7 @@ def execute_measured(
             sampler = kept.sampler
             sampler.restart()
         run_start = time.time()
-        execution = Execution(df, chosen.execution_config, output)
+        execution = Execution(df, chosen.execution_config, output, keep=pausing and output is None)
         execution.start()
         stall = stall_watch(collector, stall_timeout, instrumented, chosen, execution)
         memory_watch = MemoryWatch(sampler, max_memory) if max_memory else None
@@ -452,6 +466,8 @@ def execute_measured(
     )
     if execution.written is not None:
         report.output = output_summary(output, execution.written)
+    if pausing:
+        pipe.job_result = execution.written if output is not None else df  # type: ignore[attr-defined]
     health.apply(report)
     if reason is not None:
         if stalled:

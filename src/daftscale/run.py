@@ -19,7 +19,7 @@ from typing import Any
 from daftscale.cluster import ClusterSpec
 from daftscale.config import DEFAULT_STALL_TIMEOUT_S, parse_memory, require_positive_int
 from daftscale.console import stderr_console
-from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PlanError, RunError
+from daftscale.errors import ClusterError, ConfigError, DaftscaleError, PipelineError, PlanError, RunError
 from daftscale.execution import (
     STATUS_MEMORY,
     STATUS_MEMORY_UNGUARDED,
@@ -39,7 +39,7 @@ from daftscale.pipeline import Pipeline, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.plan_handle import SampledPlan
 from daftscale.report import RunReport
-from daftscale.script import prepare_job
+from daftscale.script import continue_script, prepare_job, stop_script
 from daftscale.udf import ON_ERROR_CHOICES
 from daftscale.watchdog import resolve_stall_timeout
 
@@ -449,8 +449,11 @@ def run(
     loaded = None if loads_after_start(pipeline_or_path, runner) else load()
 
     stopped: RunStopped | None = None
+    after_job: PipelineError | None = None
     with session:
         pipe, target, kwargs = loaded or load()
+        # A plain script's lines after its terminal action run once the job has (continue_script).
+        pipe.continue_after_job = True  # type: ignore[attr-defined]
         if given_plan is not None:
             check_plan_fits(given_plan, session.cluster, force=force_plan)
         options: dict[str, Any] = {
@@ -472,8 +475,15 @@ def run(
                     raise
                 failed_s = time.monotonic() - first_started
                 report = _measured_after_out_of_memory(session, pipe, exc, failed_s, options)
+            try:
+                # Inside the session: a collected result lives on its workers until the script reads it.
+                continue_script(pipe)
+            except PipelineError as exc:
+                after_job = exc  # the report is written first: the job itself ran
         except RunStopped as exc:
             stopped = exc  # leave the runtime first: what daftscale started is shut down before we report
+        finally:
+            stop_script(pipe)
     if stopped is not None:
         if report_path is not None:
             # The directory held no report when the run began (checked above), so this adds, not clobbers.
@@ -481,6 +491,8 @@ def run(
         raise RunError(stopped.message + (f" (partial report in {report_path})" if report_path else ""))
     if report_path is not None:
         report.write(report_path, overwrite=overwrite)
+    if after_job is not None:
+        raise after_job
     return report
 
 

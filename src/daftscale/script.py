@@ -14,15 +14,17 @@ for the length of the execution and restores them in ``finally``:
   concurrency, batch size and resources (unless ``--keep-udf-settings``), and their batches are
   timed with the same recorder as :func:`daftscale.udf.actor_udf`;
 - ``daft.set_runner_ray()`` / ``set_runner_native()`` do nothing: the run's runtime is daftscale's;
-- terminal actions are recorded instead of executed; the script's write becomes the run's output
-  target (:mod:`daftscale.output`), which daftscale writes whole or not at all.
+- the script's first terminal action (``df.write_parquet(OUT)``, ``collect()``, ``show()``, ``to_pylist()``...)
+  is its job: daftscale runs it, and writes the script's output (:mod:`daftscale.output`) whole or not at all.
 
-Nothing executes twice: the script is executed once when loaded (to find its read, UDFs and action,
-with reads left as they are) and once more with the real plan; both only build lazy DataFrames.
-Module-level code that is not Daft (prints, making input data) does run twice. A script that ends in
-an action returning data (``to_pandas()``, ``count_rows()``...) stops there, as daftscale cannot hand
-it the data without running the job for it; so does one that uses the rows it collected (``len(df)``,
-``df.to_pandas()`` after ``df.collect()``; a ``show()`` of them is left out).
+The script is executed once when loaded (to find its read, UDFs and action; it stops at the action), once per
+calibration sample (stopping there too), and once for the run: that execution pauses at the action on a thread
+of its own (:class:`Pause`) while daftscale runs and measures the job, then goes on as under python, the action
+returning what Daft's would (the written paths, the collected rows, a ``show()``'s table) and the lines after it
+running with Daft's entry points as Daft has them (:func:`continue_script`): a ``print(len(df))``, a
+``json.dump(df.to_pylist())``, a read-back of the output, a second write of the collected rows. Those lines run
+inside the run's session (collected rows live on its workers), once. Module-level code before the action
+(prints, making input data) runs on every execution.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import inspect
 import os
 import runpy
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -96,11 +99,10 @@ OTHER_WRITES = (
     "write_bigtable",
 )
 
-# Actions that execute the whole DataFrame and hand back the DataFrame (collect) or nothing (show): the
-# script may go on after them.
+# Actions that execute the whole DataFrame and hand back the DataFrame (collect) or nothing (show).
 KEEPING_ACTIONS = ("collect", "show")
 
-# Actions that return data the rest of the script would use: the script stops there.
+# Actions that return the rows (or their count) to the rest of the script.
 DATA_ACTIONS = (
     "to_pandas",
     "to_pydict",
@@ -158,10 +160,56 @@ class ScriptPass:
     runner_calls: list[str] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     depth: int = 0  # reads in progress: a read that calls another is one read
+    # The run's own execution only: where the script waits at its terminal action while daftscale runs the job.
+    pause: Pause | None = None
+    # Restores Daft's entry points but the runner set-up (set by _intercepting), so the rest runs as under python.
+    release: Any = None
 
 
 class _ScriptStopped(BaseException):
-    """Raised inside the script at an action returning data: the rest of the script would need it."""
+    """Raised inside the script at its terminal action when only its DataFrame is wanted (loading, a calibration
+    sample), or when the run ended without a result to hand it."""
+
+
+class Pause:
+    """The script's run, waiting at its terminal action on its own thread while daftscale runs the job.
+
+    :meth:`hand_over` is called at the action (on the script's thread): it hands the action to the run, waits,
+    and returns what the action returns under python (the written paths, the collected DataFrame, its rows...),
+    computed from the job's result; the rest of the script then runs with Daft's entry points as Daft has them.
+    :meth:`resume` (the run's thread) gives it the result, :meth:`stop` ends the script there instead.
+    """
+
+    def __init__(self) -> None:
+        self.action: Action | None = None
+        self.reached = threading.Event()  # the action was reached, or the script ended first
+        self._go = threading.Event()
+        self._result: Any = None
+        self._stopped = False
+        self.resumed = False
+
+    def hand_over(self, action: Action, original: Any, release: Any) -> Any:
+        self.action = action
+        release()  # the job runs on the run's thread now: Daft's entry points must be its own again
+        self.reached.set()
+        self._go.wait()
+        if self._stopped:
+            raise _ScriptStopped()
+        self.resumed = True
+        if action.name.startswith("write_"):
+            import daft
+
+            return daft.from_pydict({"path": list(self._result.files)})  # what Daft's write hands back
+        # The job collected the action's DataFrame in place (collect() does), so this reads its result.
+        return original(action.df, *action.args, **action.kwargs)
+
+    def resume(self, result: Any) -> None:
+        self._result = result
+        self._go.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._go.set()
 
 
 def is_plain_script(path: str) -> bool:
@@ -211,6 +259,13 @@ class ScriptPipeline(Pipeline):
         super().__init__(self._build, name=os.path.basename(path))
         self.source = os.path.abspath(path)
         self.keep_udf_settings = False
+        self.script_args: tuple[str, ...] = ()
+        # The run's own build pauses the script at its action (pause_next_build), and run() lets it go on after.
+        self._pause_next = False
+        self._paused: tuple[Pause, threading.Thread, dict[str, Any]] | None = None
+        # Set by run(): its own run pauses the script at the action and goes on after (continue_script).
+        self.continue_after_job = False
+        self.job_result: Any = None  # what the run's job gave the action (execute_measured)
         self.first = self._execute(None)
         self.action = _check_pass(self.first, self.source)
         self.step_read = scaling_read(self.first)
@@ -250,22 +305,88 @@ class ScriptPipeline(Pipeline):
             note_file_read(name, self.first.read_args[self.step_read])  # so its files can profile it
             plan.apply(df)
             return self.action.df
+        if self._pause_next:
+            self._pause_next = False
+            return self._build_paused(plan)
         done = self._execute(plan)
-        action = _check_pass(done, self.source)
+        return self._same_action(_check_pass(done, self.source)).df
+
+    def _same_action(self, action: Action) -> Action:
         if action.name != self.action.name:
             raise PipelineError(
                 f"{self.source} ended in {action.describe()} the second time it ran, but in "
                 f"{self.action.describe()} the first: keep the script's flow the same on every run"
             )
-        return action.df
+        return action
 
-    def _execute(self, plan: PlanHandle | None) -> ScriptPass:
-        record = ScriptPass()
+    # -- the run itself: the script waits at its action, then goes on with the job's result ---------------
+
+    def pause_next_build(self) -> None:
+        """Make the next build (the run's own, not a calibration sample's) pause the script at its terminal
+        action on a thread of its own; :meth:`finish_after_job` or :meth:`stop_paused` then ends it."""
+        self._pause_next = True
+
+    def _build_paused(self, plan: PlanHandle) -> Any:
+        self.stop_paused()
+        pause, record, outcome = Pause(), ScriptPass(), {}
+
+        def execute() -> None:
+            try:
+                self._execute(plan, record, pause)
+            except BaseException as exc:  # handed to the run's thread, which reports it
+                outcome["error"] = exc
+            finally:
+                pause.reached.set()
+
+        thread = threading.Thread(target=execute, name="daftscale-script", daemon=True)
+        thread.start()
+        pause.reached.wait()
+        if pause.action is None:  # the script ended, or failed, before its action
+            thread.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            _check_pass(record, self.source)  # no action: its error
+            raise PipelineError(f"{self.source} ended before its terminal action the second time it ran")
+        self._paused = (pause, thread, outcome)
+        try:
+            return self._same_action(_check_pass(record, self.source)).df
+        except BaseException:
+            self.stop_paused()
+            raise
+
+    def finish_after_job(self, result: Any) -> bool:
+        """Run the rest of the paused script, its action returning what it returns under python, computed from
+        ``result`` (the job's :class:`~daftscale.output.WriteResult`, or its collected DataFrame). False when
+        no script was paused. A script that fails after its action raises :class:`PipelineError`."""
+        if self._paused is None:
+            return False
+        (pause, thread, outcome), self._paused = self._paused, None
+        pause.resume(result)
+        while thread.is_alive():  # joined in steps, so Ctrl-C still reaches this thread
+            thread.join(0.2)
+        if "error" in outcome:
+            raise outcome["error"]
+        return True
+
+    def stop_paused(self) -> None:
+        """End a paused script at its action (the run failed, or has no result to give it): nothing after runs."""
+        if self._paused is None:
+            return
+        (pause, thread, _outcome), self._paused = self._paused, None
+        pause.stop()
+        thread.join(5.0)
+
+    def _execute(
+        self, plan: PlanHandle | None, record: ScriptPass | None = None, pause: Pause | None = None
+    ) -> ScriptPass:
+        record = record if record is not None else ScriptPass()
+        record.pause = pause
         directory = os.path.dirname(self.source)
         saved_argv, saved_path = sys.argv[:], sys.path[:]
-        sys.argv = [self.source]
+        sys.argv = [self.source, *self.script_args]
         # The script's own directory first, as `python script.py` has it, so its sibling imports work.
         sys.path.insert(0, directory)
+        after = " after daftscale ran its job" if pause is not None else ""
         try:
             step_read = getattr(self, "step_read", 0)  # the load-time execution applies no step
             with _intercepting(record, plan, self.source, keep=self.keep_udf_settings, step_read=step_read):
@@ -274,12 +395,18 @@ class ScriptPipeline(Pipeline):
             pass
         except SystemExit as exc:
             if exc.code not in (None, 0):
+                where = after if pause is not None and pause.resumed else " while daftscale ran it"
                 raise PipelineError(
-                    f"{self.source} exited with code {exc.code} while daftscale ran it: run it with python to see why"
+                    f"{self.source} exited with code {exc.code}{where}: run it with python to see why"
                 ) from exc
         except (PipelineError, KeyboardInterrupt):
             raise
         except BaseException as exc:
+            if pause is not None and pause.resumed:
+                raise PipelineError(
+                    f"{self.source} raised {type(exc).__name__}: {exc}{_line_in(exc, self.source)}{after}, in the "
+                    "lines after its terminal action (the job's output is complete): fix those lines"
+                ) from exc
             raise PipelineError(
                 f"{self.source} raised {type(exc).__name__}: {exc}{_line_in(exc, self.source)} while daftscale "
                 "ran it: fix the script (it must run under python too)"
@@ -432,9 +559,14 @@ def _intercepting(
         saved.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
         setattr(owner, name, value)
 
-    # What a patched write hands back: the real paths exist only once daftscale has written them. Made
-    # before the reads are patched, so it is not taken for one of the script's reads.
-    written = daft.from_pydict({"path": []})
+    def release() -> None:
+        # At the action the job runs on the run's thread, and the rest of the script runs as under python: Daft's
+        # entry points are its own again, but the runner set-up, which stays daftscale's.
+        for owner, name, value in reversed(saved):
+            if name not in RUNNER_FUNCTIONS:
+                setattr(owner, name, value)
+
+    record.release = release
     try:
         modules = []
         for module_name in DAFT_MODULES:
@@ -458,8 +590,7 @@ def _intercepting(
                     patch(module, name, skipped)
         for name in (*STAGED_WRITES, *OTHER_WRITES, *KEEPING_ACTIONS, *DATA_ACTIONS):
             if name in daft.DataFrame.__dict__:
-                patch(daft.DataFrame, name, _action(name, record, path, written))
-        patch(daft.DataFrame, "__len__", _length(daft.DataFrame.__dict__["__len__"], record))
+                patch(daft.DataFrame, name, _action(name, record, path, daft.DataFrame.__dict__[name]))
         patch(Func, "__call__", _udf_call(Func.__dict__["__call__"], record, plan, path, keep=keep))
         yield
     finally:
@@ -495,36 +626,17 @@ def _runner_call(name: str, record: ScriptPass, path: str) -> Any:
     return skipped
 
 
-def _collected(record: ScriptPass) -> bool:
-    return any(action.name == "collect" for action in record.actions)
-
-
-def _action(name: str, record: ScriptPass, path: str, written: Any) -> Any:
+def _action(name: str, record: ScriptPass, path: str, original: Any) -> Any:
     def act(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _collected(record) and (name in DATA_ACTIONS or name == "show"):
-            # The rows of the DataFrame the script collected (to_pandas(), a show() of it...): the job is its
-            # collect, whose rows daftscale does not hand back, so the script stops where it would use them (a
-            # show() is left out).
-            if name == "show":
-                return None
+        action = Action(name, self, args, kwargs, _where(path) or os.path.basename(path))
+        record.actions.append(action)
+        if record.pause is None:
+            # Only the DataFrame is wanted (loading the script, a calibration sample): the script's first action is
+            # its job, and the script stops there.
             raise _ScriptStopped()
-        record.actions.append(Action(name, self, args, kwargs, _where(path) or os.path.basename(path)))
-        if name in DATA_ACTIONS:
-            raise _ScriptStopped()
-        if name == "collect":
-            return self
-        return written if name.startswith("write_") else None
+        return record.pause.hand_over(action, original, record.release)
 
     return act
-
-
-def _length(original: Any, record: ScriptPass) -> Any:
-    def length(self: Any) -> int:
-        if _collected(record):
-            raise _ScriptStopped()  # len() of the collected rows, which daftscale does not hand back
-        return original(self)
-
-    return length
 
 
 def _is_actor_method(func: Any) -> bool:
@@ -699,4 +811,40 @@ class WatchedInstance(TimedInstance):
         return self._daft_bind_method(method)
 
 
-__all__ = ["ScriptPipeline", "TimedInstance", "WatchedInstance", "configure", "is_plain_script", "prepare_job"]
+def continue_script(pipe: Pipeline) -> bool:
+    """Run the lines after a plain script's terminal action once its job has run (:func:`daftscale.run.run`),
+    with the action returning what it returns under python; True if there was a script to go on with.
+
+    A script whose job had no result it can use (a ``collect()`` written elsewhere by ``--output``) stops at its
+    action, as it did before. Raises :class:`PipelineError` when those lines fail.
+    """
+    if not isinstance(pipe, ScriptPipeline) or pipe._paused is None:
+        return False
+    result, pipe.job_result = pipe.job_result, None
+    action = pipe._paused[0].action
+    writes = action is not None and action.name.startswith("write_")
+    usable = result is not None and (writes == hasattr(result, "files"))
+    if not usable:
+        pipe.stop_paused()
+        return False
+    return pipe.finish_after_job(result)
+
+
+def stop_script(pipe: Pipeline) -> None:
+    """End a paused plain script at its action (the run failed or was stopped): nothing after it runs."""
+    if isinstance(pipe, ScriptPipeline):
+        pipe.job_result = None
+        pipe.stop_paused()
+
+
+__all__ = [
+    "Pause",
+    "ScriptPipeline",
+    "TimedInstance",
+    "WatchedInstance",
+    "configure",
+    "continue_script",
+    "is_plain_script",
+    "prepare_job",
+    "stop_script",
+]
