@@ -456,3 +456,15 @@ def test_a_script_whose_udf_reports_no_calls_says_its_actor_figures_are_unknown(
     assert any("no UDF of this job reports its calls" in line for line in report.measurement_incomplete)
     summary = dict(report.summary())
     assert summary["actor utilisation"] == "unknown" and summary["actors used"].startswith("unknown")
+
+
+def test_a_script_that_starts_ray_itself_runs_on_the_runs_ray(tmp_path) -> None:
+    # `ray.init()` then `daft.set_runner_ray()` at the top: under daftscale the run's Ray is already up, where the
+    # script's own ray.init() used to fail with "Maybe you called ray.init twice by accident?".
+    out = tmp_path / "out"
+    body = f"df.write_parquet({str(out)!r})\n"
+    path = tmp_path / "script.py"
+    path.write_text("import ray\nray.init()\n" + AFTER_THE_ACTION.replace("ACTION", body))
+    report = run(str(path), runner="ray", progress=False)
+    assert report.status == "ok" and report.runner == "ray"
+    assert pq.read_table(str(out)).num_rows == 300

@@ -559,11 +559,13 @@ def _intercepting(
         saved.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
         setattr(owner, name, value)
 
+    kept: list[Any] = []  # the runner set-up's patches, which stay until the script ends
+
     def release() -> None:
         # At the action the job runs on the run's thread, and the rest of the script runs as under python: Daft's
         # entry points are its own again, but the runner set-up, which stays daftscale's.
         for owner, name, value in reversed(saved):
-            if name not in RUNNER_FUNCTIONS:
+            if (owner, name) not in kept:
                 setattr(owner, name, value)
 
     record.release = release
@@ -584,10 +586,17 @@ def _intercepting(
             original = getattr(daft, name, None)
             if original is None:
                 continue
-            skipped = _runner_call(name, record, path)
+            skipped = _runner_call(f"daft.{name}", record, path)
             for module in modules:
                 if getattr(module, name, None) is original:
                     patch(module, name, skipped)
+                    kept.append((module, name))
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            # The run's Ray is up (a script on Ray loads once it is): the script's own ray.init() would fail with
+            # "called ray.init twice", where under python it starts or joins the Ray its job runs on.
+            patch(ray, "init", _runner_call("ray.init", record, path))
+            kept.append((ray, "init"))
         for name in (*STAGED_WRITES, *OTHER_WRITES, *KEEPING_ACTIONS, *DATA_ACTIONS):
             if name in daft.DataFrame.__dict__:
                 patch(daft.DataFrame, name, _action(name, record, path, daft.DataFrame.__dict__[name]))
@@ -621,7 +630,7 @@ def _source(original: Any, name: str, record: ScriptPass, plan: PlanHandle | Non
 
 def _runner_call(name: str, record: ScriptPass, path: str) -> Any:
     def skipped(*_args: Any, **_kwargs: Any) -> None:
-        record.runner_calls.append(f"daft.{name}() at {_where(path) or os.path.basename(path)}")
+        record.runner_calls.append(f"{name}() at {_where(path) or os.path.basename(path)}")
 
     return skipped
 
