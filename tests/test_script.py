@@ -468,3 +468,17 @@ def test_a_script_that_starts_ray_itself_runs_on_the_runs_ray(tmp_path) -> None:
     report = run(str(path), runner="ray", progress=False)
     assert report.status == "ok" and report.runner == "ray"
     assert pq.read_table(str(out)).num_rows == 300
+
+
+def test_keep_udf_settings_lowers_a_pool_the_cluster_cannot_hold(tmp_path) -> None:
+    # @daft.cls(max_concurrency=16) on the 2 × 2 test cluster: kept as it is, Daft waited 120 s for actors that
+    # never start and only then ran 4 (no batch reached the 4 that started: the watchdog below would fire).
+    out = tmp_path / "out"
+    path = tmp_path / "script.py"
+    script = AFTER_THE_ACTION.replace("max_concurrency=2", "max_concurrency=16")
+    path.write_text(script.replace("ACTION", f"df.write_parquet({str(out)!r})\n"))
+    report = run(str(path), runner="ray", keep_udf_settings=True, progress=False, stall_timeout=3)
+    assert report.status == "ok" and pq.read_table(str(out)).num_rows == 300
+    assert report.plan["concurrency"] == 4
+    assert [w["code"] for w in report.plan["warnings"]] == ["CONCURRENCY_EXCEEDS_CLUSTER"]
+    assert dict(report.summary())["plan warnings"].startswith("CONCURRENCY_EXCEEDS_CLUSTER")

@@ -360,9 +360,11 @@ def execute_measured(
         )
         # The run itself (not a calibration sample) of a plain script run() goes on with: the build pauses the
         # script at its action, to go on from there once the job's result is in (ScriptPipeline).
+        pause_next_build = getattr(pipe, "pause_next_build", None)
         pausing = not isinstance(given_plan, SampledPlan) and getattr(pipe, "continue_after_job", False)
+        pausing = pausing and pause_next_build is not None
         if pausing:
-            pipe.pause_next_build()  # type: ignore[attr-defined]
+            pause_next_build()  # type: ignore[misc]
         with recording(sink) as instrumented, reading_files(read_paths, read_files) as substituted:
             df = build_with(pipe, handle)
         if read_paths is not None and not substituted:

@@ -363,6 +363,9 @@ class RunReport:
         calibration = plan.get("calibration")
         if calibration:
             rows.append(("calibration", "; ".join(calibration.get("lines") or [])))
+        warnings = plan.get("warnings") or []
+        if warnings:
+            rows.append(("plan warnings", "; ".join(f"{w.get('code', '')}: {w.get('message', '')}" for w in warnings)))
         if self.udf_profile:
             rows.append(
                 (

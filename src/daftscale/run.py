@@ -39,7 +39,7 @@ from daftscale.pipeline import Pipeline, load_pipeline, probe
 from daftscale.plan import ScalingPlan
 from daftscale.plan_handle import SampledPlan
 from daftscale.report import RunReport
-from daftscale.script import continue_script, prepare_job, stop_script
+from daftscale.script import ScriptPipeline, continue_script, prepare_job, stop_script
 from daftscale.udf import ON_ERROR_CHOICES
 from daftscale.watchdog import resolve_stall_timeout
 
@@ -452,8 +452,8 @@ def run(
     after_job: PipelineError | None = None
     with session:
         pipe, target, kwargs = loaded or load()
-        # A plain script's lines after its terminal action run once the job has (continue_script).
-        pipe.continue_after_job = True  # type: ignore[attr-defined]
+        if isinstance(pipe, ScriptPipeline):
+            pipe.continue_after_job = True  # its lines after its terminal action run once the job has (continue_script)
         if given_plan is not None:
             check_plan_fits(given_plan, session.cluster, force=force_plan)
         options: dict[str, Any] = {
