@@ -210,3 +210,35 @@ def test_an_explicit_udf_gpus_0_overrides_the_scripts_gpu_request(
     # Given with a plan file it is a planner option like any other, named as the user wrote it.
     code, _, err = run_cli(capsys, "run", str(script), "--plan", str(tmp_path / "p.json"), "--udf-gpus", "0")
     assert code == 2 and "planner options (--udf-gpus)" in err
+
+
+ARGPARSE_SCRIPT = """
+import argparse
+import daft
+
+parser = argparse.ArgumentParser()
+parser.add_argument("source")
+parser.add_argument("--limit", type=int, default=None)
+parser.add_argument("--out", required=True)
+args = parser.parse_args()
+df = daft.read_parquet(args.source)
+if args.limit is not None:
+    df = df.limit(args.limit)
+df.write_parquet(args.out)
+"""
+
+
+@pytest.mark.ray
+def test_a_script_gets_its_own_arguments_after_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `daftscale run job.py ARGS`, options among them after `--`: the script's sys.argv[1:], as `python job.py ARGS`.
+    pq.write_table(pa.table({"id": list(range(50))}), tmp_path / "in.parquet")
+    script = tmp_path / "job.py"
+    script.write_text(ARGPARSE_SCRIPT)
+    out = tmp_path / "out"
+    argv = ["run", str(script), "--runner", "ray", "--no-progress", "--calibrate", "off"]
+    code, _, err = run_cli(capsys, *argv, "--", str(tmp_path / "in.parquet"), "--limit", "20", "--out", str(out))
+    assert code == 0, err
+    assert pq.read_table(str(out)).num_rows == 20
+    # Without them the script's own argparse error is what the user sees first, and exit code 2.
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "the following arguments are required: source" in err, err

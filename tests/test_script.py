@@ -482,3 +482,19 @@ def test_keep_udf_settings_lowers_a_pool_the_cluster_cannot_hold(tmp_path) -> No
     assert report.plan["concurrency"] == 4
     assert [w["code"] for w in report.plan["warnings"]] == ["CONCURRENCY_EXCEEDS_CLUSTER"]
     assert dict(report.summary())["plan warnings"].startswith("CONCURRENCY_EXCEEDS_CLUSTER")
+
+
+def test_a_limit_after_the_scaling_step_finishes(tmp_path) -> None:
+    # One input file: the formula plan splits it with into_partitions, which Daft 0.7.26's Ray runner never finishes
+    # when a limit follows (the run hung with no UDF left to watch); the plan repartitions instead.
+    import pyarrow as pa
+
+    source, out = tmp_path / "in.parquet", tmp_path / "out"
+    pq.write_table(pa.table({"x": list(range(300))}), source)
+    read = f"daft.read_parquet({str(source)!r})"
+    script = AFTER_THE_ACTION.replace('daft.from_pydict({"x": list(range(300))})', read)
+    path = tmp_path / "script.py"
+    path.write_text(script.replace("ACTION", f"df.limit(20).write_parquet({str(out)!r})\n"))
+    report = run(str(path), runner="ray", progress=False, calibrate="off", stall_timeout=10)
+    assert report.status == "ok" and pq.read_table(str(out)).num_rows == 20
+    assert report.plan["partition_op"] == "repartition"

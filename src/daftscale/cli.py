@@ -228,6 +228,9 @@ def runtime_options(*, verb: str, span: str) -> Callable[[Any], Any]:
 
 @cli.command("run")
 @click.argument("pipeline_path", metavar="PIPELINE")
+# A plain script's own arguments (its sys.argv[1:]) follow it, options among them after `--`
+# (`daftscale run job.py --local-cluster 2x2 -- --limit 100`), so daftscale's own options may still follow PIPELINE.
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SCRIPT_ARGS...]")
 @runtime_options(verb="Run", span="this run")
 @click.option("--plan", "plan_source", default="auto", show_default=True, metavar="auto|PLAN.json")
 @click.option("--report", "report_dir", metavar="DIR", help="Write report.json, report.html and plots to DIR.")
@@ -276,6 +279,7 @@ def runtime_options(*, verb: str, span: str) -> Callable[[Any], Any]:
 @plan_options
 def run_command(
     pipeline_path: str,
+    script_args: tuple[str, ...],
     runner: str | None,
     ray_address: str | None,
     local_cluster: str | None,
@@ -299,6 +303,7 @@ def run_command(
 
     PIPELINE is a pipeline file (a build(plan) function) or a plain Daft script, run as it is: daftscale
     puts the scaling step after its read, sizes its @daft.cls UDFs and writes its output whole or not at all.
+    A script's own arguments follow it, after `--` (its sys.argv[1:]: `daftscale run job.py -- --limit 100`).
 
     With --plan auto the plan is calibrated first: the pipeline runs on a small sample with no scaling
     step and with the formula plan made from what that measured, and the faster is kept (see the
@@ -341,6 +346,7 @@ def run_command(
             append=append,
             keep_udf_settings=keep_udf_settings,
             calibrate=calibrate,
+            script_args=script_args,
             **kwargs,
         )
     render_run(report, report_dir)

@@ -110,15 +110,17 @@ def pipeline(build: BuildFn | None = None, **planner_kwargs: Any) -> Any:
     return lambda fn: Pipeline(fn, planner_kwargs)
 
 
-def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
+def load_pipeline(path: str | os.PathLike[str] | Pipeline, *, script_args: Sequence[str] = ()) -> Pipeline:
     """Import a pipeline file by path (not as ``__main__``) and return its :class:`Pipeline`.
 
     The file must define one object made with :func:`pipeline`, or a plain function named ``build``;
     a file with neither that does not import daftscale is a plain Daft script
-    (:class:`daftscale.script.ScriptPipeline`).
+    (:class:`daftscale.script.ScriptPipeline`), which runs with ``script_args`` as its ``sys.argv[1:]``.
     Raises :class:`PipelineError` naming the problem and the fix.
     """
     if isinstance(path, Pipeline):
+        if script_args:
+            raise PipelineError("script arguments are for a plain Daft script's path, not a Pipeline object: drop them")
         return path
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -129,7 +131,12 @@ def load_pipeline(path: str | os.PathLike[str] | Pipeline) -> Pipeline:
 
     if is_plain_script(path):
         # A plain Daft script (no daftscale import, no build function): importing it would run the job.
-        return ScriptPipeline(path)
+        return ScriptPipeline(path, script_args=script_args)
+    if script_args:
+        raise PipelineError(
+            f"{path} is a pipeline file, which takes no script arguments ({' '.join(script_args)}): drop them, or "
+            "set its options with @daftscale.pipeline(...) and daftscale's own options"
+        )
     module_name = f"daftscale_pipeline_{uuid.uuid4().hex[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from daftscale.cluster import ClusterSpec
@@ -368,6 +368,7 @@ def run(
     append: bool = False,
     keep_udf_settings: bool = False,
     calibrate: str | float = "auto",
+    script_args: Sequence[str] = (),
     **planner_kwargs: Any,
 ) -> RunReport:
     """Plan (unless a plan is given), run and measure a pipeline; write the report if ``report_dir``.
@@ -415,6 +416,7 @@ def run(
             (:mod:`daftscale.calibrate`): ``"auto"`` (unless the job is too small to sample),
             ``"off"`` (the formula plan as ``daftscale plan`` makes it), or a budget in seconds.
             Its time counts in ``plan_s`` (and ``calibration_s``) of the report.
+        script_args: a plain script's own arguments, its ``sys.argv[1:]`` (as ``python script.py ARGS``).
         **planner_kwargs: options for :func:`daftscale.plan.plan`, over the pipeline's own.
     """
     from daftscale.calibrate import parse_calibrate
@@ -435,7 +437,7 @@ def run(
     given_plan = _resolve_plan(plan)
 
     def load() -> tuple[Pipeline, OutputTarget | None, dict[str, Any]]:
-        pipe = load_pipeline(pipeline_or_path)
+        pipe = load_pipeline(pipeline_or_path, script_args=script_args)
         target = prepare_job(
             pipe,
             output=output,

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -255,11 +255,11 @@ class ScriptPipeline(Pipeline):
     docstring), so a script daftscale cannot run is refused before a cluster starts.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, script_args: Sequence[str] = ()) -> None:
         super().__init__(self._build, name=os.path.basename(path))
         self.source = os.path.abspath(path)
         self.keep_udf_settings = False
-        self.script_args: tuple[str, ...] = ()
+        self.script_args = tuple(str(arg) for arg in script_args)  # its sys.argv[1:], as `python path ARGS`
         # The run's own build pauses the script at its action (pause_next_build), and run() lets it go on after.
         self._pause_next = False
         self._paused: tuple[Pause, threading.Thread, dict[str, Any]] | None = None
@@ -395,9 +395,12 @@ class ScriptPipeline(Pipeline):
             pass
         except SystemExit as exc:
             if exc.code not in (None, 0):
-                where = after if pause is not None and pause.resumed else " while daftscale ran it"
+                resumed = pause is not None and pause.resumed
+                where = after if resumed else " while daftscale ran it"
+                hint = " (its arguments go after it: daftscale run SCRIPT -- ARGS)"
+                hint = "" if resumed or self.script_args else hint
                 raise PipelineError(
-                    f"{self.source} exited with code {exc.code}{where}: run it with python to see why"
+                    f"{self.source} exited with code {exc.code}{where}: run it with python to see why{hint}"
                 ) from exc
         except (PipelineError, KeyboardInterrupt):
             raise
