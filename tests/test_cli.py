@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -242,3 +243,15 @@ def test_a_script_gets_its_own_arguments_after_it(tmp_path: Path, capsys: pytest
     # Without them the script's own argparse error is what the user sees first, and exit code 2.
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "the following arguments are required: source" in err, err
+
+
+def test_python_dash_m_daftscale_is_the_command() -> None:
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "daftscale", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert done.returncode == 0 and "Usage: daftscale run" in done.stdout, done.stderr

@@ -534,7 +534,7 @@ def _failure_message(error: BaseException, failed: list[dict[str, Any]]) -> str:
             f"({len(failed)} failed call{'s' if len(failed) != 1 else ''}): fix the UDF, or pass "
             "--on-error log (or ignore) to turn the failed batches into null rows, counted in the report"
         )
-    return f"the pipeline failed while running: {error_line(error)}: fix the cause above and run again"
+    return f"the pipeline failed while running: {error_line(error)}: fix that cause and run again"
 
 
 # Checks of the wait loop (one per PROGRESS_INTERVAL_S) a node may go without a new memory sample, or the

@@ -186,7 +186,7 @@ def _error_line(exc: BaseException, path: str) -> str:
             line = tb.tb_lineno
         tb = tb.tb_next
     if line is None and isinstance(exc, SyntaxError):
-        line = exc.lineno
+        return ""  # a SyntaxError's own message already says "(file, line N)"
     return f" (line {line})" if line else ""
 
 
