@@ -195,7 +195,7 @@ class Execution(threading.Thread):
                     # The rows stay on the workers (Ray's object store) until the script reads them; a collect
                     # cannot stop between partitions, so a stop waits for it, as a write's does.
                     self.df.collect()
-                    self.rows, self.partitions = len(self.df), self.df.num_partitions() or 0
+                    self.rows, self.partitions = len(self.df), collected_partitions(self.df)
                 elif self.output is None:
                     count_partitions(self.df, self.stop_requested, self._count)
                 else:
@@ -205,6 +205,16 @@ class Execution(threading.Thread):
             self.error = exc
         finally:
             self.finished_at = time.time()
+
+
+def collected_partitions(df: Any) -> int:
+    """Partitions of a collected DataFrame: its result set's (Daft 0.7.26's ``num_partitions()`` says 0 for a
+    collected DataFrame on Ray), or 0 when it cannot be read."""
+    result = getattr(df, "_result", None)
+    try:
+        return int(result.num_partitions()) if result is not None else int(df.num_partitions() or 0)
+    except Exception:
+        return 0
 
 
 class KeptInstruments:

@@ -690,13 +690,13 @@ def configure(func: Any, plan: PlanHandle, *, keep: bool) -> Any:
     changes: dict[str, Any] = {}
     if not keep:
         changes["max_concurrency"] = plan.concurrency
+        if func.is_batch and plan.udf_batch_size is not None:
+            # None: the plan keeps the script's own batch size (Daft's default, measured as it is).
+            changes["batch_size"] = plan.udf_batch_size
     elif func.max_concurrency and func.max_concurrency > plan.concurrency and _lowered_for_cluster(plan):
         # The author's pool does not fit the cluster: Daft would wait 120 s for actors that never start, then
         # run a partial pool. The plan lowered it (and says so in its warnings); so does the run.
         changes["max_concurrency"] = plan.concurrency
-        if func.is_batch and plan.udf_batch_size is not None:
-            # None: the plan keeps the script's own batch size (Daft's default, measured as it is).
-            changes["batch_size"] = plan.udf_batch_size
     changes["cpus"] = plan.udf_cpus if plan.udf_cpus else func.cpus
     changes["gpus"] = plan.udf_gpus
     sink = current_sink()
