@@ -328,8 +328,9 @@ def test_run_killed_mid_write_leaves_no_output(tmp_path, sig: signal.Signals) ->
     assert not list(Path(tempfile.gettempdir()).glob(f"daftscale-udf-{proc.pid}-*"))
 
 
-COLLECT_THEN_USE = """
-import time
+# A plain script with one model (a synthetic stand-in for a model call); ACTION is its terminal action and after.
+AFTER_THE_ACTION = """
+import json, time
 import daft
 
 @daft.cls(max_concurrency=2)
@@ -339,12 +340,14 @@ class Model:
         time.sleep(0.01)  # synthetic stand-in for a model call
         return [x * 2 for x in xs.to_pylist()]
 
-df = daft.from_pydict({"x": list(range(500))})
+df = daft.from_pydict({"x": list(range(300))})
 df = df.with_column("y", Model()(df["x"]))
-out = df.collect()
-out.show()
-print("rows", len(out), out.to_pandas()["y"].sum())
+ACTION
 """
+
+COLLECT_THEN_USE = AFTER_THE_ACTION.replace("range(300)", "range(500)").replace(
+    "ACTION", 'out = df.collect()\nout.show()\nprint("rows", len(out), out.to_pandas()["y"].sum())'
+)
 
 
 def test_a_script_that_uses_the_rows_it_collected_goes_on_with_them(tmp_path, capfd) -> None:
@@ -361,22 +364,6 @@ def test_a_script_that_uses_the_rows_it_collected_goes_on_with_them(tmp_path, ca
     printed = capfd.readouterr().out
     assert "rows 500 249500" in printed and "(Showing first 8 rows)" in printed, printed
 
-
-AFTER_THE_ACTION = """
-import json, time
-import daft
-
-@daft.cls(max_concurrency=2)
-class Model:
-    @daft.method.batch(return_dtype=daft.DataType.int64())
-    def __call__(self, xs):
-        time.sleep(0.01)  # synthetic stand-in for a model call
-        return [x * 2 for x in xs.to_pylist()]
-
-df = daft.from_pydict({"x": list(range(300))})
-df = df.with_column("y", Model()(df["x"]))
-ACTION
-"""
 
 TO_PYLIST = """rows = df.to_pylist()
 with open(RESULT, "w") as handle:

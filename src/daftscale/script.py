@@ -803,26 +803,14 @@ class WatchedInstance(TimedInstance):
         if inspect.iscoroutinefunction(method):  # an async row-wise method: Daft gathers its coroutines
 
             async def bound_async(*args: Any, **kwargs: Any) -> Any:
-                key = window.begin(rows_of(args, kwargs))
-                try:
-                    result = await method(instance, *args, **kwargs)
-                except Exception as exc:
-                    window.end(key, exc)
-                    raise
-                window.end(key)
-                return result
+                with window.call(rows_of(args, kwargs)):
+                    return await method(instance, *args, **kwargs)
 
             return bound_async
 
         def bound(*args: Any, **kwargs: Any) -> Any:
-            key = window.begin(rows_of(args, kwargs))
-            try:
-                result = method(instance, *args, **kwargs)
-            except Exception as exc:
-                window.end(key, exc)
-                raise
-            window.end(key)
-            return result
+            with window.call(rows_of(args, kwargs)):
+                return method(instance, *args, **kwargs)
 
         return bound
 

@@ -316,6 +316,17 @@ class CallWindow:
         else:
             self._recorder.finished(key, start, now, rows)
 
+    @contextlib.contextmanager
+    def call(self, rows: int) -> Iterator[None]:
+        """One call of ``rows`` rows, for the length of the block; a call that raises is recorded with its error."""
+        key = self.begin(rows)
+        try:
+            yield
+        except Exception as exc:
+            self.end(key, exc)
+            raise
+        self.end(key)
+
     def report(self) -> None:
         """Report the rows finished since the last report, and calls running longer than ``WINDOW_S``."""
         now = time.time()
