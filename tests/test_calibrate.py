@@ -939,3 +939,33 @@ def test_a_job_whose_udfs_report_no_calls_runs_no_sample() -> None:
 
     calibrated_plan(many_files, cluster, options, runner="ray", calibrate="auto", run_sample=run_sample)
     assert len(probed) == 1
+
+
+def test_a_scripts_own_batch_is_daft_defaults_not_the_formulas() -> None:
+    # No Daft here. A plain script's @daft.method.batch(batch_size=32) is what Daft's default runs with: the kept
+    # default says so (it said "Daft's own batch", while the run kept the script's 32), and the cost probe's
+    # Daft's default is predicted with it. The formula plan's B stays the planner's, not the script's.
+    def never(_sampled: object) -> RunReport:
+        raise AssertionError("no sample run expected")
+
+    cluster, options = ClusterSpec(nodes=2, cpus_per_node=2), {"concurrency": 2}
+    no_costs = calibrated_plan(
+        replace(profile_numbers(800_000, 100), files=64), cluster, options, runner="ray", calibrate="auto",
+        run_sample=never, udfs_timed=False, script_batch_size=32,
+    )  # fmt: skip
+    assert not no_costs.scaling_step and no_costs.udf_batch_size == 32, no_costs.decision
+    off = calibrated_plan(
+        profile_numbers(800_000, 100), cluster, options, runner="ray", calibrate="off", run_sample=never,
+        script_batch_size=32,
+    )  # fmt: skip
+    assert off.batch_size == 64  # the seed's B (nothing measured), not the script's 32
+
+    def run_sample(sampled: SampledPlan) -> RunReport:
+        return _report(sampled.plan, 8.0, [64, 16] * 10, fixed_s=0.2)
+
+    many_files = replace(profile_numbers(800_000, 100), files=64)
+    probed = calibrated_plan(
+        many_files, cluster, options, runner="ray", calibrate="auto", run_sample=run_sample, script_batch_size=32
+    )
+    # A 200 ms call cost: 32-row calls make Daft's default far slower than it would be with Daft's own batch.
+    assert "batch 32" in (probed.calibration.get("simulated") or {}).get("why", ""), probed.calibration

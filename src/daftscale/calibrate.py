@@ -66,12 +66,15 @@ from typing import Any
 from daftscale.calibrate_memory import after_halved_calls, after_out_of_memory
 from daftscale.calibrate_predict import (
     COST_PROBE_ACTORS,
+    SCRIPT_BATCH_KEY,
     SIMULATED_DECISION_MARGIN,
     SimulatedChoice,
     batch_words,
     cost_probe_plan,
     cost_probe_rows,
     daft_default_as_plan,
+    declared_batch,
+    planner_options,
     simulated_choice,
 )
 from daftscale.calibrate_record import (
@@ -314,7 +317,7 @@ def _split_without_sample(
         "than Daft's default and none larger, no slower whatever the model costs, so no sample run is paid for "
         "(run with --calibrate SECONDS to measure anyway)"
     )
-    chosen = even_split_plan(formula, data, split, kwargs.get("batch_size"))
+    chosen = even_split_plan(formula, data, split, declared_batch(kwargs))
     return replace(chosen, calibration=_skipped_note(data.rows, runner, reason, started).to_dict())
 
 
@@ -374,7 +377,7 @@ def _spread_without_sample(
 ) -> ScalingPlan:
     """The input spread over every actor by ``into_batches``, with no sample run (:func:`few_tasks_spread`)."""
     rows_per_task = spread.rows_per_task
-    actors, declared = formula.concurrency, kwargs.get("batch_size")
+    actors, declared = formula.concurrency, declared_batch(kwargs)
     tasks = math.ceil(data.rows / rows_per_task)
     reason = (
         f"the input is {spread.source}, which Daft's default runs as {spread.runs_as} for {actors} actors, leaving "
@@ -533,6 +536,7 @@ def calibrated_plan(
     output: Any = None,
     say: Callable[[str], None] = lambda _text: None,
     udfs_timed: bool = True,
+    script_batch_size: int | None = None,
 ) -> ScalingPlan:
     """The plan to run: the formula plan made from measurements, or Daft's default, whichever is predicted faster.
 
@@ -548,11 +552,16 @@ def calibrated_plan(
     (its JSON unchanged when ``calibrate`` is ``"off"``). ``udfs_timed`` False (a script whose UDFs are a
     stateless ``@daft.func`` or a legacy ``@daft.udf``, which report no calls) skips the sample runs: they
     would measure nothing, and Daft's default is kept unless it leaves actors idle whatever the model costs.
+    ``script_batch_size``: a plain script's own batch (its ``@daft.method.batch(batch_size=...)``), which Daft's
+    default runs with and is measured and predicted with; the formula plan's B is still the planner's.
     """
     from daftscale.plan import plan as make_plan
 
+    if script_batch_size and not kwargs.get("batch_size"):
+        kwargs = {**kwargs, SCRIPT_BATCH_KEY: script_batch_size}
+
     started = time.monotonic()
-    formula = make_plan(data, cluster, **kwargs)
+    formula = make_plan(data, cluster, **planner_options(kwargs))
     rows = data.rows
     sample = sample_rows_for(rows, formula.concurrency, formula.batch_size)
     reason = skip_reason(calibrate, kwargs, rows, sample)
@@ -570,7 +579,7 @@ def calibrated_plan(
             "paid for (run with --calibrate SECONDS to measure anyway)"
         )
         return replace(
-            unmeasured_default(formula, kwargs.get("batch_size"), reason),
+            unmeasured_default(formula, declared_batch(kwargs), reason),
             calibration=_skipped_note(rows, runner, reason, started).to_dict(),
         )
     # A join or shuffle before the step, or after it, may hand the UDF pieces of its own, not the files the
@@ -603,7 +612,7 @@ def calibrated_plan(
             return replace(formula, calibration=note.to_dict())
         if _daft_default_may_leave_actors_idle(data, formula):
             return replace(formula, calibration=note.to_dict(), decision=_spread_decision(data, formula, reason))
-        return replace(unmeasured_default(formula, kwargs.get("batch_size"), reason), calibration=note.to_dict())
+        return replace(unmeasured_default(formula, declared_batch(kwargs), reason), calibration=note.to_dict())
     if not _groups_before_step(scaling_input, upstream_shuffle):
         run_sample = with_small_downstream_aggregations(run_sample)
     by_fraction = upstream_shuffle
@@ -618,13 +627,13 @@ def calibrated_plan(
         runner=runner,
         budget_s=budget,
         sampling=how,
-        declared_batch_size=kwargs.get("batch_size"),
+        declared_batch_size=declared_batch(kwargs),
     )
     first_run = "Daft's default, then the formula plan if close" if by_fraction else "one cost probe on 2 actors"
     say(f"calibrating on {sample:,} of {rows:,} rows ({how}): {first_run}…")
 
-    declared_batch = kwargs.get("batch_size")
-    default = no_scaling_step(formula, "calibration baseline", udf_batch_size=declared_batch)
+    own_batch = declared_batch(kwargs)
+    default = no_scaling_step(formula, "calibration baseline", udf_batch_size=own_batch)
     if not by_fraction:
         # Nothing before the scaling step cuts the rows into pieces of its own: Daft's default is the input's
         # files and row groups, which the simulator lays out from the data profile. One cost probe measures
@@ -681,7 +690,7 @@ def calibrated_plan(
     # decides without another sample run (each costs about the query's fixed start, seconds: on a short job
     # as much as the plan could win); a close one is measured when the budget allows.
     if not probing:
-        verdict = simulated_choice(data, cluster, candidate, default_report, declared_batch, first.predicted_full_s)
+        verdict = simulated_choice(data, cluster, candidate, default_report, own_batch, first.predicted_full_s)
         if verdict is not None:
             cal.simulated = verdict.to_dict()
             if verdict.clear:
@@ -724,7 +733,7 @@ def calibrated_plan(
         and ((best[1].predicted_full_s or math.inf) * (1 + DECISION_MARGIN) < first.predicted_full_s)
     ):
         return finish(cal, calls, formula, best[0], best, "", started)
-    own = batch_words(declared_batch)
+    own = batch_words(own_batch)
     if best is None:
         why = "there was no budget left to measure the formula plan: Daft's default is kept, as it was measured"
         if cal.simulated:
@@ -752,7 +761,7 @@ def _calibrate_by_cost_probe(
     """One sample run of :func:`cost_probe_plan`, then the simulator's verdict between Daft's default and the
     formula plan made from the measured costs; Daft's default is kept unless the verdict is clearly the plan."""
     rows, sample = data.rows, cal.sample_rows
-    declared_batch = kwargs.get("batch_size")
+    own_batch = declared_batch(kwargs)
     probe = cost_probe_plan(formula, formula.batch_size)
     name = f"cost probe (calls of {probe.batch_size} rows and the rest of {probe.into_batches}-row chunks)"
     t0 = time.monotonic()
@@ -782,7 +791,7 @@ def _calibrate_by_cost_probe(
         if bounded is not None:
             return bounded
     verdict = (
-        simulated_choice(data, cluster, candidate, report, declared_batch, None, measured_fragments=False)
+        simulated_choice(data, cluster, candidate, report, own_batch, None, measured_fragments=False)
         if separates(fit)
         else None
     )

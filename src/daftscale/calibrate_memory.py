@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from daftscale.calibrate_predict import COST_PROBE_ACTORS, batch_words, daft_default_as_plan, simulated_choice
+from daftscale.calibrate_predict import (
+    COST_PROBE_ACTORS,
+    batch_words,
+    daft_default_as_plan,
+    declared_batch,
+    simulated_choice,
+)
 from daftscale.calibrate_record import (
     Calibration,
     SampleRun,
@@ -71,12 +77,10 @@ def after_out_of_memory(
     whose memory the actors cannot see (a GPU's) keeps that batch, since it was measured to fit.
     """
     rows, sample = data.rows, cal.sample_rows
-    failed_plan = failed_plan or no_scaling_step(
-        formula, "calibration baseline", udf_batch_size=kwargs.get("batch_size")
-    )
+    failed_plan = failed_plan or no_scaling_step(formula, "calibration baseline", udf_batch_size=declared_batch(kwargs))
     failed_rows = [int(c.get("rows") or 0) for c in error.failed_calls if c.get("rows")]
     smallest_failed = min(failed_rows, default=formula.batch_size)
-    declared = kwargs.get("batch_size")
+    declared = declared_batch(kwargs)
     first = error.first_failed_call
     raised = f"the UDF raised {first['error']} on a batch of {first.get('rows')} rows" if first else str(error)
     what = f"Daft's default ({batch_words(declared)})" if failed_name == "Daft's default" else failed_name
@@ -182,7 +186,7 @@ def after_halved_calls(
     if capped:
         fitting = max((int(c["rows"]) for c in calls if int(c["rows"]) < smallest), default=1)
         candidate = formula_from(data, cluster, {**kwargs, "batch_size": fitting}, None, calls, growth, None)
-    declared = kwargs.get("batch_size")
+    declared = declared_batch(kwargs)
     default_batch = daft_default_as_plan(formula, data, declared).batch_size
     error = first_halved.get("error", "")
     ran_out = f"the cost probe's calls of {smallest} rows and more ran out of memory ({error}) and were run in halves"

@@ -118,6 +118,27 @@ def cost_probe_rows(sample_rows: int, formula: ScalingPlan) -> int:
     return min(sample_rows, chunks * probe.concurrency * chunk)
 
 
+# Planner options key of a plain script's own batch size (its ``@daft.method.batch(batch_size=...)``): the batch
+# Daft's default runs with, as a pipeline's declared ``batch_size`` is, but not one the formula plan is made
+# with (for a script, choosing B is the planner's). Calibration reads it (declared_batch) and never hands it to
+# the planner (planner_options).
+SCRIPT_BATCH_KEY = "script_batch_size"
+
+
+def declared_batch(kwargs: dict[str, Any]) -> int | None:
+    """The batch Daft's default runs the UDF with: the pipeline's declared ``batch_size``, else a plain script's own.
+
+    >>> declared_batch({"batch_size": 16}), declared_batch({SCRIPT_BATCH_KEY: 64}), declared_batch({})
+    (16, 64, None)
+    """
+    return kwargs.get("batch_size") or kwargs.get(SCRIPT_BATCH_KEY)
+
+
+def planner_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for :func:`daftscale.plan.plan`: without a script's own batch, which only Daft's default uses."""
+    return {key: value for key, value in kwargs.items() if key != SCRIPT_BATCH_KEY}
+
+
 def batch_words(declared_batch: int | None) -> str:
     return f"batch {declared_batch}" if declared_batch else "Daft's own batch"
 
@@ -281,6 +302,7 @@ __all__ = [
     "COST_PROBE_CHUNKS_PER_ACTOR",
     "COST_PROBE_MIN_CHUNKS_PER_ACTOR",
     "COST_PROBE_SHARE_OF_ACTOR_ROWS",
+    "SCRIPT_BATCH_KEY",
     "SIMULATED_DECISION_MARGIN",
     "SIMULATOR_AGREEMENT",
     "SimulatedChoice",
@@ -288,5 +310,7 @@ __all__ = [
     "cost_probe_plan",
     "cost_probe_rows",
     "daft_default_as_plan",
+    "declared_batch",
+    "planner_options",
     "simulated_choice",
 ]

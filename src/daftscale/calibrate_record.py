@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from daftscale.calibrate_predict import SimulatedChoice, batch_words
+from daftscale.calibrate_predict import SimulatedChoice, batch_words, planner_options
 from daftscale.cluster import ClusterSpec
 from daftscale.config import format_bytes
 from daftscale.errors import DaftscaleError
@@ -237,6 +237,7 @@ def formula_from(
     """
     from daftscale.plan import plan as make_plan
 
+    kwargs = planner_options(kwargs)
     options = dict(kwargs)
     memory = fit_udf_memory_per_row(calls)
     if memory:

@@ -348,6 +348,7 @@ def execute_measured(
             output=scaling.output,
             say=say,
             udfs_timed=timed_udfs(pipe),
+            script_batch_size=getattr(pipe, "script_batch_size", None),
         )
         if joined is not None:
             chosen = with_read_merge(chosen, joined, cluster)

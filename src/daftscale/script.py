@@ -283,6 +283,13 @@ class ScriptPipeline(Pipeline):
                 # cluster among them (two models of 4 actors each on 4 CPUs waited 120 s for actors, then failed).
                 self.planner_kwargs["models"] = len(self.udfs)
 
+    @property
+    def script_batch_size(self) -> int | None:
+        """The batch size the script's timed UDFs declare (one, shared by all), which Daft's default runs them
+        with; None when they declare none or differ."""
+        sizes = {udf.batch_size for udf in self.udfs if udf.timed}
+        return sizes.pop() if len(sizes) == 1 else None
+
     def keep_author_settings(self) -> None:
         """Run each UDF with its author's concurrency and batch size, and plan around the first one's."""
         self.keep_udf_settings = True
