@@ -58,12 +58,14 @@ def test_check_target_refuses_what_it_cannot_finish(tmp_path) -> None:
     for target, words in [
         (OutputTarget(str(tmp_path / "full")), r"already holds files.*--overwrite"),
         (OutputTarget(str(tmp_path / "file")), "is a file"),
-        (OutputTarget(str(tmp_path / "no" / "such" / "dir")), "does not exist"),
+        (OutputTarget(str(tmp_path / "file" / "under" / "it")), "is a file, so output"),
         (OutputTarget("s3://bucket/out"), "atomically"),
     ]:
         with pytest.raises(OutputError, match=words):
             check_target(target)
     check_target(OutputTarget("s3://bucket/out", mode="append"))  # Daft's own write mode, as asked
+    # Missing parents are made at the write, as Daft's own write makes them.
+    check_target(OutputTarget(str(tmp_path / "no" / "such" / "dir")))
 
 
 def test_write_output_counts_and_replaces_whole(tmp_path) -> None:
@@ -78,6 +80,8 @@ def test_write_output_counts_and_replaces_whole(tmp_path) -> None:
     added = write_output(daft.from_pydict({"x": list(range(5))}), OutputTarget(str(target), mode="append"))
     assert count_file_rows([str(p) for p in target.iterdir()], "parquet") == 12 and added.rows == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left beside it
+    nested = write_output(daft.from_pydict({"x": list(range(3))}), OutputTarget(str(tmp_path / "new" / "cat0")))
+    assert nested.rows == 3 and sorted(p.name for p in (tmp_path / "new").iterdir()) == ["cat0"]  # parent made
 
 
 def test_csv_and_json_rows_are_counted_from_the_files(tmp_path) -> None:

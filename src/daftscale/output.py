@@ -118,9 +118,13 @@ def check_target(target: OutputTarget) -> None:
             f"output {target.path} already holds files ({target.origin}): pass --overwrite to replace them, "
             "--append to add to them, or choose another output directory"
         )
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise OutputError(f"the directory {parent} for output {target.path} does not exist: create it first")
+    # Missing parent directories are made at the write, as Daft's own write makes them (a script writing
+    # f"out/{name}" into a new out/); only a file in the way is refused.
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise OutputError(f"{ancestor} is a file, so output {target.path} cannot be made under it: choose a directory")
 
 
 def resolve_output(
