@@ -415,7 +415,10 @@ def execute_measured(
             sampler = kept.sampler
             sampler.restart()
         run_start = time.time()
-        execution = Execution(df, chosen.execution_config, output, keep=pausing and output is None)
+        # A script that goes on with its rows gets them collected; a show() computes its own preview (Daft's show,
+        # in order: a collected result's first rows can come out of order on Daft 0.7.26's Ray runner after a sort).
+        keep = pausing and output is None and getattr(pipe, "paused_action", None) != "show"
+        execution = Execution(df, chosen.execution_config, output, keep=keep)
         execution.start()
         stall = stall_watch(collector, stall_timeout, instrumented, chosen, execution)
         memory_watch = MemoryWatch(sampler, max_memory) if max_memory else None

@@ -200,7 +200,8 @@ class Pause:
             import daft
 
             return daft.from_pydict({"path": list(self._result.files)})  # what Daft's write hands back
-        # The job collected the action's DataFrame in place (collect() does), so this reads its result.
+        # The job collected the action's DataFrame in place (collect() does), so this reads its result; a show()
+        # computes its preview as Daft's does (the job counted its rows without keeping them).
         return original(action.df, *action.args, **action.kwargs)
 
     def resume(self, result: Any) -> None:
@@ -360,6 +361,12 @@ class ScriptPipeline(Pipeline):
         except BaseException:
             self.stop_paused()
             raise
+
+    @property
+    def paused_action(self) -> str | None:
+        """The name of the terminal action the script waits at (``"show"``...), or None."""
+        action = self._paused[0].action if self._paused is not None else None
+        return action.name if action is not None else None
 
     def finish_after_job(self, result: Any) -> bool:
         """Run the rest of the paused script, its action returning what it returns under python, computed from
