@@ -32,6 +32,7 @@ from daftscale.plan import ScalingPlan, read_merge, with_read_merge, with_sized_
 from daftscale.plan_handle import PlanHandle, SampledPlan, parquet_head
 from daftscale.report import RunReport
 from daftscale.scaling_plan import plan_operators
+from daftscale.script import ScriptPipeline
 from daftscale.udf import Instrumented, RayCollector, SpoolCollector, make_collector, recording
 from daftscale.watchdog import STATUS_STALLED, StallWatch, bounded_prep, combine, stop_stalled_query
 
@@ -348,7 +349,7 @@ def execute_measured(
             output=scaling.output,
             say=say,
             udfs_timed=timed_udfs(pipe),
-            script_batch_size=getattr(pipe, "script_batch_size", None),
+            script_batch_size=pipe.script_batch_size if isinstance(pipe, ScriptPipeline) else None,
         )
         if joined is not None:
             chosen = with_read_merge(chosen, joined, cluster)
@@ -391,11 +392,10 @@ def execute_measured(
         )
         # The run itself (not a calibration sample) of a plain script run() goes on with: the build pauses the
         # script at its action, to go on from there once the job's result is in (ScriptPipeline).
-        pause_next_build = getattr(pipe, "pause_next_build", None)
-        pausing = not isinstance(given_plan, SampledPlan) and getattr(pipe, "continue_after_job", False)
-        pausing = pausing and pause_next_build is not None
-        if pausing:
-            pause_next_build()  # type: ignore[misc]
+        final = not isinstance(given_plan, SampledPlan)
+        script = pipe if final and isinstance(pipe, ScriptPipeline) and pipe.continue_after_job else None
+        if script is not None:
+            script.pause_next_build()
         with recording(sink) as instrumented, reading_files(read_paths, read_files) as substituted:
             df = build_with(pipe, handle)
         if read_paths is not None and not substituted:
@@ -417,7 +417,7 @@ def execute_measured(
         run_start = time.time()
         # A script that goes on with its rows gets them collected; a show() computes its own preview (Daft's show,
         # in order: a collected result's first rows can come out of order on Daft 0.7.26's Ray runner after a sort).
-        keep = pausing and output is None and getattr(pipe, "paused_action", None) != "show"
+        keep = script is not None and output is None and script.paused_action != "show"
         execution = Execution(df, chosen.execution_config, output, keep=keep)
         execution.start()
         stall = stall_watch(collector, stall_timeout, instrumented, chosen, execution)
@@ -502,8 +502,8 @@ def execute_measured(
     )
     if execution.written is not None:
         report.output = output_summary(output, execution.written)
-    if pausing:
-        pipe.job_result = execution.written if output is not None else df  # type: ignore[attr-defined]
+    if script is not None:
+        script.job_result = execution.written if output is not None else df
     health.apply(report)
     if reason is not None:
         if stalled:
@@ -609,8 +609,7 @@ class MemoryWatch:
 def timed_udfs(pipe: Pipeline) -> bool:
     """Whether the pipeline's UDFs report their calls: a plain script knows its actor UDFs (only a sync batch
     method is timed); a pipeline file's are made as it builds (its actor UDFs are)."""
-    udfs = getattr(pipe, "udfs", None)
-    return udfs is None or any(udf.timed for udf in udfs)
+    return not isinstance(pipe, ScriptPipeline) or any(udf.timed for udf in pipe.udfs)
 
 
 def stall_watch(

@@ -146,8 +146,15 @@ class UdfUse:
 
     @property
     def timed(self) -> bool:
-        """Whether daftscale times its calls one by one (a sync batch method; see :func:`configure`)."""
-        return self.is_batch and not self.is_async and not self.is_generator
+        """Whether daftscale times its calls one by one (:func:`timed_method`)."""
+        return timed_method(self)
+
+
+def timed_method(method: Any) -> bool:
+    """Whether daftscale times a ``@daft.cls`` method's calls one by one (a Daft ``Func`` or a :class:`UdfUse`): a
+    sync batch method. A row-wise one (a record per row would cost more than the row) or an async one (its calls
+    overlap) is watched instead (:class:`WatchedInstance`); a generator is left as it is."""
+    return bool(method.is_batch) and not method.is_async and not method.is_generator
 
 
 @dataclass
@@ -400,7 +407,6 @@ class ScriptPipeline(Pipeline):
         sys.argv = [self.source, *self.script_args]
         # The script's own directory first, as `python script.py` has it, so its sibling imports work.
         sys.path.insert(0, directory)
-        after = " after daftscale ran its job" if pause is not None else ""
         try:
             step_read = getattr(self, "step_read", 0)  # the load-time execution applies no step
             with _intercepting(record, plan, self.source, keep=self.keep_udf_settings, step_read=step_read):
@@ -409,10 +415,11 @@ class ScriptPipeline(Pipeline):
             pass
         except SystemExit as exc:
             if exc.code not in (None, 0):
-                resumed = pause is not None and pause.resumed
-                where = after if resumed else " while daftscale ran it"
-                hint = " (its arguments go after it: daftscale run SCRIPT -- ARGS)"
-                hint = "" if resumed or self.script_args else hint
+                if pause is not None and pause.resumed:
+                    where, hint = " after daftscale ran its job", ""
+                else:
+                    where = " while daftscale ran it"
+                    hint = "" if self.script_args else " (its arguments go after it: daftscale run SCRIPT -- ARGS)"
                 raise PipelineError(
                     f"{self.source} exited with code {exc.code}{where}: run it with python to see why{hint}"
                 ) from exc
@@ -421,8 +428,9 @@ class ScriptPipeline(Pipeline):
         except BaseException as exc:
             if pause is not None and pause.resumed:
                 raise PipelineError(
-                    f"{self.source} raised {type(exc).__name__}: {exc}{_line_in(exc, self.source)}{after}, in the "
-                    "lines after its terminal action (the job's output is complete): fix those lines"
+                    f"{self.source} raised {type(exc).__name__}: {exc}{_line_in(exc, self.source)} after "
+                    "daftscale ran its job, in the lines after its terminal action (the job's output is complete): "
+                    "fix those lines"
                 ) from exc
             raise PipelineError(
                 f"{self.source} raised {type(exc).__name__}: {exc}{_line_in(exc, self.source)} while daftscale "
@@ -719,7 +727,7 @@ def configure(func: Any, plan: PlanHandle, *, keep: bool) -> Any:
         changes["on_error"] = sink["on_error"]
         changes["max_retries"] = 0
     label = func.name_override or func.__qualname__
-    if func.is_batch and not func.is_async and not func.is_generator:
+    if timed_method(func):
         changes["_cls"] = TimedInstance(func._cls, sink, label)
         note_instrumented(label)  # its calls are recorded, so the stall watchdog can watch them
     elif not func.is_generator:
